@@ -717,3 +717,42 @@ def test_a_background_streams_answer_is_kept_past_one_redis_timeout(
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == ("event: response.completed", "completed")
+
+
+@pytest.mark.parametrize("replies", [False, True], ids=["stalled", "reply lost"])
+def test_a_background_answer_kept_past_one_redis_timeout_is_completed_with_its_turn(
+    replies: bool, redis_namespace: str
+) -> None:
+    """A background response's answer (no stream) whose write to a real Redis timed out
+    though it landed (its reply lost, or its command held and delivered late): the write
+    asked again found the record changed (by itself), and the run took it for cancelled,
+    so the run was counted ``cancelled`` and its conversation lost the turn, while the
+    record, read back, said ``completed``. As a background stream's end does
+    (`test_a_background_streams_answer_is_kept_past_one_redis_timeout`), the answer read
+    back as made is made: counted ``completed``, its turn added."""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=redis_namespace)
+
+    async def go(url: str, proxy: StallProxy) -> tuple[list[str], str, int]:
+        store = ResponseStore(settings, _StallsFinal(url, proxy, replies))
+        conversations = ConversationStore(store)
+        try:
+            talk = await conversations.create("team", {}, [])
+            front, queued = _queued(store)
+            front._conversation = talk.id
+            front._input = [{"type": "message", "role": "user", "content": "hi"}]
+            assert await store.put("team", queued.record, value=queued.value)
+            outcomes: list[str] = []
+
+            async def answer() -> Any:
+                return await front.answer(_COMPLETION, "small", {"model": "small", "input": "hi"})
+
+            await _answer_in_background(answer, _GATEWAY, front, outcomes.append)
+            kept = await store.get("team", front.id)
+            assert kept is not None
+            items = await conversations.items("team", talk.id)
+            return outcomes, str(kept.response["status"]), len(items)
+        finally:
+            await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == (["completed"], "completed", 2)

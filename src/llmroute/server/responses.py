@@ -728,7 +728,7 @@ class _Kept:
     async def _put(self, response: dict[str, Any]) -> bool:
         """Keep `response`: at once or not, for a client waiting; a background one is
         asked of the store itself (`put`'s `wait`: once more after a failure; one that
-        landed leaves the record changed, which `_settled` reads), its poller waits for
+        landed all the same is read back as kept), its poller waits for
         it, and only over its record as first kept (one cancelled, deleted or found
         abandoned meanwhile is left so)."""
         record, background = self.record(response), self.background

@@ -23,7 +23,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard, TypeVar
+from functools import partial
+from typing import Any, TypeGuard
 
 from llmroute.registry.schema import Registry, StoredResponsesSettings
 from llmroute.state.listings import Cap
@@ -50,7 +51,6 @@ __all__ = [
 log = logging.getLogger("llmroute.responses")
 
 _VERSION = 1
-T = TypeVar("T")
 RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
 
 
@@ -279,12 +279,13 @@ class ResponseStore:
         a background response's status changing: it is counted once, when made). `wait`:
         asked of the store itself, past a pause after a failure (`asked`), and once more
         after a failure of its own (a background response's writes: its answer, or its
-        end, is its run's one chance); an ``error`` is told once, when it gives up (the
-        pause's refusal and the failures after it are one keeping that failed, not
-        two). `value`: `record` `encoded` already. `over`:
-        written only if the record still holds these bytes, in one step with the check (a
-        background response's writes after its first, over it as it was running: one
-        deleted, cancelled or ended meanwhile is left so); False then, told nothing."""
+        end, is its run's one chance; one that landed all the same is read back:
+        `_written`); an ``error`` is told once, when it gives up (the pause's refusal
+        and the failures after it are one keeping that failed, not two). `value`:
+        `record` `encoded` already. `over`: written only if the record still holds these
+        bytes, in one step with the check (a background response's writes after its
+        first, over it as it was running: one deleted, cancelled or ended meanwhile is
+        left so); False then, told nothing."""
         data = self.encoded(record) if value is None else value
         if data is None:
             return False
@@ -307,7 +308,7 @@ class ResponseStore:
             return True
 
         try:
-            kept = await (_asked_again(write) if wait else write())
+            kept = await (self._written(write, key, data) if wait else write())
         except StoreUnavailable:
             self._tell("error")
             raise
@@ -343,6 +344,24 @@ class ResponseStore:
             )
         kept = await self.put(owner, record, counted=False, wait=wait, value=value, over=over)
         return record if kept else None
+
+    async def _written(
+        self, write: Callable[[], Awaitable[bool | None]], key: str, data: bytes
+    ) -> bool | None:
+        """`write()` (of `data` at `key`) asked of the store itself (`asked`), and once
+        more (past the pause it began) after a failure of its own. A write over a record
+        (`over`) that landed though it failed (a timeout after Redis made it) finds the
+        record changed then, by itself: read back holding `data`, it was kept (else a
+        made answer was taken for cancelled: counted so, its conversation turn lost)."""
+        try:
+            return await asked(write)
+        except StoreUnavailable as exc:
+            if exc.paused_s:  # refused unasked to the end: the store was asked meanwhile
+                raise
+        kept = await asked(write)
+        if kept is None and await asked(partial(self._store.get, key)) == data:
+            return True
+        return kept
 
     def _too_large(self, size: int) -> str | None:
         """The setting a record of `size` bytes is larger than; None when it fits."""
@@ -386,18 +405,6 @@ class ResponseStore:
 
     async def aclose(self) -> None:
         await self._store.aclose()
-
-
-async def _asked_again(call: Callable[[], Awaitable[T]]) -> T:
-    """`asked(call)`, and once more (`asked`: past the pause it began) after a failure
-    of its own; a write over a record (`over`) that landed though it failed then finds
-    the record changed."""
-    try:
-        return await asked(call)
-    except StoreUnavailable as exc:
-        if exc.paused_s:  # refused unasked to the end: the store was asked meanwhile
-            raise
-    return await asked(call)
 
 
 def _silent(outcome: str) -> None:
