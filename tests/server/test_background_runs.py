@@ -756,3 +756,50 @@ def test_a_background_answer_kept_past_one_redis_timeout_is_completed_with_its_t
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == (["completed"], "completed", 2)
+
+
+def test_a_background_streams_turn_is_added_once_past_two_redis_timeouts(
+    redis_namespace: str,
+) -> None:
+    """A real Redis stalling through both tries of a background stream's last write (the
+    first made late, as the proxy delivers a held command): the run, not knowing, added
+    its turn (the store refused unasked for its pause: taken as running), then read the
+    record back ``completed`` (`_settled`) and added the turn a second time: the
+    conversation held it twice. A turn is added once."""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=redis_namespace)
+    body = {"model": "small", "input": "hi", "background": True, "stream": True}
+
+    async def go(url: str, proxy: StallProxy) -> tuple[str, int]:
+        kv = _StallsFinal(url, proxy, False)
+        kv.failures = 3  # the first try, the one refused for its pause, the second
+        store = ResponseStore(settings, kv)
+        conversations = ConversationStore(store)
+        try:
+            talk = await conversations.create("team", {}, [])
+            request = _request()
+            front, queued = _queued(store)
+            front._streamed = True
+            front._conversation = talk.id
+            front._input = [{"type": "message", "role": "user", "content": "hi"}]
+            record = front.record(queued.response)
+            queued = dataclasses.replace(queued, record=record, value=record.to_bytes())
+            front.queued_as = queued.value
+
+            async def chat() -> AsyncIterator[bytes]:
+                yield _chunk({"role": "assistant", "content": "hi"})
+                yield _chunk({}, "stop")
+
+            async def answer() -> Response:
+                events = front.stream("small", body, chat())
+                return StreamingResponse(events, media_type="text/event-stream")
+
+            await _start_in_background(request, _GATEWAY, front, body, queued, answer)
+            await background_runs(request).aclose(10.0)
+            kept = await store.get("team", front.id)
+            assert kept is not None
+            return str(kept.response["status"]), len(await conversations.items("team", talk.id))
+        finally:
+            await store.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == ("completed", 2)

@@ -466,6 +466,7 @@ class _Kept:
         self._input: list[dict[str, Any]] = []
         self._chain: list[str] = []  # the responses this one continues, oldest first
         self._conversation: str | None = None  # the conversation it adds to
+        self._turn_added = False  # its turn is in its conversation: not added again
         # a background response's record as first kept: its run writes only over it
         self.queued_as: bytes | None = None
 
@@ -654,8 +655,10 @@ class _Kept:
 
     async def _add_to_conversation(self, response: dict[str, Any]) -> None:
         """The request's input and the response's output, added to its conversation (a
-        store that does not answer loses them, with a warning: the answer still goes)."""
-        if self._conversation is None:
+        store that does not answer loses them, with a warning: the answer still goes);
+        once: a background answer's write that failed adds it (taken as still wanted),
+        and the record read back as made afterwards (`_settled`) would add it again."""
+        if self._conversation is None or self._turn_added:
             return
         output = response.get("output")
         items = [*self._input, *(output if isinstance(output, list) else ())]
@@ -669,6 +672,7 @@ class _Kept:
             self._count("error")
             log.warning("conversations: response %s not added: %s", self.id, exc)
             return
+        self._turn_added = True
         self._count("turn_added")
 
     def queued(self, body: dict[str, Any]) -> dict[str, Any]:
