@@ -261,6 +261,47 @@ def test_a_settle_redis_refuses_for_now_is_kept_and_made_later(state: str) -> No
             raw.close()
 
 
+@pytest.mark.parametrize("kind", ["slot", "tokens"])
+def test_a_give_back_redis_refuses_for_now_is_kept_and_made_later(kind: str) -> None:
+    """A slot's or a tpm hold's give-back answered ``READONLY`` (a replica until a
+    failover ends: nothing of it made) was dropped as one refused for good: the slot
+    stayed taken until its lease lapsed (10 min: a ``max_in_flight`` of 1 refused every
+    call meanwhile), the tokens counted for their minute. It is kept, as a budget
+    settle refused for now is, and made once the pause after the refusal is over."""
+    with private_redis() as url:
+        raw = redis.Redis.from_url(url)
+
+        async def go() -> list[Any]:
+            limits = RedisLimits(url, 2.0, "ns", clock=lambda: NOW)
+            try:
+                if kind == "slot":
+                    slot = await limits.take_slot("d", 1)
+                    assert slot
+                else:
+                    minute = await limits.hold_tokens("k", 900, 1000)
+                    assert minute is not None and minute != NOT_HELD
+                raw.execute_command("REPLICAOF", "127.0.0.1", "1")  # nobody there
+                if kind == "slot":
+                    await limits.give_slot("d", slot)
+                else:
+                    await limits.release_tokens("k", minute, 900)
+                seen: list[Any] = [sum(limits._left()), limits.answering]
+                raw.execute_command("REPLICAOF", "NO", "ONE")
+                await asyncio.sleep(RETRY_AFTER_S + 0.05)  # the pause after a refusal
+                if kind == "slot":
+                    again = await limits.take_slot("d", 1)
+                    return [*seen, bool(again), sum(limits._left())]
+                held = await limits.hold_tokens("k", 900, 1000)
+                return [*seen, held not in (None, NOT_HELD), sum(limits._left())]
+            finally:
+                await limits.aclose(0)
+
+        try:
+            assert asyncio.run(go()) == [1, True, True, 0]
+        finally:
+            raw.close()
+
+
 def _loop_forever(url: str) -> None:
     """A script that keeps Redis busy until ``SCRIPT KILL``."""
     with redis.Redis.from_url(url) as busy, contextlib.suppress(redis.RedisError):

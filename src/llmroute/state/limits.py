@@ -39,8 +39,8 @@ the failure is logged at most once a minute and Redis is left alone for a second
 calls waiting on it give up when one fails, and then one asks at a time
 (`llmroute.state.answering`). An error reply fails that call alone; a give-back or a
 settle it answers so is dropped, as asked again it would fail again, unless it refuses
-for now (``READONLY`` until a failover ends, ``OOM``...): such a settle is kept, and
-asked again after the same pause as a failure's.
+for now (``READONLY`` until a failover ends, ``OOM``...): such a give-back or settle is
+kept, and asked again after the same pause as a failure's.
 """
 
 from __future__ import annotations
@@ -616,9 +616,10 @@ class RedisLimits:
         self._unsure = [0, 0.0]  # late settles that found neither hold nor tombstone: USD
         self._dropped: dict[str, int] = {}  # kind → dropped from its full queue, unsaid
         self._dropped_said: dict[str, float] = {}  # kind → when that was last said
-        # monotonic: when the kept settles are asked again after Redis refused one for
-        # now (a transient error reply), as after a failure (the outage's pause)
-        self._settles_after = 0.0
+        # monotonic: when the kept settles and give-backs are asked again after Redis
+        # refused one for now (a transient error reply), as after a failure (the
+        # outage's pause)
+        self._writes_after = 0.0
         # Give-backs Redis did not take (it failed, or was taken for down after another
         # call failed): slots (key, slot) and token holds (key, minute, count), made
         # before the next count. Dropped, a slot would stay taken for its whole lease
@@ -773,7 +774,7 @@ class RedisLimits:
         """Settle what Redis did not take before (the `most` oldest now); False when it
         still does not answer. One whose caller is cancelled meanwhile (a budget read
         whose client hung up) goes back first in line: made twice, it counts once."""
-        if self._pending and self._monotonic() < self._settles_after:
+        if self._pending and self._monotonic() < self._writes_after:
             return False  # Redis refused one for now a moment ago: not asked again yet
         try:
             for _ in range(min(len(self._pending), most)):
@@ -991,7 +992,12 @@ class RedisLimits:
 
     async def _give_back_pending(self, most: int = 100) -> bool:
         """Make the give-backs Redis did not take before (the `most` oldest of each
-        kind); False when it still does not answer. Free when there are none."""
+        kind); False when it still does not answer, or refused one for now a moment ago
+        (`_refused`). Free when there are none."""
+        if (self._slots_back or self._tokens_back or self._takes_back) and (
+            self._monotonic() < self._writes_after
+        ):
+            return False
         kinds: tuple[tuple[deque[Any], Callable[..., Coroutine[Any, Any, bool]], bool], ...] = (
             (self._slots_back, self._gave_slot, True),
             (self._tokens_back, self._released_tokens, False),
@@ -1036,21 +1042,23 @@ class RedisLimits:
         all the same: an error reply that refuses for good (``WRONGTYPE`` from a foreign
         key...) comes again each time, so kept, it stayed at the head of its queue and
         every later count was let through uncounted. Dropped, its count lapses as a dead
-        process's does. A settle refused for now (``READONLY`` until a failover ends,
+        process's does. One refused for now (``READONLY`` until a failover ends,
         ``OOM``...: `StoreUnavailable.transient`, nothing of it made) is kept and asked
-        again after a pause, as one Redis did not answer: dropped, its call's cost was
-        never counted, and its hold counted until its lease lapsed."""
+        again after a pause, as one Redis did not answer: dropped, a settle's call's
+        cost was never counted and its hold counted until its lease lapsed, a slot stayed
+        taken for its lease (10 min), a token hold counted for its minute."""
         if not exc.replied:
             self._failed(exc)
             return False
-        if settle and exc.transient:
-            self._settles_after = self._monotonic() + RETRY_AFTER_S
+        if exc.transient:
+            self._writes_after = self._monotonic() + RETRY_AFTER_S
             note_failure(
                 self._outage,
                 exc,
-                "limits: a budget settle refused for now, kept and tried again in %g s "
-                "(until then budget reads let calls through): %s",
+                "limits: a %s refused for now, kept and tried again in %g s (until then %s): %s",
+                "budget settle" if settle else "give-back",
                 RETRY_AFTER_S,
+                "budget reads let calls through" if settle else "counts let requests through",
                 exc,
             )
             return False
@@ -1084,8 +1092,8 @@ class RedisLimits:
             first = False
             if not self._outage.down() and await self._make_pending():
                 break
-            settles_s = self._settles_after - self._monotonic() if self._pending else 0.0
-            wait = max(self._outage.left_s(), settles_s, _CLOSE_POLL_S)
+            refused_s = self._writes_after - self._monotonic()
+            wait = max(self._outage.left_s(), refused_s, _CLOSE_POLL_S)
             if time.monotonic() + wait > deadline:
                 break
             await asyncio.sleep(wait)
