@@ -485,6 +485,40 @@ def test_a_background_request_kept_as_the_runs_shut_down_is_refused_and_forgotte
     assert asyncio.run(go()) == [(503, "server_shutdown", 0)] * 2
 
 
+class _FailsAtLeaseClosing(_ClosesAtLease):
+    """`_ClosesAtLease`, whose lease is then said not taken (a Redis timeout after the
+    write: made all the same)."""
+
+    async def set_pinned(self, key: str, value: bytes, ttl_s: float) -> None:
+        await super().set_pinned(key, value, ttl_s)
+        if value == b"1":
+            raise StoreUnavailable("redis 127.0.0.1:6379: timed out after 0.2 s")
+
+
+def test_a_background_request_failing_as_the_runs_shut_down_is_forgotten() -> None:
+    """A background request whose lease failed to be kept (its record written) as the
+    runs shut down was to be forgotten in a run of its own (`_discarded`), which the
+    closed runs refused (closed unrun): its record and lease were left in the store, an
+    ``in_progress`` response whose id nobody was told, until ``ttl_s``. It is forgotten
+    at once instead."""
+    kv = _FailsAtLeaseClosing(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(StoredResponsesSettings(), kv)
+    body = {"model": "small", "background": True}
+
+    async def never() -> Response:
+        raise AssertionError("a refused request is not answered")
+
+    async def go() -> tuple[int, str | None, int]:
+        request = _request()
+        kv.closing = partial(background_runs(request).aclose, 1.0)
+        front, queued = _queued(store)
+        with pytest.raises(GatewayError) as refused:
+            await _start_in_background(request, _GATEWAY, front, body, queued, never)
+        return refused.value.status, refused.value.code, len(kv)
+
+    assert asyncio.run(go()) == (503, "store_unavailable", 0)
+
+
 def _near_the_bound(store: ResponseStore, bound: int) -> tuple[_Kept, _Queued]:
     """A background response whose running record is just under `bound` bytes."""
     front, queued = _queued(store)

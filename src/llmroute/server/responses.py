@@ -226,8 +226,9 @@ async def _keep_queued(
     (after the record: a process that dies in between leaves it abandoned) and a
     `stream`'s `opening` events written; False when it is too large to keep. Should that
     fail (or the request be cancelled) once the record may be written, the response is
-    forgotten in a task of `runs` (`_discarded`): refused, its id was never told, and
-    running it would be neither evicted nor counted for its key's bound until ``ttl_s``."""
+    forgotten in a task of `runs` (`_discarded`; here, once they are shut down):
+    refused, its id was never told, and running it would be neither evicted nor counted
+    for its key's bound until ``ttl_s``."""
     store, owner = front.store, front.owner
     front.queued_as = queued.value
     written = True  # from the moment it is asked for, the record may be in the store
@@ -243,8 +244,8 @@ async def _keep_queued(
         if stream is not None:
             await stream.chunks.write(0, opening)
     except BaseException:
-        if written:
-            runs.start(front.id, _discarded(front))
+        if written and not runs.start(front.id, _discarded(front)):
+            await _discarded(front)  # the runs shut down meanwhile: none would forget it
         raise
     return True
 
