@@ -26,11 +26,9 @@ from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import BackgroundRuns, background_runs
 from llmroute.server.background_stream import EventChunks, RunLog
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses import (
+from llmroute.server.responses import _cancel, _forget, _Kept
+from llmroute.server.responses_background import (
     _answer_in_background,
-    _cancel,
-    _forget,
-    _Kept,
     _Queued,
     _reaped,
     _start_in_background,

@@ -31,7 +31,8 @@ from stall_proxy import stall_proxy
 
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server.background_stream import EventChunks
-from llmroute.server.responses import _answer_in_background, _Kept
+from llmroute.server.responses import _Kept
+from llmroute.server.responses_background import _answer_in_background
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import MemoryStore, RedisStore, StoreUnavailable, owner_group

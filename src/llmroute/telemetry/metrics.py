@@ -54,9 +54,9 @@ Metrics (all prefixed ``llmroute_``):
   a conversation (llmroute.server.conversations): ``created``, ``items_added``,
   ``turn_added``, ``deleted``, ``not_found``, ``error``;
 - ``background_responses_total{outcome}``: ``background: true`` Responses requests
-  (llmroute.server.responses): ``started``, ``completed``, ``failed``, ``cancelled``,
-  ``refused`` (over ``stored_responses.max_background``), ``abandoned`` (found by a read
-  with its lease lapsed: the process making it died);
+  (llmroute.server.responses_background): ``started``, ``completed``, ``failed``,
+  ``cancelled``, ``refused`` (over ``stored_responses.max_background``), ``abandoned``
+  (found by a read with its lease lapsed: the process making it died);
 - ``batches_total{outcome}``: Batch API batches (llmroute.server.batch_run): ``created``,
   then ``completed``, ``failed``, ``expired``, ``cancelled``, ``abandoned`` (found by a
   read with its lease lapsed, in memory), ``handed_over`` (left by a stopping process),
@@ -848,7 +848,7 @@ class GatewayMetrics:
 
     def background_responses(self, outcome: str) -> None:
         """A background response ``started``, ``completed``, ``failed``, ``cancelled``,
-        ``refused`` or ``abandoned`` (llmroute.server.responses)."""
+        ``refused`` or ``abandoned`` (llmroute.server.responses_background)."""
         self._background(outcome).inc()
 
     def batches(self, outcome: str) -> None:
