@@ -682,12 +682,12 @@ def test_a_background_streams_last_event_says_what_its_record_says(
 
 
 class _StallsFinal(RedisStore):
-    """A Redis store whose Redis stops answering (`timeout_s` 0.2 s, then the store's
+    """A Redis store whose Redis stops answering (`timeout_s` 0.5 s, then the store's
     pause) while a response's answer (``completed``) is first written: `replies` only
     (the write is made, its reply lost) or both ways."""
 
     def __init__(self, url: str, proxy: StallProxy, replies: bool) -> None:
-        super().__init__(url, 0.2)
+        super().__init__(url, 0.5)  # a connect under load: not 0.2
         self._proxy = proxy
         self._replies = replies
         self.failures = 1
