@@ -44,6 +44,7 @@ models:
   embed-picky: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
   embed-b: {{provider: fake, model: up-embed, kind: embedding}}
   embed-picky-b: {{provider: fake, model: "emb-picky?status=400", kind: embedding}}
+  embed-slow: {{provider: fake, model: "slow?delay=3", kind: embedding}}
 routes:
   - {{name: chat, examples: ["hello there", "how are you today"], target: small}}
 default: {{target: small}}
@@ -316,12 +317,20 @@ def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(
     assert (line["status"], line["error"]) == (429, "rate_limit_exceeded")
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**ASK, "model": "slow"}),
+        ("/v1/embeddings", {"model": "embed-slow", "input": "hello there"}),
+    ],
+)
 def test_a_request_cut_by_the_shutdown_is_one_line_with_the_id_its_503_carries(
-    upstream: FakeUpstream, tmp_path: Path
+    upstream: FakeUpstream, tmp_path: Path, path: str, body: dict[str, Any]
 ) -> None:
-    """A chat request still waiting on its model when the graceful timeout ends gets
-    503 ``server_shutdown``: that answer carries its decision's id, and the request is
-    logged once, as its decision (it was also an unrouted 503 line, with another id)."""
+    """A chat (or embeddings) request still waiting on its model when the graceful
+    timeout ends gets 503 ``server_shutdown``: that answer carries its decision's (its
+    row's) id, and the request is logged once, as its decision (it was also an unrouted
+    503 line, with another id)."""
     args = ["--log-format", "json", "--log-requests", "--no-access-log"]
     args += ["--graceful-timeout", "1"]
     env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, TIGHT_ENV: TIGHT_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
@@ -333,8 +342,8 @@ def test_a_request_cut_by_the_shutdown_is_one_line_with_the_id_its_503_carries(
         def ask() -> None:
             answers.append(
                 httpx.post(
-                    f"{served.url}/v1/chat/completions",
-                    json={**ASK, "model": "slow"},
+                    f"{served.url}{path}",
+                    json=body,
                     headers={"authorization": f"Bearer {KEY}"},
                     timeout=30,
                 )

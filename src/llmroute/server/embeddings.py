@@ -40,9 +40,10 @@ from llmroute.server.chat import (
     served_headers,
     tracing_of,
 )
-from llmroute.server.errors import GatewayError, gateway_error
+from llmroute.server.errors import INTERNAL_ERROR, GatewayError, gateway_error
 from llmroute.server.meta import listed_for
 from llmroute.server.pool import check_pool
+from llmroute.server.request_ids import recorded_as, routed_as
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.telemetry.metrics import EMBEDDINGS_ROUTE
 from llmroute.telemetry.record import CLIENT_CLOSED, CLIENT_DISCONNECTED
@@ -154,6 +155,9 @@ async def serve_unrouted(
     trace = tracing_of(request).start_unrouted(
         api, name, route, request_id, start_ns=int(ts * 1e9), headers=request.headers
     )
+    # every answer from here on is its row's, a bug's 500 too (a batch's line has a
+    # scope of its own: `request_ids.apart`)
+    routed_as(request.scope, request_id)
     done = _Unrouted(
         request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id, trace
     )
@@ -173,13 +177,18 @@ async def serve_unrouted(
     except asyncio.CancelledError as exc:
         await done.cut(spend, *cut_by(exc))
         raise
-    except BaseException as exc:  # a bug: its 500, not logged, is a failed span
+    except BaseException as exc:
+        # a bug: `handle_any`'s 500, logged as chat logs one (its span failed by it);
+        # an exit of the process has no answer to log
         trace.fail(exc)
+        if isinstance(exc, Exception):
+            done.finished(500, error=INTERNAL_ERROR)
         raise
     finally:
         if release is not None:
             release()
     done.finished(200, served=served)
+    recorded_as(request.scope, 200)  # a bug after this is an error of its own
     headers.update(served_headers(served.deployment, served.attempts))  # as chat's
     # a large embeddings answer's vectors go out as the upstream wrote them
     return Response(await answer_json(served.data), media_type="application/json", headers=headers)

@@ -1,0 +1,277 @@
+"""A bug (an exception no handler expected) inside an ``/v1/embeddings`` or
+``/v1/rerank`` request is answered, logged and counted as a chat request's is: one
+OpenAI-style 500 ``internal_error`` (never a traceback) carrying the id of the request's
+decision log row, that row (500 ``internal_error``), the request counted in
+``llmroute_requests_total`` and timed in ``llmroute_request_seconds{outcome="error"}``,
+and its request span ended as an error. The converted fronts (``/v1/completions``,
+Messages, Responses) already went through chat's handling: checked alongside.
+
+A gateway in a thread (`serve_in_thread`), the echo provider behind it, a SQLite decision
+log, an in-memory span exporter; the bug is one of our pure functions made to raise
+(the pricing of an answer, the dispatcher's chat call)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_proc import serve_in_thread, wait_for
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmroute.dispatch import Dispatcher, Plan, Served
+from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.errors import TelemetryError
+from llmroute.server import app as app_module
+from llmroute.server import embeddings as embeddings_module
+from llmroute.telemetry.record import LoggedDecision
+from llmroute.telemetry.store import open_store
+from llmroute.telemetry.tracing import Tracing
+
+REGISTRY = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+  emb: {provider: echo, model: echo-emb, kind: embedding}
+  rr: {provider: echo, model: echo-rr, kind: rerank}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+batches: {concurrency: 1}
+telemetry: {flush_seconds: 0.05}
+"""
+INTERNAL = {
+    "error": {
+        "message": "internal server error",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
+}
+EMBED = {"model": "emb", "input": ["hello there"]}
+RERANK = {"model": "rr", "query": "which one?", "documents": ["this one", "that one"]}
+
+
+def _priced_wrong(*args: Any) -> Any:
+    raise RuntimeError("a bug pricing the answer")
+
+
+async def _fails_to_dispatch(self: Dispatcher, plan: Plan, body: dict[str, Any]) -> Served:
+    raise RuntimeError("a bug once the request is routed")
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    log_url: str
+    exporter: InMemorySpanExporter
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway whose embeddings and rerank answers fail to be priced (after the echo
+    model answered), and whose chat calls fail once routed: bugs, not upstream errors."""
+    monkeypatch.setattr(dispatcher_module, "priced_embedding", _priced_wrong)
+    monkeypatch.setattr(dispatcher_module, "priced_rerank", _priced_wrong)
+    monkeypatch.setattr(Dispatcher, "complete", _fails_to_dispatch)
+    yield from _serving(tmp_path, monkeypatch)
+
+
+async def _fails_to_write(data: Any) -> bytes:
+    raise RuntimeError("a bug writing the answer")
+
+
+@pytest.fixture
+def writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway whose embeddings and rerank answers are priced and logged, and whose
+    writing them out for the client is a bug."""
+    monkeypatch.setattr(embeddings_module, "answer_json", _fails_to_write)
+    yield from _serving(tmp_path, monkeypatch)
+
+
+def _serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", log_url)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(app_module, "tracing_from_env", lambda: Tracing(provider))
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY)
+    try:
+        with serve_in_thread(app_module.create_app(str(registry))) as url:
+            yield Gateway(url, log_url, exporter)
+    finally:
+        provider.shutdown()
+
+
+def _rows(gateway: Gateway, n: int) -> dict[str, LoggedDecision]:
+    """The decision log's rows by id, once `n` are written."""
+    store = open_store(gateway.log_url)
+    try:
+
+        def written() -> bool:
+            try:
+                return store.count_decisions() >= n
+            except TelemetryError:  # the writer has not created the tables yet
+                return False
+
+        wait_for(f"{n} rows in the decision log", written, 10)
+        return {row.id: row for row in store.decisions(0)}
+    finally:
+        store.close()
+
+
+def _samples(gateway: Gateway) -> list[tuple[str, Mapping[str, str], float]]:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def _value(samples: list[tuple[str, Mapping[str, str], float]], name: str, **labels: str) -> float:
+    return sum(v for n, ls, v in samples if n == name and labels.items() <= ls.items())
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "api", "route", "model"),
+    [
+        ("/v1/embeddings", EMBED, "embeddings", "(embeddings)", "emb"),
+        ("/v1/rerank", RERANK, "rerank", "(rerank)", "rr"),
+    ],
+)
+def test_a_bug_in_an_unrouted_request_is_logged_counted_and_traced_as_a_chats(
+    gateway: Gateway,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: dict[str, Any],
+    api: str,
+    route: str,
+    model: str,
+) -> None:
+    """The 500 is OpenAI's error JSON and carries the id of the request's row (500
+    ``internal_error``), which the error's log record names too, the request's only
+    request line; the request is counted (``requests_total``, ``request_seconds`` by
+    outcome ``error``, not again as an ``api_errors_total``) and its span is an error.
+    It was in no row, counted only as an API error with no latency, and its answer
+    carried an id of its own."""
+    caplog.set_level(logging.INFO)
+    answer = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json() == INTERNAL
+    request_id = answer.headers["x-request-id"]
+
+    row = _rows(gateway, 1)[request_id]
+    assert (row.api, row.route, row.model) == (api, route, model)
+    assert (row.status, row.error, row.served_model) == (500, "internal_error", None)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"unhandled error on POST {path} (request {request_id})"]
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    assert [line.get("decision_id", line.get("request_id")) for line in lines] == [request_id]
+
+    samples = _samples(gateway)
+    assert _value(samples, "llmroute_requests_total", route=route, model=model, status="500") == 1
+    seconds = "llmroute_request_seconds_count"
+    assert _value(samples, seconds, model=model, outcome="error") == 1
+    assert _value(samples, "llmroute_api_errors_total", api=api) == 0  # counted once
+
+    (span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert span.name == f"{api} {model}"
+    assert (span.attributes or {})["llmroute.decision_id"] == request_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "RuntimeError"
+
+
+def test_a_bug_after_its_row_was_written_is_a_line_and_an_error_of_its_own(
+    writing: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug once the row was written (200: the model answered), writing the answer
+    out: the 500 carries the row's id, and is a request line naming it with the status
+    the client got, and an ``api_errors_total`` (the row counted the 200), as chat's is.
+    Its id was one of its own, which named no row."""
+    caplog.set_level(logging.INFO)
+    answer = httpx.post(f"{writing.url}/v1/embeddings", json=EMBED, timeout=10)
+    assert answer.status_code == 500 and answer.json() == INTERNAL
+    request_id = answer.headers["x-request-id"]
+    row = _rows(writing, 1)[request_id]
+    assert (row.status, row.error, row.served_model) == (200, None, "emb")
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    (errored,) = [line for line in lines if line.get("request_id") == request_id]
+    assert (errored["status"], errored["error"]) == (500, "internal_error")
+    samples = _samples(writing)
+    assert _value(samples, "llmroute_requests_total", route="(embeddings)", status="200") == 1
+    assert _value(samples, "llmroute_api_errors_total", api="embeddings", status="500") == 1
+
+
+def test_a_batch_embeddings_lines_bug_names_its_row(gateway: Gateway) -> None:
+    """A batch's embeddings line that a bug fails: its answer's ``request_id`` is its
+    row's (500 ``internal_error``); it was a fresh id, and the line had no row."""
+    line = {"custom_id": "one", "method": "POST", "url": "/v1/embeddings", "body": EMBED}
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0) as client:
+        upload = client.files.create(file=("b.jsonl", json.dumps(line).encode()), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        deadline = time.monotonic() + 20
+        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline, batch.status
+            time.sleep(0.1)
+        assert batch.error_file_id is not None
+        (answer,) = map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    assert answer["response"]["status_code"] == 500
+    row = _rows(gateway, 1)[answer["response"]["request_id"]]
+    assert (row.api, row.status, row.error) == ("embeddings", 500, "internal_error")
+
+
+FRONTS = [
+    (
+        "/v1/chat/completions",
+        {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]},
+        "chat",
+    ),
+    ("/v1/completions", {"model": "auto", "prompt": "hello there"}, "completions"),
+    (
+        "/v1/messages",
+        {"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        "messages",
+    ),
+    ("/v1/responses", {"model": "auto", "input": "hello there", "store": False}, "responses"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "api"), FRONTS, ids=[f[2] for f in FRONTS])
+def test_a_bug_once_a_fronts_request_is_routed_is_logged_and_counted(
+    gateway: Gateway, path: str, body: dict[str, Any], api: str
+) -> None:
+    """Chat and the fronts converted to it (completions, Messages, Responses): a bug
+    once routed is a 500 in the front's error shape with the decision's id, the
+    decision's row (500 ``internal_error``), counted and timed as an error, its span an
+    error. (Already so: a guard for the same handling as embeddings and rerank.)"""
+    answer = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert error.get("code", error["type"]) in ("internal_error", "api_error")
+    assert "Traceback" not in answer.text
+    request_id = answer.headers["x-request-id"]
+    row = _rows(gateway, 1)[request_id]
+    assert (row.api, row.status, row.error) == (api, 500, "internal_error")
+    samples = _samples(gateway)
+    assert _value(samples, "llmroute_requests_total", model="small", status="500") == 1
+    seconds = "llmroute_request_seconds_count"
+    assert _value(samples, seconds, model="small", outcome="error") == 1
+    (span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert span.status.status_code is StatusCode.ERROR
