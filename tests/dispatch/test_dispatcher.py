@@ -22,6 +22,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 
+from llmroute.decision import SafetyOutcome
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.dispatch.deployments import settled
@@ -2450,3 +2451,37 @@ def test_a_breaker_its_own_retries_opened_says_what_they_got(h: Harness) -> None
     answer = gateway_error(caught.value)
     assert answer.status == 503 and "retry-after" in answer.headers  # as the breaker says
     assert json.loads(bytes(answer.response().body))["error"]["attempts"] == [attempt]
+
+
+def test_a_request_safety_sent_to_a_guarded_model_goes_to_no_policy_fallback(
+    h: Harness,
+) -> None:
+    """Safety rerouted it to a guarded model, which the plan keeps alone
+    (docs/safety.md: no fallback, so its text never reaches an unguarded model): the
+    route's (or the default's) `content_fallback` and `context_fallback` are not tried
+    when the guarded model refuses it for content or length; its refusal stands."""
+    models = (
+        "  guard: {provider: up, model: 'guard?filter=1', context_window: 8192}\n"
+        "  open: {provider: up2, model: open, context_window: 200000}\n"
+        "  wide: {provider: up2, model: wide, context_window: 200000}\n"
+        "  held: {provider: up, model: 'held?finish=content_filter'}"
+    )
+    registry = h.registry(models, "guard")
+    routed = SafetyOutcome("standard", "route", fired=("pii:EMAIL",), model="guard")
+    policy = RoutePolicy(content_fallback="open", context_fallback="wide")
+    plan = plan_for("guard", policy=policy, safety=routed)
+    with pytest.raises(ContentRefused):
+        h.run(registry, lambda d: d.complete(plan, _body()))
+    long = _body("word " * 40_000)
+    with pytest.raises(ContextWindowExceeded):
+        h.run(registry, lambda d: d.complete(plan, long))
+    withheld = SafetyOutcome("standard", "route", fired=("pii:EMAIL",), model="held")
+    held = plan_for("held", policy=policy, safety=withheld)
+    served = h.run(registry, lambda d: d.complete(held, _body()))
+    assert served.model == "held"  # the filtered answer stands
+    assert served.data["choices"][0]["finish_reason"] == "content_filter"
+    assert h.upstream2.models_called() == []
+    # the same refusals of a request that is not guarded go to the policy's fallbacks
+    unguarded = replace(plan, decision=replace(plan.decision, safety=None))
+    assert h.run(registry, lambda d: d.complete(unguarded, _body())).model == "open"
+    assert h.run(registry, lambda d: d.complete(unguarded, long)).model == "wide"

@@ -1483,7 +1483,10 @@ class Dispatcher:
         may not make (the chain is rearranged for it): too long for this model's
         context window (`_widen`), refused by its provider's content filter
         (`_refuge`), or beyond its API (the chain's next model, unless this was the
-        only one: its own refusal is what a caller pinning it expects)."""
+        only one: its own refusal is what a caller pinning it expects). A request safety
+        sent to a guarded model goes to no other (`Plan.guarded`): its refusal stands."""
+        if isinstance(exc, ContextWindowExceeded | ContentRefused) and plan.guarded:
+            return False
         if isinstance(exc, ContextWindowExceeded):
             return self._widen(chain, position, name, plan.policy, plan.pool)
         if isinstance(exc, ContentRefused):
@@ -1493,7 +1496,10 @@ class Dispatcher:
     @staticmethod
     def _may_refuge(plan: Plan, tried: set[str]) -> bool:
         """Whether the route's ``content_fallback`` is there to take a filtered answer's
-        request (set, inside the plan's pool, not tried yet): else the answer stands."""
+        request (set, inside the plan's pool, not tried yet, and the request not sent to
+        a guarded model by safety): else the answer stands."""
+        if plan.guarded:
+            return False
         pick = plan.policy.content_fallback if plan.policy is not None else None
         return pick is not None and pick not in tried and (plan.pool is None or pick in plan.pool)
 

@@ -81,6 +81,13 @@ class Plan:
     pool: tuple[str, ...] | None = None
     text: TextRequest | None = None
 
+    @property
+    def guarded(self) -> bool:
+        """Whether safety sent the request to a guarded model, which serves it alone: no
+        fallback, and no context or content fallback of its policy either (its text must
+        not reach an unguarded model)."""
+        return _guarded(self.decision)
+
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.
         Raises `PolicyViolation` when it blocked the request."""
