@@ -160,6 +160,8 @@ async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any
     members: dict[str, Any] = {}
     at, char = text.token(at + 1)
     closed = char == "}"
+    if closed:  # an empty object: only whitespace may follow it, as after a last member
+        at, char = text.token(at + 1)
     while not closed:
         if char != '"':
             raise ValueError(f"a member's name expected at {at}")
@@ -180,8 +182,8 @@ async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any
             at = following
         closed = char == "}"
         at, char = text.token(at + 1)
-        if closed and char:
-            raise ValueError("extra data after the JSON object")
+    if char:
+        raise ValueError("extra data after the JSON object")
     return members
 
 

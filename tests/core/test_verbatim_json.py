@@ -116,6 +116,9 @@ NOT_JSON = [
     '{"a": 1,}',
     '{"a" 1}',
     '{"a": 1} {}',
+    "{} {}",  # an empty object is one too: what follows it is not JSON
+    "{}[",
+    '{ }"',
     '{"usage": {"prompt_tokens": 1e400}}',  # parsed, so finite, as any answer's
     # past a double, as any other answer's numbers: a batch wrote 1e400 as Infinity
     '{"data": [1e400]}',
