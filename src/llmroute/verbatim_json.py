@@ -139,19 +139,13 @@ def _ws(text: str, at: int) -> int:
 async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any] | None:
     """The JSON object `body`, its members named in `verbatim` that are arrays as
     `Verbatim`s, the others parsed (finite numbers only); None for a body to read the
-    usual way (smaller than `VERBATIM_BYTES`, not UTF-8, or with an escape that may be
-    an unpaired surrogate's). Anything else that is not a JSON object raises
-    `ValueError`."""
-    if not verbatim or len(body) < VERBATIM_BYTES or await _surrogate_escaped(body):
+    usual way (smaller than `VERBATIM_BYTES`, or one `_encoding` leaves to it). Anything
+    else that is not a JSON object raises `ValueError`."""
+    if not verbatim or len(body) < VERBATIM_BYTES:
         return None
-    encoding = "ascii"
-    if not await _ascii(body):
-        if not await _utf8(body):
-            return None
-        # a character a byte: its offsets are the body's, and its JSON's structure the
-        # same (bytes of a character that is not ASCII are all past 0x7F, never a quote
-        # or a bracket); what is not ASCII is read from the body's own bytes
-        encoding = "latin-1"
+    encoding = await _encoding(body)
+    if encoding is None:
+        return None
     text = _Text(body, encoding)
     at, char = text.token(0)
     if char != "{":
@@ -185,6 +179,20 @@ async def read_verbatim(body: bytes, verbatim: Collection[str]) -> dict[str, Any
     if char:
         raise ValueError("extra data after the JSON object")
     return members
+
+
+async def _encoding(body: bytes) -> str | None:
+    """How `body` is decoded here, a character a byte: ``ascii``, or ``latin-1`` for
+    UTF-8 whose characters past ASCII are read from the body's own bytes (its offsets
+    are the body's, and its JSON's structure the same: bytes of a character that is not
+    ASCII are all past 0x7F, never a quote or a bracket). None for a body to read the
+    usual way: UTF-16 or -32 or with a byte order mark (which json reads, by its first
+    bytes), not UTF-8, or with an escape that may be an unpaired surrogate's."""
+    if json.detect_encoding(body) != "utf-8" or await _surrogate_escaped(body):
+        return None
+    if await _ascii(body):
+        return "ascii"
+    return "latin-1" if await _utf8(body) else None
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -18,7 +18,7 @@ from loop_ticks import joins_off_loop, ticks_while, while_default_executor_block
 from starlette.responses import JSONResponse
 
 from llmroute import verbatim_json
-from llmroute.untrusted_json import loads
+from llmroute.untrusted_json import loads, loads_replacing
 from llmroute.verbatim_json import (
     VERBATIM_BYTES,
     Verbatim,
@@ -247,10 +247,16 @@ def test_large_finite_numbers_are_kept() -> None:
         b'{"data": [], "model": "\xe9"}' + PAD.encode(),
         PAD.encode() + b'{"data": ["\xc3"]}',  # a character cut at the end
         ("[1]" + PAD).encode(),  # not an object: said so as before
+        # UTF-16 and UTF-32, which json (so the usual parse) reads by their first bytes;
+        # here '{' then a NUL byte was no member's name
+        ('{"data": [1]}' + PAD).encode("utf-16-le"),
+        ('{"data": [1]}' + PAD).encode("utf-32-le"),
+        ('{"data": [1]}' + PAD).encode("utf-16"),  # with its byte order mark
     ],
 )
 def test_other_bodies_are_left_to_the_usual_parse(body: bytes) -> None:
     assert asyncio.run(read_verbatim(body, ("data",))) is None
+    assert loads_replacing(body, finite=True)[0] is not None  # (what the caller does then)
     assert asyncio.run(read_verbatim(b'{"data": []}' + PAD.encode(), ())) is None
 
 
