@@ -492,7 +492,15 @@ def test_rule_needs_exactly_one_destination(new: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "words"),
-    [("default", "reserved"), ("Auto", "reserved"), ("my route", "invalid name"), ("-x", "")],
+    [
+        ("default", "reserved"),
+        ("Auto", "reserved"),
+        # the route of a request naming a pool model: a route of that name gave every
+        # such request its policy and fallbacks (a pinned model is tried alone)
+        ("pinned", "reserved"),
+        ("my route", "invalid name"),
+        ("-x", ""),
+    ],
 )
 def test_route_names(name: str, words: str) -> None:
     error = one_error(replace_line(VALID, 25, f"- name: '{name}'"))

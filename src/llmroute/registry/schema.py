@@ -80,7 +80,10 @@ __all__ = [
 BUILTIN_ENCODERS = ("minilm", "minilm-int8", "static")
 BALANCE_STRATEGIES = ("weighted", "least_in_flight", "latency", "sticky")
 Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
-RESERVED_ROUTE_NAMES = frozenset({"auto", "default"})
+# ``auto`` is routed; ``default`` and ``pinned`` are the routes of the default's requests
+# and of a request naming a pool model (`Decision.route`): a route of either name would
+# give them its policy (a pinned model got its fallbacks, timeouts and safety profile)
+RESERVED_ROUTE_NAMES = frozenset({"auto", "default", "pinned"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # a variable written as a shell, Docker Compose or LiteLLM config refers to it
