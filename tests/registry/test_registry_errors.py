@@ -8,6 +8,7 @@ import pytest
 from registry_helpers import VALID, assert_points_at, errors_of, one_error, replace_line
 
 from llmroute.errors import ConfigError
+from llmroute.layers.llm_router import NONE
 from llmroute.registry import ConfigErrors, load_registry, parse_registry
 
 
@@ -505,6 +506,15 @@ def test_rule_needs_exactly_one_destination(new: str) -> None:
 def test_route_names(name: str, words: str) -> None:
     error = one_error(replace_line(VALID, 25, f"- name: '{name}'"))
     assert_points_at(error, 25, "routes[1].name", words)
+
+
+def test_a_route_named_none_beside_the_llm_router_is_refused() -> None:
+    """'none' is the LLM router's answer for the default: a route of that name was never
+    chosen (its answer sent the request to the default instead)."""
+    assert NONE == "none"
+    text = replace_line(VALID, 25, "- name: none") + "llm_fallback: {model: large}\n"
+    assert_points_at(one_error(text), 25, "routes[1].name", "the LLM router's answer")
+    parse_registry(replace_line(VALID, 25, "- name: none"))  # without it, a name as any
 
 
 def test_model_names_are_checked() -> None:

@@ -84,6 +84,7 @@ Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
 # and of a request naming a pool model (`Decision.route`): a route of either name would
 # give them its policy (a pinned model got its fallbacks, timeouts and safety profile)
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default", "pinned"})
+_LLM_NONE = "none"  # the LLM router's answer for the default (`llm_router.NONE`)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # a variable written as a shell, Docker Compose or LiteLLM config refers to it
@@ -2508,6 +2509,20 @@ class Registry(_Frozen):
         fallback = self.llm_fallback
         if fallback is not None and (message := self._unknown_model(fallback.model)) is not None:
             yield ("llm_fallback", "model"), message
+        if fallback is not None and fallback.enabled:
+            yield from self._llm_answer_problems()
+
+    def _llm_answer_problems(self) -> Iterator[Problem]:
+        """A route named as the LLM router's answer for the default, which it would
+        never be chosen for (the answer sends the request to the default)."""
+        for i, route in enumerate(self.routes):
+            if route.name == _LLM_NONE:
+                yield (
+                    ("routes", i, "name"),
+                    f"{_LLM_NONE!r} is the LLM router's answer for the default "
+                    "(llm_fallback): a route of that name could never be chosen; choose "
+                    "another route name",
+                )
 
     def _verifier_problems(
         self, where: tuple[str | int, ...], cascade: Cascade
