@@ -2485,3 +2485,34 @@ def test_a_request_safety_sent_to_a_guarded_model_goes_to_no_policy_fallback(
     unguarded = replace(plan, decision=replace(plan.decision, safety=None))
     assert h.run(registry, lambda d: d.complete(unguarded, _body())).model == "open"
     assert h.run(registry, lambda d: d.complete(unguarded, long)).model == "wide"
+
+
+def test_a_large_request_body_is_sent_whole_on_each_retry_and_fallback(h: Harness) -> None:
+    """A body past 1 MiB goes as a `BytesIO` (read once as it is sent): each try (the
+    same model again after a 500, then a fallback, plain and streamed) sends all of it,
+    not what an earlier try left unread."""
+    models = (
+        "  a: {provider: up, model: 'a?status=500&times=1'}\n"
+        "  s: {provider: up, model: 's?status=500&times=1'}\n"
+        "  down: {provider: up, model: 'down?status=500'}\n"
+        "  b: {provider: up2, model: b}"
+    )
+    registry = h.registry(models, "a")
+    text = "z" * (2 << 20)
+    served = h.run(registry, lambda d: d.complete(plan_for("a"), _body(text)))
+    assert served.model == "a"
+    served = h.run(registry, lambda d: d.complete(plan_for("down", "b"), _body(text)))
+    assert served.model == "b"
+
+    async def job(d: Dispatcher) -> str:
+        opened = await d.open_stream(plan_for("s"), _body(text, stream=True))
+        assert [e async for e in opened.events][-1].strip() == b"data: [DONE]"
+        return opened.model
+
+    assert h.run(registry, job) == "s"
+    sent = [*h.upstream.requests, *h.upstream2.requests]
+    assert [r.body["model"] for r in sent] == [
+        "a?status=500&times=1", "a?status=500&times=1", *["down?status=500"] * 3,
+        "s?status=500&times=1", "s?status=500&times=1", "b",
+    ]  # fmt: skip
+    assert all(r.body["messages"][0]["content"] == text for r in sent)
