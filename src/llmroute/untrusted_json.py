@@ -31,7 +31,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from math import isfinite, isinf
+from collections.abc import Iterator
+from math import hypot, isfinite, isinf
 from typing import Any
 
 __all__ = [
@@ -175,23 +176,68 @@ def _replaced(value: Any) -> Any:
 def where_not_finite(text: str | bytes) -> str | None:
     """Where in `text`, which `loads` refused as `NotFinite`, the first such number is:
     its path as OpenAI's ``param`` writes one (``messages[0].temperature``), or None when
-    it is the whole text or cannot be told. For an error message; it parses again."""
+    it is the whole text or cannot be told. For an error message; it parses again (a
+    Python call per integer, as `loads` checks them: in a worker thread the event loop
+    takes its turns meanwhile) and writes the path of the number found alone (one
+    written for each number took ~0.6 s for 3 MB of token ids)."""
     try:
-        value = json.loads(text)  # NaN, Infinity, 1e400 and long integers as Python reads them
+        # NaN, Infinity, 1e400 and long integers as Python reads them
+        value = _READ_AGAIN.decode(text if isinstance(text, str) else _text_of(text))
     except (ValueError, RecursionError):
         return None
-    stack: list[tuple[Any, str]] = [(value, "")]
+    stack: list[tuple[Iterator[tuple[Any, Any]], str]] = [(_members(value), "")]
     while stack:
-        item, path = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((v, f"{path}.{k}" if path else k) for k, v in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
-        elif (isinstance(item, float) and not isfinite(item)) or (
-            isinstance(item, int) and not isinstance(item, bool) and abs(item) > _DOUBLE_MAX
-        ):
-            return path or None
+        members, path = stack[-1]
+        for key, item in members:
+            kind = type(item)
+            if kind is list and _all_finite(item):
+                continue
+            if kind is dict or kind is list:
+                stack.append((_members(item), _path(path, key)))
+                break
+            if (kind is float and not isfinite(item)) or (
+                kind is int and not -_DOUBLE_MAX <= item <= _DOUBLE_MAX
+            ):
+                return _path(path, key)
+        else:
+            stack.pop()
     return None
+
+
+# below half a double's largest: a list whose norm is under it holds no number past a
+# double (an integer just past the largest converts to it, without overflowing)
+_NORM_BOUND = sys.float_info.max / 2
+
+
+def _all_finite(items: list[Any]) -> bool:
+    """Whether `items` are all numbers none of which is past a double, told in C (a list
+    of 500 token ids in ~3 µs, not walked in Python): `math.hypot` is at least the
+    largest one's size, NaN or infinite with one that is, and raises for an integer
+    past what ``float()`` rounds (or for what is not a number). False: walk it."""
+    try:
+        return hypot(*items) < _NORM_BOUND
+    except (TypeError, OverflowError):
+        return False
+
+
+def _read_int(text: str) -> int:
+    return int(text)
+
+
+_READ_AGAIN = json.JSONDecoder(parse_int=_read_int)
+
+
+def _members(value: Any) -> Iterator[tuple[Any, Any]]:
+    """An object's (name, value) pairs, an array's (index, item) pairs; a scalar's none."""
+    if type(value) is dict:
+        return iter(value.items())
+    return enumerate(value) if type(value) is list else iter(())
+
+
+def _path(path: str, key: str | int) -> str:
+    if type(key) is int:
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
 
 
 def first_surrogate(text: str) -> str | None:

@@ -59,3 +59,10 @@ def test_where_names_the_first_number_refused() -> None:
     assert where_not_finite("[Infinity]") == "[0]"
     assert where_not_finite("-Infinity") is None  # the whole body
     assert where_not_finite('{"a": 1}') is None
+    # lists of numbers are measured whole (math.hypot), the first in the text still named
+    just_past = str(int(sys.float_info.max) + 1)  # float() rounds it to the largest
+    assert where_not_finite('{"x": [[0.5, ' + just_past + "]]}") == "x[0][1]"
+    assert where_not_finite('{"x": [1e308, 1e308, -1e308, 1e400]}') == "x[3]"
+    assert where_not_finite('{"x": [1e308, 1e308], "y": [true, 2]}') is None
+    assert where_not_finite('{"a": [1, 2], "b": [[3], {"c": [4, NaN]}], "d": NaN}') == "b[1].c[1]"
+    assert where_not_finite('{"a": {"": [NaN]}}') == "a.[0]"

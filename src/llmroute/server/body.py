@@ -75,7 +75,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             400,
             f"the request body is not valid JSON: {exc} (NaN, Infinity and numbers beyond "
             "a double are not JSON)",
-            param=where_not_finite(body),
+            param=await _where_not_finite(body),
         ) from None
     except UnicodeDecodeError:  # a ValueError: caught before the catch-all below
         raise GatewayError(
@@ -96,6 +96,14 @@ async def _loads(body: bytes) -> Any:
     if len(body) < _OFF_LOOP_BYTES:
         return loads(body, max_depth=MAX_DEPTH, finite=True)
     return await off_loop(loads, body, max_depth=MAX_DEPTH, finite=True)
+
+
+async def _where_not_finite(body: bytes) -> str | None:
+    """`where_not_finite`: for a large body in a worker thread too (it parses the body
+    again and walks it)."""
+    if len(body) < _OFF_LOOP_BYTES:
+        return where_not_finite(body)
+    return await off_loop(where_not_finite, body)
 
 
 def require_messages(body: dict[str, Any]) -> tuple[str, ...]:
