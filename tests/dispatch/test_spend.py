@@ -120,6 +120,10 @@ def test_a_call_cut_on_a_fallback_is_charged_to_the_fallback(upstream: FakeUpstr
     # and the metrics count it under the fallback, not the decided (first) model
     assert spend.cut == [(fallback, usage)]
     assert paid_by_model(spend, None, usage) == ((fallback, usage),)
+    # and its log row's attempt path: the first model's failure, then the cut fallback
+    failed, cut = spend.tried
+    assert failed.startswith(f"{first} via up (") and "500" in failed
+    assert cut == f"{fallback} via up (cancelled)"
 
 
 def test_a_cascade_cut_on_its_second_tier_counts_the_first_tiers_answer(
@@ -158,6 +162,10 @@ def test_a_cascade_cut_on_its_second_tier_counts_the_first_tiers_answer(
     assert usage.prompt_tokens == first_answer.prompt_tokens + cut.prompt_tokens
     assert usage.completion_tokens == first_answer.completion_tokens
     assert usage.cost_usd == pytest.approx(first_answer.cost_usd + cut.cost_usd)
+    # the attempt path: the first tier escalated from, then the second, cut on its call
+    escalated, cut_on = spend.tried
+    assert escalated.startswith(f"{small} escalated: ")
+    assert cut_on == f"{large} via up (cancelled)"
     # for the metrics, each under the model charged it: the cut prompt under the second
     split = dict(paid_by_model(spend, None, usage))
     assert split.keys() == {small, large} and split[small] == first_answer
@@ -172,18 +180,20 @@ def test_a_request_cut_while_waiting_to_retry_owes_nothing(upstream: FakeUpstrea
     busy = f"{name}?status=503&retry_after=3"
     reg = _registry(upstream, {name: busy})
 
-    async def go() -> tuple[Usage | None, list[float]]:
+    async def go() -> tuple[Usage | None, Spend, list[float]]:
         dispatcher = Dispatcher(reg, build_providers(reg), rng=random.Random(1))
         try:
-            usage, _ = await _abandoned(dispatcher, plan_for(name), 0.5)
-            return usage, await _spent(dispatcher, name)
+            usage, spend = await _abandoned(dispatcher, plan_for(name), 0.5)
+            return usage, spend, await _spent(dispatcher, name)
         finally:
             await dispatcher.aclose()
 
-    usage, spent = asyncio.run(go())
+    usage, spend, spent = asyncio.run(go())
     assert usage is None
     assert spent == [0.0]
     assert upstream.counts[busy] == 1  # the one failed call; the retry never went
+    # cut on its first (only) model: no fallback, no attempt path, as a refusal there
+    assert spend.tried == () and spend.cut_on == f"{name} via up (cancelled)"
 
 
 def test_calls_outside_tracked_are_not_counted(upstream: FakeUpstream) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 from llmroute.dispatch.dispatcher import Dispatcher, Opened, Served
 from llmroute.dispatch.exhaustion import flattened, status_of
 from llmroute.dispatch.plan import Plan
+from llmroute.dispatch.spend import cancelled_on, cut_after, noted_cut
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -266,6 +267,12 @@ class _Run:
         self.steps.append(step)
         log.info("cascade %s: %s", self.plan.decision.id, step.describe())
 
+    def cut(self, model: str) -> None:
+        """The request was cancelled on the tier `model`: its attempt path, the tiers
+        passed over and then this one (`cut_after`; its chain's entry, naming the
+        provider it called)."""
+        cut_after(self.attempts(), noted_cut(model) or cancelled_on(model))
+
     def exhausted(self) -> ProviderError:
         """No tier answered: the last refusal when every tier refused the request itself,
         else `AllFallbacksFailed` with 504 (all timed out), 429 (all rate limited
@@ -309,7 +316,14 @@ class _Run:
             self.steps.append(TierStep(tier.model, (verdict,), False, _ms(started)))
             log.info("cascade %s: %s", self.plan.decision.id, self.steps[-1].describe())
             return None
-        await self.gate(tier, assemble_stream(events, tier.model), started, inner.usage)
+        except asyncio.CancelledError:
+            self.cut(tier.model)
+            raise
+        try:
+            await self.gate(tier, assemble_stream(events, tier.model), started, inner.usage)
+        except asyncio.CancelledError:
+            self.cut(tier.model)
+            raise
         return _Buffered(inner.model, inner.deployment, events)
 
     def replay(self, buffered: _Buffered) -> Opened:
@@ -339,6 +353,9 @@ class _Run:
             except ProviderError as exc:
                 self.failed(tier.model, exc, started)
                 continue
+            except asyncio.CancelledError:
+                self.cut(tier.model)
+                raise
             prior = self.total()
             self.ungated(tier.model, started, None)
             opened = Opened(
@@ -362,11 +379,18 @@ async def complete_cascade(dispatcher: Dispatcher, plan: Plan, body: dict[str, A
         except ProviderError as exc:
             run.failed(tier.model, exc, started)
             continue
+        except asyncio.CancelledError:
+            run.cut(tier.model)
+            raise
         if i == len(tiers) - 1:
             run.ungated(tier.model, started, served.usage)
             return run.served(served)
         answer = TierAnswer.of(served.data, tier.model)
-        step = await run.gate(tier, answer, started, served.usage)
+        try:
+            step = await run.gate(tier, answer, started, served.usage)
+        except asyncio.CancelledError:
+            run.cut(tier.model)
+            raise
         if step.accepted:
             return run.served(served)
         best = served

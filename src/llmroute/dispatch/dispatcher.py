@@ -75,7 +75,7 @@ from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_reasoning
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
-from llmroute.dispatch.spend import Spend, answered, sending
+from llmroute.dispatch.spend import Spend, answered, cancelled_on, cut_after, sending
 from llmroute.dispatch.stream_start import (
     failed_unopened,
     first_within,
@@ -1111,10 +1111,17 @@ class Dispatcher:
         needed: list[int] = []  # the request's estimated tokens, counted on first need
         images: list[bool] = []  # whether it holds images, looked at on first need
         prefix: list[str | None] = []  # its prompt prefix's name, on first need
+        called: list[Deployment] = []  # the model's deployment called last, for a cut
+
+        def calling(name: str, deployment: Deployment, timeouts: Timeouts) -> Awaitable[T]:
+            called[:] = (deployment,)
+            return on(name, deployment, timeouts)
+
         position = len(tried)
         while position < len(chain):
             name = chain[position]
             position += 1
+            called.clear()
             if failures and self.observer is not None:
                 _tell(self.observer.on_fallback, plan.decision.route, failures[-1][0], name)
             try:
@@ -1125,7 +1132,7 @@ class Dispatcher:
                     result, deployment = await self._retry(
                         name,
                         plan.policy,
-                        functools.partial(on, name),
+                        functools.partial(calling, name),
                         operation=_TEXT if self._sends_text(plan, name) else "chat",
                         stream=stream,
                         tokens=self._held_tokens(name, body, needed),
@@ -1154,10 +1161,11 @@ class Dispatcher:
                     exc.passed_over = _tried(failures, name, exc)
                     raise
                 failures.append((name, exc))
+            except asyncio.CancelledError:
+                _cut(failures, name, called)
+                raise
             else:
-                if opening is not None:
-                    opening.order[:] = chain
-                    opening.failed[:] = [failed for _, failed in failures]
+                _went_down(opening, chain, failures)
                 return result, name, deployment, tuple(_describe(f) for f in failures)
         raise _exhausted(failures)
 
@@ -1907,6 +1915,23 @@ def _filtered(data: Any) -> bool:
 def _room(spent: float, cap: float) -> str:
     """What a hard budget has left, for a refusal's message."""
     return f"has {usd(max(cap - spent, 0.0))} of {usd(cap)} left (spent or held)"
+
+
+def _went_down(
+    opening: _Opening | None, chain: list[str], failures: list[tuple[str, ProviderError]]
+) -> None:
+    """A stream's `opening` told the chain as it was gone down and the failures on the
+    way, once a model answered (nothing for a completion: None)."""
+    if opening is not None:
+        opening.order[:] = chain
+        opening.failed[:] = [failed for _, failed in failures]
+
+
+def _cut(failures: list[tuple[str, ProviderError]], name: str, called: list[Deployment]) -> None:
+    """A request cancelled on `name` (`called`: its deployment called last, if any)
+    after `failures`: its attempt path so far, for its log (`cut_after`)."""
+    provider = called[0].provider_name if called else None
+    cut_after([_describe(f) for f in failures], cancelled_on(name, provider))
 
 
 def _tried(

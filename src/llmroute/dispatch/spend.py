@@ -9,14 +9,16 @@ counted, and a request cancelled between calls (a retry's backoff, a gate's chec
 owes nothing for them.
 
 Calls register through a context variable, so fallbacks, retries, cascade tiers and
-gates need not pass anything along; outside `tracked` the two hooks cost a lookup.
+gates need not pass anything along; outside `tracked` the two hooks cost a lookup. A
+request cut during its calls also notes there the way it had gone (`cut_after`): the
+models it had passed over and the one it was cut on, for its decision log row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,7 +33,16 @@ if TYPE_CHECKING:
     # how a call that got no answer is priced: (an empty answer, the body sent, the price)
     Pricer = Callable[[dict[str, Any], Mapping[str, Any], Price], Usage]
 
-__all__ = ["Spend", "answered", "paid_by_model", "sending", "tracked"]
+__all__ = [
+    "Spend",
+    "answered",
+    "cancelled_on",
+    "cut_after",
+    "noted_cut",
+    "paid_by_model",
+    "sending",
+    "tracked",
+]
 
 
 @dataclass
@@ -40,13 +51,18 @@ class Spend:
     `paid_to`, the model of each), and the (model, body sent) of those sent and not
     answered: in flight, or cut by a cancellation; `pricers` the way to price those that
     are not chat completions (embeddings, rerank), by the same keys; `cut`, the (model,
-    usage) of the unanswered calls once `Dispatcher.charge_abandoned` charged them."""
+    usage) of the unanswered calls once `Dispatcher.charge_abandoned` charged them.
+    `tried`: for a request cancelled during its calls, its attempt path as a served or
+    failed request's says it (`cut_after`); `cut_on` the entry of the model it was cut
+    on, whatever came before it."""
 
     answered: list[Usage] = field(default_factory=list)
     paid_to: list[str] = field(default_factory=list)
     unanswered: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     pricers: dict[int, Pricer] = field(default_factory=dict)
     cut: list[tuple[str, Usage]] = field(default_factory=list)
+    tried: tuple[str, ...] = ()
+    cut_on: str | None = None
 
 
 _CURRENT: ContextVar[Spend | None] = ContextVar("llmroute_spend", default=None)
@@ -87,6 +103,39 @@ def sending(model: str, body: dict[str, Any], pricer: Pricer | None = None) -> I
         if not cancelled:
             del spend.unanswered[key]
             spend.pricers.pop(key, None)
+
+
+def cancelled_on(model: str, provider: str | None = None) -> str:
+    """The attempt of `model` for a request cancelled while on it (called through
+    `provider`; None: not called yet), as a failure's says it: ``MODEL via PROVIDER
+    (cancelled)``."""
+    via = "" if provider is None else f" via {provider}"
+    return f"{model}{via} (cancelled)"
+
+
+def cut_after(passed_over: Sequence[str], entry: str) -> None:
+    """The request was cancelled (its client hung up, the gateway stopped) on the
+    attempt `entry` (`cancelled_on`) after the models `passed_over` (as their attempts
+    say them): its attempt path is theirs then `entry`, so that a request cut on its
+    fallback is logged as one that fell back. Nothing when it was cut on its first
+    model: it did not fall back, as a request refused there lists nothing
+    (`Spend.cut_on` keeps the entry). Said by whatever tried the models, innermost
+    first: a cascade says its own after its tier's chain did."""
+    spend = _CURRENT.get()
+    if spend is None:
+        return
+    spend.cut_on = entry
+    spend.tried = (*passed_over, entry) if passed_over else ()
+
+
+def noted_cut(model: str) -> str | None:
+    """The attempt `cut_after` noted last, when it was `model`'s (a cascade's tier cut
+    in its chain, the provider called named); else None."""
+    spend = _CURRENT.get()
+    entry = None if spend is None else spend.cut_on
+    if entry is None or not entry.startswith(f"{model} "):
+        return None
+    return entry
 
 
 def answered(usage: Usage | None, model: str) -> None:

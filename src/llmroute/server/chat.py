@@ -407,9 +407,10 @@ async def _serve_planned(
     except _ClientGone:
         usage = await _charged_abandoned(gateway, spend)
         by_model = paid_by_model(spend, None, usage)
-        trace.finish(
-            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), stream, usage, by_model)
+        cut = unserved.record(
+            CLIENT_CLOSED, CLIENT_DISCONNECTED, spend.tried, stream, usage, by_model
         )
+        trace.finish(cut)
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = _routed_error(gateway, exc, plan, body)
@@ -517,7 +518,7 @@ async def _ended_otherwise(
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
         by_model = paid_by_model(spend, None, usage)
-        trace.finish(unserved.record(status, error, (), stream, usage, by_model))
+        trace.finish(unserved.record(status, error, spend.tried, stream, usage, by_model))
 
 
 def _ended_by(exc: BaseException) -> tuple[int, str] | None:
