@@ -1,8 +1,10 @@
 """A request that got no answer keeps in its decision log row what it did before it
 ended, as a served one's row does: one cut by its client while on its fallback lists
-the failed model and the cut one, so the report and the dashboard count it as a
-fallback. A gateway in a thread (`create_app`) before a fake upstream on 127.0.0.1, its
-log in a SQLite file."""
+the failed model and the cut one (so the report and the dashboard count it as a
+fallback), and one a bug ended after a tier had answered (a 500 ``internal_error``)
+counts that tier's cost under its model, its span saying the status the client got.
+A gateway in a thread (`create_app`) before a fake upstream on 127.0.0.1, its log in a
+SQLite file; the bug is a function of ours made to raise once the request is routed."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ from gateway_proc import serve_in_thread, wait_for
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client.parser import text_string_to_metric_families
 
+from llmroute.dispatch import cascade
 from llmroute.errors import TelemetryError
 from llmroute.server import app as app_module
 from llmroute.telemetry.record import LoggedDecision
@@ -127,3 +132,48 @@ def test_a_request_cut_on_its_fallback_keeps_its_attempt_path(
     assert cut == "hung via fake (cancelled)"
     assert is_fallback(row)
     assert row.tokens_in and row.model == "broken"  # its cut prompt, sent to the fallback
+
+
+def _tokens(url: str) -> dict[tuple[str, str], float]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {
+        (sample.labels["model"], sample.labels["direction"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llmroute_tokens_total"
+    }
+
+
+def test_a_bug_after_a_tier_answered_is_a_500_with_its_cost_and_status(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both tiers answered (the first cut off, so escalated), then a bug (our cascade's
+    `served`, made to raise): a 500 ``internal_error`` whose row holds what both tiers
+    cost, counted under each tier's model, and whose request span says the 500 and that
+    usage. The span had no status code and no usage: the bug's exception alone."""
+    url, store_url = gateway
+
+    def bug(self: Any, served: Any) -> Any:
+        raise RuntimeError("a bug once both tiers answered")
+
+    monkeypatch.setattr(cascade._Run, "served", bug)
+    prompt = "summarise the quarterly report, please"
+    body = {"model": "escalating", "messages": [{"role": "user", "content": prompt}]}
+    before = _tokens(url)
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.model) == (500, "internal_error", "cutoff")
+    assert row.tokens_in and row.tokens_out and row.cost_usd
+    spent = {k: v - before.get(k, 0) for k, v in _tokens(url).items() if v != before.get(k, 0)}
+    assert {model for model, _ in spent} == {"cutoff", "good"}  # each tier's under its own
+    assert sum(v for (_, way), v in spent.items() if way == "in") == row.tokens_in
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["http.response.status_code"] == 500
+    assert attributes["error.type"] == "RuntimeError"
+    assert attributes["gen_ai.usage.input_tokens"] == row.tokens_in
+    assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)

@@ -509,8 +509,8 @@ async def _ended_otherwise(
             record = unserved.record(*ended, (), stream, paid, paid_by_model(spend, None, paid))
         if record is not None and record.status < 500:
             trace.finish(record)
-        else:
-            trace.fail(exc)
+        else:  # a bug's 500: its status and cost, and the exception's type
+            trace.fail(exc, record)
         return
     status, error = cut_by(exc)
     usage: Usage | None = None

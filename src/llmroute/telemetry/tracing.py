@@ -92,8 +92,10 @@ class RequestTrace:
         """End the span, with the request's outcome from `record` (usage, served model,
         status); the first call ends it, later ones do nothing."""
 
-    def fail(self, error: BaseException) -> None:
-        """End the span as failed by `error` (for a request that ends without a record)."""
+    def fail(self, error: BaseException, record: DecisionRecord | None = None) -> None:
+        """End the span as failed by `error`: a request that ends without a record, or
+        one a bug ended, whose `record` (its 500, what it had cost) gives the outcome
+        while ``error.type`` names the exception."""
 
 
 NO_TRACE = RequestTrace()
@@ -142,11 +144,13 @@ class _SpanTrace(RequestTrace):
                 span.set_attribute("llmroute.error", record.error)
         span.end()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, record: DecisionRecord | None = None) -> None:
         if self._ended:
             return
         from opentelemetry.trace import Status, StatusCode
 
+        if record is not None:
+            self.span.set_attributes(_outcome_attributes(record))
         self.span.set_attribute("error.type", _error_type(error))
         self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.finish()
