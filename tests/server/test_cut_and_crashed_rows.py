@@ -8,6 +8,7 @@ SQLite file; the bug is a function of ours made to raise once the request is rou
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmroute.dispatch import cascade
 from llmroute.errors import TelemetryError
 from llmroute.server import app as app_module
+from llmroute.server import chat
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.report import is_fallback
 from llmroute.telemetry.store import open_store
@@ -177,3 +179,34 @@ def test_a_bug_after_a_tier_answered_is_a_500_with_its_cost_and_status(
     assert attributes["error.type"] == "RuntimeError"
     assert attributes["gen_ai.usage.input_tokens"] == row.tokens_in
     assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)
+
+
+def test_a_bug_after_the_row_was_written_is_a_500_of_its_own(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug once the model answered and the row was written (200), making the answer's
+    headers (`served_headers`, made to raise): as for a bug converting the answer for
+    its front, the 500 the client got is a request line naming the decision and an API
+    error of its own. It was in neither: the row's 200 was the request's only trace."""
+    caplog.set_level(logging.INFO)
+    url, store_url = gateway
+
+    def bug(*args: Any) -> dict[str, str]:
+        raise RuntimeError("a bug after the row was written")
+
+    monkeypatch.setattr(chat, "served_headers", bug)
+    prompt = "hello there, after the row"
+    body = {"model": "good", "messages": [{"role": "user", "content": prompt}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert row.status == 200 and row.id == answer.headers["x-request-id"]
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    (errored,) = [line for line in lines if line.get("request_id") == row.id]
+    assert (errored["status"], errored["error"]) == (500, "internal_error")
+
+    def counted() -> bool:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        return 'llmroute_api_errors_total{api="chat",status="500"} 1.0' in text
+
+    wait_for("the 500 counted", counted, 10)

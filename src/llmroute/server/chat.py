@@ -451,6 +451,9 @@ async def _serve_planned(
             by_model=paid_by_model(spend, served.model, served.usage),
         )
     trace.finish(record)
+    # a bug from here on (the answer's headers or JSON, the cache, the shadow) is a 500
+    # the record does not hold: a request line and an API error of its own
+    recorded_as(request.scope, 200)
     if lookup is not None:
         # after the record: a large answer is written a step at a time, and a request
         # cancelled meanwhile (a shutdown's cut) has its answer recorded and charged
