@@ -436,6 +436,7 @@ class _Engine:
                 stream=stream,
                 usage=usage,
                 by_model=paid_by_model(spend, None, usage),
+                tried=spend.tried,
             )
             raise
         except Exception as exc:
@@ -453,6 +454,7 @@ class _Engine:
                 stream=stream,
                 usage=paid,
                 by_model=paid_by_model(spend, None, paid),
+                tried=spend.tried,
             )
             raise
         return _Sent(recorder, plan, lookup, result, spend)

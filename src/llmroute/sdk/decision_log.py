@@ -264,11 +264,13 @@ def record_failure(
     stream: bool,
     usage: Usage | None = None,
     by_model: tuple[tuple[str, Usage], ...] = (),
+    tried: tuple[str, ...] = (),
 ) -> None:
     """Log a call that raised, with the status and code the gateway would have sent; one
     its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
     task) as the gateway logs a client that hung up, 499 ``client_disconnected``, and one
-    its own `timeout` stopped (`CallTimeout`) 504 ``timeout``. `usage`
+    its own `timeout` stopped (`CallTimeout`) 504 ``timeout``, both with the attempt
+    path they were cut on (`tried`: `Spend.tried`). `usage`
     is what it cost all the same: a cancelled call's prompt sent, the answers paid for
     and not served (one an upstream's content filter withheld); None when nothing;
     `by_model` that split by the model that spent it (`paid_by_model`)."""
@@ -277,9 +279,9 @@ def record_failure(
     status, code = 500, type(exc).__name__
     attempts: tuple[str, ...] = ()
     if isinstance(exc, asyncio.CancelledError):
-        status, code = CLIENT_CLOSED, CLIENT_DISCONNECTED
+        status, code, attempts = CLIENT_CLOSED, CLIENT_DISCONNECTED, tried
     elif isinstance(exc, CallTimeout):
-        status, code = GATEWAY_TIMEOUT, TIMEOUT
+        status, code, attempts = GATEWAY_TIMEOUT, TIMEOUT, tried
     elif isinstance(exc, LlmrouteError):
         from llmroute.server.errors import gateway_error
 
