@@ -246,3 +246,9 @@ def test_paid_by_model_splits_a_requests_usage_by_who_spent_it() -> None:
     both = Usage(43, 3, round(9e-6 + 4e-5, 10), True)
     assert dict(paid_by_model(abandoned, None, both)) == {"small": small, "large": cut}
     assert paid_by_model(Spend(cut=[("large", cut)]), "large", cut) == ()
+    # the served model's answers alone, however many (a retried gate, a tier kept):
+    # nothing to split; an unserved request's (None) is split whatever answered
+    assert paid_by_model(Spend([large, large], ["large", "large"]), "large", total) == ()
+    assert dict(paid_by_model(Spend([large], ["large"]), None, large)) == {"large": large}
+    assert paid_by_model(Spend(), None, large) == ()
+    assert dict(paid_by_model(spend, "small", total)).keys() == {"small", "judge"}

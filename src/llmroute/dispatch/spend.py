@@ -156,8 +156,11 @@ def paid_by_model(
     prompts of a cancelled request's cut calls (`Spend.cut`) under the models they were
     sent to. Empty (nothing made) when the served model spent it all, as nearly every
     request does."""
+    paid_to = spend.paid_to
     if total is None or (
-        all(model == served for model in spend.paid_to)
+        # every answer the served model's (or none): counted, not a generator, as this
+        # runs for every request recorded
+        (not paid_to or (served is not None and paid_to.count(served) == len(paid_to)))
         and (not spend.cut or all(model == served for model, _ in spend.cut))
     ):
         return ()
