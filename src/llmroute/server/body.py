@@ -57,9 +57,17 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if size > limit:
         raise _too_large(limit)
     require_identity(request)
-    body = b"".join(chunks) if size < _OFF_LOOP_BYTES else await joined(chunks)
+    small = size < _OFF_LOOP_BYTES
+    body = b"".join(chunks) if small else await joined(chunks)
     try:
-        data = await _loads(body)
+        # a large body's parsed in a worker thread (`off_loop`), where the checks on its
+        # numbers let the event loop take its turns meanwhile; a small one's here, with
+        # no coroutine of its own to make and await
+        data = (
+            loads(body, max_depth=MAX_DEPTH, finite=True)
+            if small
+            else await off_loop(loads, body, max_depth=MAX_DEPTH, finite=True)
+        )
     except TooDeep:
         raise GatewayError(
             400, f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep"
@@ -88,14 +96,6 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GatewayError(400, "the request body must be a JSON object")
     return data
-
-
-async def _loads(body: bytes) -> Any:
-    """The request's JSON: a large body's parsed in a worker thread (`off_loop`), where
-    the checks on its numbers let the event loop take its turns meanwhile."""
-    if len(body) < _OFF_LOOP_BYTES:
-        return loads(body, max_depth=MAX_DEPTH, finite=True)
-    return await off_loop(loads, body, max_depth=MAX_DEPTH, finite=True)
 
 
 async def _where_not_finite(body: bytes) -> str | None:
