@@ -835,3 +835,48 @@ def test_a_background_streams_turn_is_added_once_past_two_redis_timeouts(
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == ("completed", 2)
+
+
+@pytest.mark.parametrize("ends", ["answered", "failed", "streamed"])
+def test_a_run_found_abandoned_meanwhile_is_counted_once(ends: str) -> None:
+    """A run whose response a read found abandoned meanwhile (its lease lapsed: kept
+    failed, counted ``abandoned``) went on, found its record no longer running and was
+    counted ``cancelled`` (or ``failed``, its failure not kept) as well: the response was
+    subtracted twice from ``started`` in the "running now" arithmetic. It is counted
+    once, as the read counted it."""
+    store = _memory_store()
+    body = {"model": "small", "input": "hi", "background": True, "stream": ends == "streamed"}
+
+    async def go() -> tuple[list[str], str]:
+        front, queued = _queued(store)
+        front._streamed = ends == "streamed"
+        record = front.record(queued.response)
+        front.queued_as = record.to_bytes()
+        assert await store.put("team", record, value=front.queued_as)
+        outcomes: list[str] = []
+        abandoned = partial(outcomes.append, "abandoned")
+
+        async def reaped() -> None:  # no lease: a read finds it abandoned
+            assert await _reaped(store, "team", front.id, abandoned) is not None
+
+        async def chat() -> AsyncIterator[bytes]:
+            yield _chunk({"role": "assistant", "content": "hi"})
+            await reaped()
+            yield _chunk({}, "stop")
+
+        async def answer() -> Any:
+            if ends == "streamed":
+                events = front.stream("small", body, chat())
+                return StreamingResponse(events, media_type="text/event-stream")
+            await reaped()
+            if ends == "failed":
+                raise GatewayError(502, "the upstream did not answer")
+            return await front.answer(_COMPLETION, "small", body)
+
+        stream = _Stream(RunLog(), front.events()) if ends == "streamed" else None
+        await _answer_in_background(answer, _GATEWAY, front, outcomes.append, stream)
+        kept = await store.get("team", front.id)
+        assert kept is not None
+        return outcomes, str(kept.response["status"])
+
+    assert asyncio.run(go()) == (["abandoned"], "failed")

@@ -160,6 +160,7 @@ class _Kept:
         self.background = False
         self.not_kept = False  # made, but kept failed: too large to keep
         self.unwanted = False  # made, but cancelled or deleted meanwhile: not kept
+        self.ended: StoredResponse | None = None  # its record as last found ended (not by it)
         self._streamed = False  # a background stream: its events are kept too
         self._translator: ResponsesStream | None = None  # one that has announced it
         self._keep = True
@@ -314,6 +315,7 @@ class _Kept:
             made[-1] = translator.failed_event(_failed(record, 500, _NOT_KEPT).response)
         else:  # its write landed though the store failed to say so
             self.unwanted = self.not_kept = False
+            self.ended = None
             if final["status"] != "failed":
                 await self._add_to_conversation(final)
         return made
@@ -341,9 +343,17 @@ class _Kept:
         return kept
 
     async def _wanted(self) -> bool:
-        """`_running`: one cancelled or deleted meanwhile is noted `unwanted` (nobody
-        wants it kept)."""
-        self.unwanted = not await self._running()
+        """Whether the kept background response is still running (a store that does not
+        answer: taken as yes; keeping it then fails the same way, with a warning); one
+        cancelled, deleted or found abandoned meanwhile is noted `unwanted` (nobody wants
+        it kept), its record as found in `ended`."""
+        try:
+            found = await self.store.get(self.owner, self.id)
+        except StoreUnavailable:
+            self.unwanted = False
+            return True
+        self.unwanted = found is None or found.response.get("status") not in RUNNING
+        self.ended = found if self.unwanted else None
         return not self.unwanted
 
     async def _said_not_kept(self, response: dict[str, Any]) -> None:
@@ -398,14 +408,6 @@ class _Kept:
     def record(self, response: dict[str, Any]) -> StoredResponse:
         return StoredResponse(response, self._input, self._chain, self._streamed)
 
-    async def _running(self) -> bool:
-        """Whether the kept background response is still running (a store that does not
-        answer: taken as yes; keeping it then fails the same way, with a warning)."""
-        try:
-            return await self.status() in RUNNING
-        except StoreUnavailable:
-            return True
-
     async def status(self) -> str | None:
         """The kept response's status now; None when it is not kept (deleted)."""
         record = await self.store.get(self.owner, self.id)
@@ -421,6 +423,7 @@ class _Kept:
         try:
             found = await (asked(read) if wait else read())
             if found is None or found[0].response.get("status") not in RUNNING:
+                self.ended = None if found is None else found[0]
                 return False
             failed = _failed(found[0], status, message)
             kept = await self.store.put_ended(self.owner, failed, found[1], wait=wait)

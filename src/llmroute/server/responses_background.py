@@ -257,7 +257,8 @@ async def _answer_in_background(
     """`answer()` made, which keeps the background response (`_Kept.answer`, or for a
     `stream` its last event), or the response kept failed; a cancel (here, or seen in the
     store) stops it. Counted in `gateway`'s flight, so a registry reload keeps the
-    clients it uses open until it ends; its outcome told to `count`."""
+    clients it uses open until it ends; its outcome told to `count`, once: not for one
+    found abandoned meanwhile (its lease lapsed), which the read that found it counted."""
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_watch(front, task))
@@ -274,14 +275,9 @@ async def _answer_in_background(
             stopped = "the gateway stopped before it made this response: send it again"
             outcome = "failed" if await front.fail(503, stopped, wait=False) else "cancelled"
             raise
-        except GatewayError as exc:
-            await front.fail(exc.status, exc.message)
-        except LlmrouteError as exc:
-            error = gateway_error(exc)
-            await front.fail(error.status, error.message)
-        except Exception:
-            log.exception("background response %s", front.id)
-            await front.fail(500, "internal server error")
+        except Exception as exc:
+            status, message = _failure(exc, front.id)
+            outcome = "failed" if await front.fail(status, message) else "cancelled"
         finally:
             watcher.cancel()
             with contextlib.suppress(StoreUnavailable):  # else it lapses by itself
@@ -289,7 +285,26 @@ async def _answer_in_background(
             if stream is not None:
                 stream.run.close()
                 await _events_forgotten_with(front, stream)
-            count(outcome)
+            if not _found_abandoned(front.ended):  # else counted so by the read that found it
+                count(outcome)
+
+
+def _failure(exc: Exception, response_id: str) -> tuple[int, str]:
+    """The HTTP status and message a run that raised `exc` is kept failed with."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.message
+    if isinstance(exc, LlmrouteError):
+        error = gateway_error(exc)
+        return error.status, error.message
+    log.exception("background response %s", response_id)
+    return 500, "internal server error"
+
+
+def _found_abandoned(record: StoredResponse | None) -> bool:
+    """Whether `record` was kept failed by a read that found its run abandoned
+    (`_reaped`; its message, trimmed or not, begins so)."""
+    error = None if record is None else record.response.get("error")
+    return isinstance(error, dict) and str(error.get("message")).startswith(_ABANDONED)
 
 
 async def _events_forgotten_with(front: _Kept, stream: _Stream) -> None:
