@@ -880,3 +880,55 @@ def test_a_run_found_abandoned_meanwhile_is_counted_once(ends: str) -> None:
         return outcomes, str(kept.response["status"])
 
     assert asyncio.run(go()) == (["abandoned"], "failed")
+
+
+class _ReadsFail(MemoryStore):
+    """A memory store whose reads of key `at` fail (a Redis timeout) once `left` more
+    have been answered."""
+
+    at = ""
+    left: int | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        if key == self.at and self.left is not None:
+            if self.left == 0:
+                raise StoreUnavailable("redis 127.0.0.1:6379: timed out after 0.2 s")
+            self.left -= 1
+        return await super().get(key)
+
+
+def test_a_background_stream_found_abandoned_ends_failed_though_its_store_then_fails() -> None:
+    """A background stream whose response was found abandoned meanwhile (kept failed by
+    a read) reads its record at its end to say what a poll reads; a store failing then
+    took it for cancelled or deleted and dropped the closing event: the stream ended
+    with no ``response.failed``. It ends with the record as it was last found."""
+    kv = _ReadsFail(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(StoredResponsesSettings(), kv)
+    body = {"model": "small", "input": "hi", "background": True, "stream": True}
+
+    async def go() -> list[bytes]:
+        front, queued = _queued(store)
+        front._streamed = True
+        record = front.record(queued.response)
+        front.queued_as = record.to_bytes()
+        assert await store.put("team", record, value=front.queued_as)
+        kv.at = store.key("team", front.id)
+
+        async def chat() -> AsyncIterator[bytes]:
+            yield _chunk({"role": "assistant", "content": "hi"})
+            assert await _reaped(store, "team", front.id) is not None  # no lease
+            kv.left = 1  # the run finds it ended; its read after fails
+            yield _chunk({}, "stop")
+
+        async def answer() -> Response:
+            events = front.stream("small", body, chat())
+            return StreamingResponse(events, media_type="text/event-stream")
+
+        stream = _Stream(RunLog(), front.events())
+        await _answer_in_background(answer, _GATEWAY, front, lambda _: None, stream)
+        return stream.run.events
+
+    last = asyncio.run(go())[-1]
+    assert last.startswith(b"event: response.failed\n"), last
+    error = json.loads(last.split(b"data: ", 1)[1])["response"]["error"]
+    assert "lease" in error["message"], error

@@ -291,8 +291,9 @@ class _Kept:
         """A background stream's last events (`made`, its closing event last), `final`
         kept first. Its closing event says what a poll reads: where `final` was not kept
         (cancelled, deleted or found abandoned meanwhile, or its store failing), it is
-        made of the record as kept then: ``response.failed`` with its error where it
-        failed (or cannot be read), none where it was cancelled or deleted."""
+        made of the record as kept then (where it cannot be read: as last found, else
+        failed): ``response.failed`` with its error where it failed, none where it was
+        cancelled or deleted."""
         if not made:
             return made
         if await self._wanted():
@@ -305,7 +306,7 @@ class _Kept:
         try:
             record = await asked(read)
         except StoreUnavailable:
-            record = None if self.unwanted else _failed(self.record(final), 500, _NOT_KEPT)
+            record = self.ended if self.unwanted else _failed(self.record(final), 500, _NOT_KEPT)
         status = None if record is None else record.response.get("status")
         if record is None or status == "cancelled":
             return made[:-1]
