@@ -10,6 +10,8 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 
+import pytest
+
 from llmroute.registry.schema import StoredResponsesSettings
 from llmroute.server import background_stream
 from llmroute.server.background_stream import EventChunks, RunLog, follow, kept_as_made
@@ -121,3 +123,48 @@ def test_a_runs_last_events_are_kept_past_the_stores_pause() -> None:
         return len(await chunks.read(0))
 
     assert asyncio.run(go()) == 1
+
+
+def _ended(status: str) -> StoredResponse:
+    response = {"id": "r", "object": "response", "status": status, "background": True}
+    return StoredResponse(response, [], [], streamed=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "closing"),
+    [
+        ("completed", "response.completed"),
+        ("incomplete", "response.incomplete"),
+        ("failed", "response.failed"),
+        ("cancelled", None),
+    ],
+)
+@pytest.mark.parametrize("where", ["this process", "another process"])
+def test_a_follower_whose_last_batch_never_came_ends_as_the_record_says(
+    status: str, closing: str | None, where: str
+) -> None:
+    """A run whose last batch of events never reached the store (its store failing at
+    its end) left followers reading the store ending without ``response.completed``
+    once the record said ended: only a failed one got its closing event, made from the
+    record. Each now ends with the record's closing event (none for a cancelled one)."""
+
+    async def go() -> list[bytes]:
+        chunks = EventChunks(_store(), "team", "r")
+        await chunks.write(0, EVENTS[:5])  # the run's last batch, from 5 on, was lost
+        run = None
+        if where == "this process":
+            run = RunLog()
+            run.close()
+
+        async def settled() -> StoredResponse | None:
+            return _ended(status)
+
+        return [event async for event in follow(chunks, run, 2, settled)]
+
+    events = asyncio.run(go())
+    assert _numbers(events[:2]) == [3, 4]
+    kinds = [e.split(b"\n", 1)[0].removeprefix(b"event: ").decode() for e in events[2:]]
+    assert kinds == ([] if closing is None else [closing])
+    if closing is not None:
+        data = json.loads(events[2].split(b"data: ", 1)[1])
+        assert (data["sequence_number"], data["response"]["status"]) == (5, status)

@@ -10,9 +10,9 @@ a batch behind, and which stay readable after the run until the response expires
 Events are numbered from 0 (their ``sequence_number``); a client resuming after N gets
 those from N + 1 on. A follow ends with the response's last event (``completed``,
 ``incomplete`` or ``failed``), or, once the response is no longer running and no more
-events come (cancelled, failed before its stream began, its process gone), with a
-``response.failed`` made from the kept response where it failed, and nothing more
-where it was cancelled.
+events come (cancelled, failed before its stream began, its process gone, its last
+batch never written), with that event made from the kept response (``failed``,
+``completed``, ``incomplete``), and nothing more where it was cancelled.
 """
 
 from __future__ import annotations
@@ -230,8 +230,9 @@ async def _from_store(
         if found:
             continue
         if stopped is not None:  # read once more since it stopped: nothing came
-            if stopped.response.get("status") == "failed":
-                yield _failed_event(stopped.response, max(number, after + 1))
+            closing = _closing_event(stopped.response, max(number, after + 1))
+            if closing is not None:  # else cancelled: nothing more
+                yield closing
             return
         if time.monotonic() - checked >= _STATUS_S:
             checked = time.monotonic()
@@ -258,6 +259,17 @@ def _error_event(last: int) -> bytes:
     return responses_event("error", data)
 
 
-def _failed_event(response: dict[str, Any], number: int) -> bytes:
-    data = {"type": "response.failed", "sequence_number": number, "response": response}
-    return responses_event("response.failed", data)
+_CLOSING = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+}
+
+
+def _closing_event(response: dict[str, Any], number: int) -> bytes | None:
+    """The closing event of a stream whose `response` has ended as kept; None for one
+    that closes with none (cancelled)."""
+    kind = _CLOSING.get(str(response.get("status")))
+    if kind is None:
+        return None
+    return responses_event(kind, {"type": kind, "sequence_number": number, "response": response})
