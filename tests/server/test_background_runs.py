@@ -36,7 +36,7 @@ from llmroute.server.responses_background import (
 )
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.limits import MemoryLimits
-from llmroute.state.stored_responses import ResponseStore
+from llmroute.state.stored_responses import BrokenChain, ResponseStore
 from llmroute.state.stores import MemoryStore, RedisStore, StoreUnavailable, owner_group
 
 _GATEWAY: Any = SimpleNamespace(inflight=contextlib.nullcontext())
@@ -932,3 +932,54 @@ def test_a_background_stream_found_abandoned_ends_failed_though_its_store_then_f
     assert last.startswith(b"event: response.failed\n"), last
     error = json.loads(last.split(b"data: ", 1)[1])["response"]["error"]
     assert "lease" in error["message"], error
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_background_response_ended_too_large_even_trimmed_reads_as_ended(
+    where: str, redis_namespace: str
+) -> None:
+    """A background response's end too large to keep even trimmed (a long chain, past
+    ``max_key_bytes`` lowered by a reload) was not kept: its run's failure said
+    "cancelled or deleted" (counted so), and the response read ``in_progress`` until
+    ``ttl_s``, each read finding it abandoned failing to end it again. It is kept bare
+    (its status, its error saying so), and continuing it is refused (400), not made
+    without its earlier turns."""
+    url = REDIS_URL if where == "redis" else "memory"
+    settings = StoredResponsesSettings(url=url, namespace=redis_namespace, max_key_bytes=8192)
+    ends = {_failed_large: "failed", _cancelled_large: "cancelled", _reaped_large: "failed"}
+
+    async def go() -> dict[str, tuple[Any, ...]]:
+        kv = RedisStore(url, 2) if url != "memory" else MemoryStore(100, 1 << 20)
+        store = ResponseStore(settings, kv)
+        lowered = ResponseStore(settings.model_copy(update={"max_key_bytes": 1024}), kv)
+        seen = {}
+        try:
+            for end in ends:
+                front, _ = _queued(lowered)  # its run's, after the reload
+                front._chain = [f"resp_{n:048x}" for n in range(30)]  # about 1.7 kB
+                body = {
+                    "model": "small",
+                    "background": True,
+                    "previous_response_id": front._chain[-1],
+                }
+                record = front.record(front.queued(body))
+                front.queued_as = record.to_bytes()
+                assert await store.put("team", record, value=front.queued_as)
+                told = await front.fail(502, "boom") if end is _failed_large else None
+                if told is None:
+                    await end(front, lowered)
+                kept = await store.get("team", front.id)
+                assert kept is not None
+                error = str(kept.response.get("error") or "")
+                with pytest.raises(BrokenChain):
+                    await store.chain("team", front.id)
+                seen[end.__name__] = (told, kept.response["status"], "too large" in error)
+        finally:
+            await store.aclose()
+        return seen
+
+    assert asyncio.run(go()) == {
+        "_failed_large": (True, "failed", True),
+        "_cancelled_large": (None, "cancelled", False),
+        "_reaped_large": (None, "failed", True),
+    }

@@ -43,6 +43,7 @@ __all__ = [
     "ResponseChain",
     "ResponseStore",
     "StoredResponse",
+    "bare",
     "new_response_id",
     "trimmed",
     "with_ids",
@@ -230,6 +231,10 @@ class ResponseStore:
             if last is None:
                 tell("not_found")
                 return None
+            previous = last.response.get("previous_response_id")
+            if not last.chain and isinstance(previous, str) and previous:  # kept `bare`
+                tell("broken")
+                raise BrokenChain(previous)
             raws = await self._store.get_many([self._key(owner, i) for i in last.chain])
         except StoreUnavailable:
             tell("error")
@@ -327,20 +332,25 @@ class ResponseStore:
         """Keep background response `record` ended (failed, cancelled) over its record as
         read running (`over`, as `put` says: None where it changed meanwhile); what was
         kept. One too large for the store (its error's message, or a bound lowered since
-        it was first kept) is kept `trimmed`: left running, it would read so until
-        ``ttl_s``, its lease lapsing failing it only to find that too large too."""
-        whole = record.to_bytes()
-        too_large = self._too_large(len(whole))
-        value = whole if too_large is None else self.encoded(record := trimmed(record))
-        if value is None:
-            return None
+        it was first kept) is kept `trimmed`, or `bare` where even that is (its chain
+        long): left running, it would read so until ``ttl_s``, its lease lapsing failing
+        it only to find that too large too."""
+        value = record.to_bytes()
+        too_large = self._too_large(len(value))
         if too_large is not None:
+            size, whole = len(value), record
+            record, without = trimmed(whole), "its input and output"
+            value = record.to_bytes()
+            if self._too_large(len(value)) is not None:
+                record, without = bare(whole), "its input, output and chain"
+                value = record.to_bytes()
             log.warning(
                 "responses: background response %s ended larger than stored_responses.%s "
-                "(%d bytes); kept without its input and output",
+                "(%d bytes); kept without %s",
                 record.id,
                 too_large,
-                len(whole),
+                size,
+                without,
             )
         kept = await self.put(owner, record, counted=False, wait=wait, value=value, over=over)
         return record if kept else None
@@ -452,6 +462,30 @@ def trimmed(record: StoredResponse) -> StoredResponse:
         message = str(error.get("message") or "")[:1000]
         response["error"] = {"code": error.get("code"), "message": f"{message} {_TRIMMED}"}
     return StoredResponse(response, [], record.chain, record.streamed)
+
+
+# what a bare record keeps: its status, and its error's start (each character may take
+# 4 bytes: with the rest, well under the least max_key_bytes and max_bytes, 1024)
+_BARE_KEEPS = ("id", "object", "created_at", "status", "background", "previous_response_id")
+_BARE = (
+    "(the response was too large to keep, even without its input and output: kept with "
+    "its status only)"
+)
+
+
+def bare(record: StoredResponse) -> StoredResponse:
+    """An ended background response too large to keep even `trimmed` (its chain long):
+    its status and the start of its error, which says so; not its chain, so that
+    continuing it is refused (`ResponseStore.chain`: its ``previous_response_id`` with
+    no chain is a `BrokenChain`) rather than made without its earlier turns."""
+    kept = record.response
+    response = {name: kept[name] for name in _BARE_KEEPS if name in kept}
+    response["output"] = []
+    error = kept.get("error")
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")[:100]
+        response["error"] = {"code": error.get("code"), "message": f"{message} {_BARE}"}
+    return StoredResponse(response, [], [], record.streamed)
 
 
 def with_ids(items: Sequence[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
