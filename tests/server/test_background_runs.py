@@ -983,3 +983,50 @@ def test_a_background_response_ended_too_large_even_trimmed_reads_as_ended(
         "_cancelled_large": (None, "cancelled", False),
         "_reaped_large": (None, "failed", True),
     }
+
+
+def test_max_key_bytes_is_each_writers_own_and_never_leaves_a_response_running(
+    redis_namespace: str,
+) -> None:
+    """Two gateways on one Redis with different ``max_key_bytes`` (a partial reload):
+    each write carries its writer's bound into the script, checked by the writer first
+    (`ResponseStore.encoded`), so a background response kept by the gateway with the
+    larger bound is neither refused nor trimmed by the other's: running, it is pinned
+    (unlisted: the other's writes do not evict it); ended by its own gateway, it is kept
+    whole; the other's next write for the key evicts it then (gone, a 404), as any
+    response past that bound goes. Nothing reads running."""
+    settings = StoredResponsesSettings(url=REDIS_URL, namespace=redis_namespace)
+    kv = RedisStore(REDIS_URL, 2)
+    larger = ResponseStore(settings.model_copy(update={"max_key_bytes": 65536}), kv)
+    smaller = ResponseStore(settings.model_copy(update={"max_key_bytes": 2048}), kv)
+
+    async def other(store: ResponseStore) -> None:
+        front, queued = _queued(store)
+        done = {**queued.response, "status": "completed", "background": False}
+        assert await store.put("team", front.record(done))
+
+    async def go() -> list[str | None]:
+        front, _ = _queued(larger)
+        front._input = [{"type": "message", "role": "user", "content": "x" * 4000}]
+        record = front.record(front.queued({"model": "small", "background": True}))
+        front.queued_as = record.to_bytes()
+        seen = []
+
+        async def status() -> str | None:
+            kept = await larger.get("team", front.id)
+            seen.append(None if kept is None else str(kept.response["status"]))
+            return None if kept is None else str(kept.input[0]["content"])[:1]
+
+        try:
+            assert await larger.put("team", record, value=front.queued_as)
+            await other(smaller)  # the other gateway's writes, while it runs
+            await status()
+            assert await front.fail(502, "boom")  # its own gateway ends it: kept whole
+            assert await status() == "x"
+            await other(smaller)  # past the smaller bound: the key's oldest go
+            await status()
+        finally:
+            await larger.aclose()
+        return seen
+
+    assert asyncio.run(go()) == ["in_progress", "failed", None]

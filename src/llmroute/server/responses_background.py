@@ -98,7 +98,7 @@ async def _start_in_background(
         kept = await _keep_queued(runs, front, queued, stream, opening)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
-    if not kept:  # by another gateway's smaller max_key_bytes (Redis)
+    if not kept:  # refused by the store: not expected (`encoded` checked its bounds)
         raise _too_large_to_keep()
     count = partial(_counted, request)
     run = _answer_in_background(answer, gateway, front, count, stream)

@@ -319,8 +319,8 @@ class ResponseStore:
             raise
         if kept is None:  # changed or deleted meanwhile: left so
             return False
-        if not kept:
-            self._tell("too_large")  # by another gateway's smaller max_key_bytes
+        if not kept:  # refused by the store: not expected, its bounds are ours, checked first
+            self._tell("too_large")
             return False
         if counted:
             self._tell("kept")
@@ -332,7 +332,8 @@ class ResponseStore:
         """Keep background response `record` ended (failed, cancelled) over its record as
         read running (`over`, as `put` says: None where it changed meanwhile); what was
         kept. One too large for the store (its error's message, or a bound lowered since
-        it was first kept) is kept `trimmed`, or `bare` where even that is (its chain
+        it was first kept, or the smaller bound of another gateway ending it: each writer
+        applies its own) is kept `trimmed`, or `bare` where even that is (its chain
         long): left running, it would read so until ``ttl_s``, its lease lapsing failing
         it only to find that too large too."""
         value = record.to_bytes()
