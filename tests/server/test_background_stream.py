@@ -168,3 +168,29 @@ def test_a_follower_whose_last_batch_never_came_ends_as_the_record_says(
     if closing is not None:
         data = json.loads(events[2].split(b"data: ", 1)[1])
         assert (data["sequence_number"], data["response"]["status"]) == (5, status)
+
+
+def test_a_follower_waits_a_poll_for_the_last_batch_of_a_run_that_has_just_ended() -> None:
+    """A run keeps its response ended, then writes its last batch: a follower of
+    another process reading the record ended in between read the store once more at
+    once, found nothing yet and ended there (now: with a closing event made from the
+    record, without the last events). It gives the last batch a poll to come."""
+
+    async def go() -> list[bytes]:
+        chunks = EventChunks(_store(), "team", "r")
+        await chunks.write(0, EVENTS[:5])
+        landing: list[asyncio.Task[None]] = []
+
+        async def last_batch() -> None:
+            await asyncio.sleep(0.02)
+            await chunks.write(1, EVENTS[5:])
+
+        async def settled() -> StoredResponse | None:
+            landing.append(asyncio.create_task(last_batch()))
+            return _ended("completed")
+
+        return [event async for event in follow(chunks, None, 2, settled)]
+
+    events = asyncio.run(go())
+    assert _numbers(events) == [3, 4, 5, 6, 7]
+    assert events[-1] == EVENTS[-1]

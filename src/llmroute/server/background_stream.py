@@ -241,6 +241,8 @@ async def _from_store(
                 return
             if record.response.get("status") not in RUNNING:
                 stopped = record
+                if not ended:  # its run keeps it ended, then writes its last batch
+                    await asyncio.sleep(_POLL_S)
                 continue  # its last batch may have come meanwhile
         await asyncio.sleep(_POLL_S)
 
