@@ -1075,6 +1075,50 @@ def test_a_full_queue_of_give_backs_says_what_dropping_costs_once_a_minute(
     assert all("hunter2" not in line and f":{closed_port}" in line for line in said)
 
 
+@pytest.mark.parametrize("kind", ["settle", "slot"])
+def test_one_put_back_on_a_queue_filled_meanwhile_is_the_one_dropped_and_said(
+    kind: str, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kept settle or give-back is taken from the head of its queue, asked, and put
+    back first in line when Redis does not take it. When new ones filled the queue while
+    it was asked, putting it back dropped the newest (a deque's appendleft), unsaid: the
+    once-a-minute WARNING counted only the oldest dropped for a new one. The one put back
+    is the oldest: it is the one dropped, and counted."""
+
+    async def go() -> list[Any]:
+        limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
+        hold = UsdHold("m", "d1", "h", 0.1, 60.0)
+        items: list[Any] = (
+            [_Kept(hold, 0.01), _Kept(hold, 0.02), _Kept(hold, 0.03)]
+            if kind == "settle"
+            else [("d", "s1"), ("d", "s2"), ("d", "s3")]
+        )
+        queue: deque[Any] = deque(items[:2], maxlen=2)
+        if kind == "settle":
+            limits._pending = queue
+        else:
+            limits._slots_back = queue
+
+        async def not_taken(*_: Any) -> bool:  # a new one kept while this one is asked
+            queue.append(items[2])
+            return False
+
+        if kind == "settle":
+            limits._settled = not_taken  # type: ignore[method-assign]
+            assert not await limits._settle_pending()
+        else:
+            limits._gave_slot = not_taken  # type: ignore[method-assign]
+            assert not await limits._give_back_pending()
+        await limits._redis.aclose()
+        return [list(queue), items[1:]]
+
+    with caplog.at_level(logging.WARNING, "llmroute.limits"):
+        kept, newest = asyncio.run(go())
+    assert kept == newest  # the oldest, put back, dropped
+    said = [r.getMessage() for r in caplog.records if "dropped since" in r.getMessage()]
+    assert len(said) == 1 and "(1 dropped since" in said[0]
+
+
 def test_give_backs_redis_never_took_are_said_at_close(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -766,9 +766,7 @@ class RedisLimits:
             self._failed(exc)
 
     def _keep_for_later(self, kept: _Kept) -> None:
-        if len(self._pending) == self._pending.maxlen:
-            self._dropped_oldest("settle", len(self._pending))
-        self._pending.append(kept)
+        self._later(self._pending, kept)
 
     async def _settle_pending(self, most: int = 100) -> bool:
         """Settle what Redis did not take before (the `most` oldest now); False when it
@@ -965,9 +963,26 @@ class RedisLimits:
 
     def _later(self, queue: deque[Any], item: Any) -> None:
         if len(queue) == queue.maxlen:
-            kind = "slot" if queue is self._slots_back else "tokens"
-            self._dropped_oldest("take" if queue is self._takes_back else kind, len(queue))
+            self._dropped_oldest(self._kind(queue), len(queue))
         queue.append(item)
+
+    def _put_back(self, queue: deque[Any], item: Any) -> None:
+        """`item`, taken from the head of `queue` and not made, back at its head; unless
+        the queue filled meanwhile (new ones kept while it was asked): it is the oldest
+        then, and the one dropped and said (put back, the full queue dropped its newest,
+        unsaid)."""
+        if len(queue) == queue.maxlen:
+            self._dropped_oldest(self._kind(queue), len(queue))
+            return
+        queue.appendleft(item)
+
+    def _kind(self, queue: deque[Any]) -> str:
+        """What `queue` keeps, as `_DROPPED` names it."""
+        if queue is self._pending:
+            return "settle"
+        if queue is self._slots_back:
+            return "slot"
+        return "take" if queue is self._takes_back else "tokens"
 
     def _dropped_oldest(self, kind: str, kept: int) -> None:
         """A queue of `kind` full (`kept`) dropped its oldest: said at most once a
@@ -1012,11 +1027,11 @@ class RedisLimits:
                     return False
         return True
 
-    @staticmethod
     async def _kept_unless_made(
-        queue: deque[Any], item: Any, give: Coroutine[Any, Any, bool], *, again: bool
+        self, queue: deque[Any], item: Any, give: Coroutine[Any, Any, bool], *, again: bool
     ) -> bool:
-        """`give` awaited; `item` back at the head of `queue` unless it was made. When the
+        """`give` awaited; `item` back at the head of `queue` unless it was made
+        (`_put_back`: the one dropped if the queue filled meanwhile). When the
         caller is cancelled meanwhile (its client hung up) the command may have reached
         Redis all the same: it goes back only when making it `again` is harmless (a
         slot's ZREM; a budget settle, by its tombstone); a token hold's DECRBY twice
@@ -1028,10 +1043,10 @@ class RedisLimits:
             made = await give
         except asyncio.CancelledError:
             if again:
-                queue.appendleft(item)
+                self._put_back(queue, item)
             raise
         if not made:
-            queue.appendleft(item)
+            self._put_back(queue, item)
         return made
 
     def _failed(self, exc: StoreUnavailable) -> None:
