@@ -466,17 +466,20 @@ def test_a_hold_that_reaches_redis_after_its_settle_or_twice_counts_once(
     assert asyncio.run(go()) == expected[first]
 
 
-@pytest.mark.parametrize("made", [True, False])
+@pytest.mark.parametrize("lost", ["answer", "connection", "on the way"])
 def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
-    made: bool, redis_namespace: str, caplog: pytest.LogCaptureFixture
+    lost: str, redis_namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A settle whose answer was lost is kept and made again; its tombstone (2 min) says
     it was made. Made again past that (Redis down a while, or the tombstone swept by a
     hold on a clock ahead of ours) it found neither hold nor tombstone and added its cost
     a second time (0.05 spent twice: 0.10). Made again past `LATE_S` after the try whose
-    answer was lost, it only replaces its hold, if that is still there (`made` False: the
-    try never reached Redis), and says when it found nothing."""
+    answer was lost, it only replaces its hold, if that is still there (`lost` on the
+    way: the try never reached Redis), and says when it found nothing. A try whose
+    connection was reset once it was sent (`lost` connection) may have been made too:
+    it was taken as not made, and counted twice."""
     clock, mono = Clock(time.time()), Clock(1000.0)
+    made = lost != "on the way"
 
     async def go(proxy: StallProxy, url: str) -> list[Any]:
         limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock, monotonic=mono)
@@ -488,7 +491,7 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
             hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
             assert hold is not None
             if made:
-                proxy.stall_replies()
+                proxy.stall_replies() if lost == "answer" else proxy.cut_replies()
                 try:
                     await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
                 finally:

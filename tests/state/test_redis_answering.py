@@ -26,7 +26,7 @@ from llmroute.registry.schema import CacheSettings
 from llmroute.state import RedisLimits, RedisStore, StoreUnavailable
 from llmroute.state.answering import Answering
 from llmroute.state.breakers import RedisBreakers
-from llmroute.state.limits import NOT_HELD, UsdHold
+from llmroute.state.limits import NOT_HELD, UNCOUNTED_SLOT, UsdHold
 from llmroute.state.redis_conn import RETRY_AFTER_S, connect
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.semantic_index import Query, RedisSemanticIndex, word_pairs
@@ -446,3 +446,92 @@ def test_a_give_back_whose_answer_was_lost_is_not_made_twice(
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         asyncio.run(go(url, proxy))
+
+
+def test_a_connection_lost_once_the_command_was_sent_may_have_made_it(
+    redis_namespace: str, closed_port: int
+) -> None:
+    """redis-py raises the same ``ConnectionError`` for a connection reset once the
+    command was sent (Redis may have run it) as for one refused before anything was
+    sent; the limits read the first as "not made", where they read a timeout, the same
+    doubt, as "maybe made". A connection lost while the reply is awaited now says it
+    may have been made (`maybe_made`, as a timeout does); one refused does not."""
+    key = f"{redis_namespace}:cut"
+
+    async def call(url: str) -> StoreUnavailable:
+        redis_conn = connect(url, 1.0, "test")
+        answering = Answering.of(redis_conn, 1.0)
+        try:
+            with contextlib.suppress(StoreUnavailable):  # connected (a refused one fails)
+                async with answering():
+                    await redis_conn.client.ping()
+            await asyncio.sleep(RETRY_AFTER_S + 0.05)  # a refused one's pause
+            proxy.cut_replies()
+            with pytest.raises(StoreUnavailable) as failed:
+                async with answering():
+                    await redis_conn.client.incr(key)
+            return failed.value
+        finally:
+            proxy.resume()
+            await redis_conn.aclose()
+
+    raw = redis.Redis.from_url(REDIS_URL)
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            lost = asyncio.run(call(url))
+            refused = asyncio.run(call(f"redis://127.0.0.1:{closed_port}/0"))
+        assert raw.get(key) == b"1"  # made, its reply lost with its connection
+    finally:
+        raw.close()
+    assert lost.maybe_made and not lost.replied and "once the command was sent" in str(lost)
+    assert not refused.maybe_made
+
+
+@pytest.mark.parametrize("kind", ["take", "tokens"])
+def test_a_count_whose_connection_was_lost_once_sent_is_given_back(
+    kind: str, redis_namespace: str
+) -> None:
+    """A rpm take or tpm hold Redis made whose connection was reset before its reply
+    came back let the request through uncounted, and its count stayed in Redis until
+    its minute left the window (the slot of such a take was given back: the two
+    disagreed). It may have been made: given back before the next count, as one whose
+    answer came too late is."""
+
+    async def go(url: str, proxy: StallProxy) -> float:
+        limits = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        try:
+            assert await limits.requests("k") == 0.0  # connected
+            proxy.cut_replies()
+            if kind == "take":
+                assert await limits.take("k", 10) == 0.0  # counted; its connection reset
+            else:
+                assert await limits.hold_tokens("k", 100, 1000) == NOT_HELD
+            proxy.resume()
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            if kind == "take":
+                assert await limits.take("k", 10) == 1.0  # the lost one given back first
+                return await limits.requests("k")
+            assert await limits.hold_tokens("other", 1, 1000) == int(NOW // 60)
+            return await limits.tokens("k")
+        finally:
+            await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == (1.0 if kind == "take" else 0.0)
+
+
+def test_a_slot_redis_refused_to_connect_for_is_not_given_back_later(closed_port: int) -> None:
+    """`take_slot` queued a give-back for any failure it asked Redis about, a connection
+    refused too, where nothing was sent: a ZREM of nothing, a round trip before a later
+    count, and room taken in the queue from give-backs that count. Only one that may
+    have been made (its answer lost) is queued, as for the other counts."""
+
+    async def go() -> int:
+        limits = RedisLimits(f"redis://127.0.0.1:{closed_port}/0", 0.5, "ns")
+        try:
+            assert await limits.take_slot("d", 3) == UNCOUNTED_SLOT
+            return len(limits._slots_back)
+        finally:
+            await limits.aclose(0)
+
+    assert asyncio.run(go()) == 0

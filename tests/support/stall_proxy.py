@@ -1,14 +1,17 @@
 """A TCP proxy on 127.0.0.1 in front of a real server (the tests' Redis), which can
 `stall`: it keeps its connections open but passes nothing on, either way, until it
-`resume`s, as a server that stopped answering does. One gateway pointed at it sees its
-Redis hang for as long as a test needs, while every other client of that Redis (other
-tests, running alongside) is served as usual, which ``CLIENT PAUSE`` cannot do. And
-`silent_server`: one that never answers at all (an OpenTelemetry collector that hangs)."""
+`resume`s, as a server that stopped answering does; or `cut_replies`: a connection is
+reset where its reply would come back, once the server has made the command. One
+gateway pointed at it sees its Redis hang for as long as a test needs, while every
+other client of that Redis (other tests, running alongside) is served as usual, which
+``CLIENT PAUSE`` cannot do. And `silent_server`: one that never answers at all (an
+OpenTelemetry collector that hangs)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ class StallProxy:
         self._flowing.set()  # client to server
         self._replying = threading.Event()  # server to client
         self._replying.set()
+        self._cutting = threading.Event()  # a reply resets its connection instead
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -44,7 +48,14 @@ class StallProxy:
         there whose client gives up waiting for the answer."""
         self._replying.clear()
 
+    def cut_replies(self) -> None:
+        """Commands still reach the server, but where a reply comes back its client's
+        connection is reset instead (and the server's closed): a call the server made
+        whose client sees the connection lost after it was sent."""
+        self._cutting.set()
+
     def resume(self) -> None:
+        self._cutting.clear()
         self._flowing.set()
         self._replying.set()
 
@@ -74,9 +85,12 @@ class StallProxy:
                 (client, server, self._flowing),
                 (server, client, self._replying),
             ):
-                threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True).start()
+                pump = (src, dst, gate, gate is self._replying)
+                threading.Thread(target=self._pump, args=pump, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, gate: threading.Event) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, gate: threading.Event, replies: bool
+    ) -> None:
         try:
             src.settimeout(_POLL_S)
         except OSError:  # closed (`close`) before this thread started
@@ -92,6 +106,13 @@ class StallProxy:
                 break
             if not data:
                 break
+            if replies and self._cutting.is_set():
+                with contextlib.suppress(OSError):  # a reset (RST), not a close (FIN)
+                    dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                for sock in (dst, src):
+                    with contextlib.suppress(OSError):
+                        sock.close()
+                return
             while not gate.wait(_POLL_S):  # read as it stalled: held until resumed
                 if self._closed.is_set():
                     return

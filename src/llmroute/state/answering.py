@@ -10,8 +10,10 @@ others fail at once, until one answers. A call refused unasked raises
 `StoreUnavailable` with `paused_s` (worth asking again after it; `wait` returns sooner
 when the probe it was refused for ends); one given up was asked, and may still be made
 once Redis answers, so it has none: an ``APPEND`` asked again (`asked`) would be made
-twice. An error *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``...) proves Redis answers:
-that call fails (`StoreUnavailable.replied`), nothing else does, and no pause follows
+twice. One asked whose answer did not come (in time, or before its connection was lost:
+`llmroute.state.redis_conn.ReplyLost`) may have been made: `maybe_made`. An error
+*reply* (``OOM``, ``READONLY``, ``WRONGTYPE``...) proves Redis answers: that call
+fails (`StoreUnavailable.replied`), nothing else does, and no pause follows
 (``NOSCRIPT`` never gets here: redis-py loads the script and runs it again). Some say
 Redis refuses for now, not for good (`StoreUnavailable.transient`: ``READONLY`` from a
 replica until a failover ends, ``OOM`` until memory is freed, ``BUSY`` while a script
@@ -52,9 +54,10 @@ class StoreUnavailable(Exception):
     `paused_s`: not asked at all, since it failed a moment ago (or another call is
     asking); it is asked again after about this many seconds. `replied`: Redis answered
     this call with an error (it is not down); `transient`: one that refuses for now
-    (``READONLY``, ``OOM``...), made again later it may go through. `timed_out`: asked,
-    and no answer came in time (cut short, or its timeout): the command may have been
-    made all the same."""
+    (``READONLY``, ``OOM``...), made again later it may go through. `maybe_made`: asked,
+    and no answer came (cut short, its timeout, or its connection lost once the command
+    was sent): the command may have been made all the same. Without it, nothing was
+    made (refused unasked, or before the command was sent: Redis refused to connect)."""
 
     def __init__(
         self,
@@ -63,14 +66,14 @@ class StoreUnavailable(Exception):
         *,
         replied: bool = False,
         transient: bool = False,
-        timed_out: bool = False,
+        maybe_made: bool = False,
         probe: asyncio.Event | None = None,
     ) -> None:
         super().__init__(message)
         self.paused_s = paused_s
         self.replied = replied
         self.transient = transient
-        self.timed_out = timed_out
+        self.maybe_made = maybe_made
         self._probe = probe
 
     async def wait(self) -> None:
@@ -89,8 +92,8 @@ class Answering:
     to end failed (`_suspect`: the next asks alone), the probe under way (an event set
     when it ends), and the calls under way, each by the `asyncio.Timeout` that can cut
     it short. `errors` mean Redis failed; `replies` (among them) that it answered with an
-    error, `transient` (among those) one that refuses for now; `timeouts` that it did
-    not answer in time."""
+    error, `transient` (among those) one that refuses for now; `unanswered` that it did
+    not answer a call it was asked (in time, or before the connection was lost)."""
 
     def __init__(
         self,
@@ -101,14 +104,14 @@ class Answering:
         *,
         replies: tuple[type[BaseException], ...] = (),
         transient: tuple[type[BaseException], ...] = (),
-        timeouts: tuple[type[BaseException], ...] = (),
+        unanswered: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._url = url  # masked
         self._timeout_s = timeout_s
         self._errors = errors
         self._replies = replies
         self._transient = transient
-        self._timeouts = timeouts
+        self._unanswered = unanswered
         self._clock = clock
         self._paused_until = 0.0
         self._suspect = False
@@ -127,7 +130,7 @@ class Answering:
             clock,
             replies=redis.replies,
             transient=redis.transient,
-            timeouts=redis.timeouts,
+            unanswered=redis.unanswered,
         )
 
     @property
@@ -199,7 +202,7 @@ class _Call:
             await bound.__aexit__(exc_type, exc, tb)
         except TimeoutError:  # cut short by `_failed`: another call failed meanwhile
             raise StoreUnavailable(
-                f"redis {of.url}: given up, another call failed meanwhile", timed_out=True
+                f"redis {of.url}: given up, another call failed meanwhile", maybe_made=True
             ) from None
         if exc is None:
             of._suspect = False
@@ -212,7 +215,8 @@ class _Call:
         elif isinstance(exc, of._errors):
             of._failed()
             raise StoreUnavailable(
-                f"redis {of.url}: {_describe(exc)}", timed_out=isinstance(exc, of._timeouts)
+                f"redis {of.url}: {_describe(exc)}",
+                maybe_made=isinstance(exc, of._unanswered),
             ) from None
 
 

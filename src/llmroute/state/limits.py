@@ -648,7 +648,7 @@ class RedisLimits:
                 taken = await self._script(keys=keys, args=[per_minute, f"{weight:.6f}"])
         except StoreUnavailable as exc:
             self._failed(exc)
-            if exc.timed_out:
+            if exc.maybe_made:
                 # it may have been counted before the answer was lost: given back later
                 # (a take refused or never made, given back all the same, lets one more
                 # request through that minute, as a Redis that does not answer does)
@@ -742,7 +742,7 @@ class RedisLimits:
                     keys=self._budget_names(hold.key, hold.window), args=args
                 )
         except StoreUnavailable as exc:
-            if exc.timed_out and kept.tried_at is None:
+            if exc.maybe_made and kept.tried_at is None:
                 kept.tried_at = self._monotonic()  # it may have been made
             return self._refused(exc, settle=True)
         except asyncio.CancelledError:
@@ -857,7 +857,7 @@ class RedisLimits:
                 held = await self._hold(keys=keys, args=[count, per_minute, f"{weight:.6f}"])
         except StoreUnavailable as exc:
             self._failed(exc)
-            if exc.timed_out:
+            if exc.maybe_made:
                 # it may have been held before the answer was lost, and the request goes
                 # on unheld (nothing gives it back) while its real tokens are counted
                 # too: given back before the next count, as a lost take is
@@ -880,7 +880,7 @@ class RedisLimits:
 
     async def _released(self, counter: str, minute: int, count: int) -> bool:
         """`count` out of `counter`'s count of `minute`; whether it is done: Redis took
-        it, or it may have (asked, and its answer lost: `timed_out`), as a DECRBY made
+        it, or it may have (asked, and its answer lost: `maybe_made`), as a DECRBY made
         twice gives another request's count back (its caller cancelled: dropped too)."""
         if minute < _window(self._clock())[0] - 1:
             return True  # its minute no longer counts in the sliding window
@@ -888,7 +888,7 @@ class RedisLimits:
             async with self._answering():
                 await self._release(keys=[f"{counter}:{minute}"], args=[count])
         except StoreUnavailable as exc:
-            return self._refused(exc) or exc.timed_out
+            return self._refused(exc) or exc.maybe_made
         return True
 
     async def retry_after(self, key: str, target: float, *, tokens: bool = False) -> float:
@@ -919,10 +919,11 @@ class RedisLimits:
                 taken = await self._take_slot(keys=[f"{self._slots_prefix}{key}"], args=args)
         except StoreUnavailable as exc:
             self._failed(exc)
-            if not exc.paused_s and not exc.replied:
+            if exc.maybe_made:
                 # asked, and it may have been taken before the answer was lost (a
-                # timeout): given back later, or it stays taken for its whole lease (a
-                # ZREM of none is harmless; one never asked is not queued)
+                # timeout, a connection lost once it was sent): given back later, or it
+                # stays taken for its whole lease (one never sent, Redis refusing to
+                # connect, is not queued)
                 self._later(self._slots_back, (key, slot))
             return UNCOUNTED_SLOT
         return slot if taken else None

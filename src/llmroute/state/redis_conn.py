@@ -10,12 +10,21 @@ stores on it while the old ones drain. Pools never cross event loops (a connecti
 bound to the loop it was opened in), nor processes. Each connection is named
 ``llmroute:<pid>`` (``CLIENT SETNAME``, where the Redis user may) so that ``CLIENT
 LIST`` shows which process holds it.
+
+A connection lost while a command waits for its reply (reset, or closed by the server,
+once the command was sent) raises `ReplyLost`, a redis-py ``ConnectionError``: Redis
+may have made the command, as when its reply comes too late; one lost before it was
+sent (refused, reset while connecting) cannot have been made. redis-py tells them apart
+only by where it raised (``parse_response`` reads the reply once the command is sent),
+so the client `connect` makes says so (a pipeline's is not told apart: no caller gives
+back what one counted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -31,6 +40,7 @@ __all__ = [
     "RETRY_AFTER_S",
     "Outage",
     "RedisConnection",
+    "ReplyLost",
     "client_name",
     "connect",
 ]
@@ -66,15 +76,16 @@ class RedisConnection:
     """One feature's hold on a pooled async client; `errors` are the exceptions that
     mean Redis failed (not the caller), `replies` those of them that are Redis's answer
     (an error reply: it is up), `transient` those replies that refuse for now, not for
-    good (``READONLY``, ``OOM``...: `llmroute.state.answering`), `timeouts` those where
-    no answer came in time; `url` is masked, for logs."""
+    good (``READONLY``, ``OOM``...: `llmroute.state.answering`), `unanswered` those
+    where the command was asked and no answer came (in time, or before the connection
+    was lost: `ReplyLost`), so it may have been made; `url` is masked, for logs."""
 
     def __init__(
         self, pool: _Pool, errors: tuple[_Errors, _Errors, _Errors, _Errors], url: str
     ) -> None:
         self._pool = pool
         self.client = pool.client
-        self.errors, self.replies, self.transient, self.timeouts = errors
+        self.errors, self.replies, self.transient, self.unanswered = errors
         self.url = url
         self._closed = False
 
@@ -119,7 +130,7 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             exceptions.TryAgainError,
             exceptions.ClusterDownError,  # and MASTERDOWN
         ),
-        (redis.TimeoutError, TimeoutError),
+        (redis.TimeoutError, TimeoutError, ReplyLost),
     )
     key = _pool_key(url, timeout_s)
     with _pools_lock:
@@ -141,10 +152,37 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
         except ValueError as exc:
             raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
         # closing the client closes its pool
-        opened = _Pool(redis.Redis.from_pool(pool), key)
+        opened = _Pool(_client_class().from_pool(pool), key)
         if key is not None:
             _pools[key] = opened
     return RedisConnection(opened, errors, masked)
+
+
+class ReplyLost(Exception):
+    """A connection lost once its command was sent: raised as a redis-py
+    ``ConnectionError`` that is one too (`_client_class`)."""
+
+
+@functools.cache
+def _client_class() -> type[Any]:
+    """The async client `connect` makes: redis-py's, whose connection lost while a
+    command waits for its reply raises `ReplyLost` (`from` redis-py's error)."""
+    import redis.asyncio as redis
+    from redis.exceptions import ConnectionError as Lost
+
+    class LostAfterSending(Lost, ReplyLost):
+        """The connection was lost once the command was sent: it may have been made."""
+
+    class Client(redis.Redis):
+        async def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+            try:
+                return await super().parse_response(connection, command_name, **options)
+            except Lost as exc:
+                if isinstance(exc, ReplyLost):
+                    raise
+                raise LostAfterSending(f"{exc} (once the command was sent)") from exc
+
+    return Client
 
 
 def _pool_key(url: str, timeout_s: float) -> _PoolKey | None:
