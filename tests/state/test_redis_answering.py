@@ -535,3 +535,64 @@ def test_a_slot_redis_refused_to_connect_for_is_not_given_back_later(closed_port
             await limits.aclose(0)
 
     assert asyncio.run(go()) == 0
+
+
+@pytest.mark.parametrize("kind", ["take", "tokens", "slot"])
+def test_a_count_whose_caller_is_cancelled_once_redis_was_asked_is_given_back(
+    kind: str, redis_namespace: str
+) -> None:
+    """A rpm take, tpm hold or in-flight slot whose request was cancelled while Redis
+    answered (its client hung up) was counted in Redis with nothing to give it back: a
+    request that went no further counted against its rpm or tpm for up to two minutes,
+    and a slot stayed taken for its lease (10 min). One cancelled once it was sent is
+    given back before the next count, as one whose answer was lost is (had Redis not
+    made it, one more request goes through that minute); one cancelled before it was
+    sent (here: connecting) was not made, and is not."""
+    raw = redis.Redis.from_url(REDIS_URL)
+    minute = int(NOW // 60)
+    counted = {
+        "take": f"{redis_namespace}:rpm:k:{minute}",
+        "tokens": f"{redis_namespace}:tpm:k:{minute}",
+        "slot": f"{redis_namespace}:inflight:k",
+    }[kind]
+
+    def count(limits: RedisLimits) -> Awaitable[object]:
+        if kind == "take":
+            return limits.take("k", 10)
+        if kind == "tokens":
+            return limits.hold_tokens("k", 100, 1000)
+        return limits.take_slot("k", 3)
+
+    async def cancelled(limits: RedisLimits, made: bool) -> None:
+        asking = asyncio.ensure_future(count(limits))
+        await asyncio.sleep(0.1)
+        for _ in range(200):  # until Redis made it (bounded: 2 s)
+            if not made or raw.exists(counted):
+                break
+            await asyncio.sleep(0.01)
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+
+    async def go(url: str, proxy: StallProxy) -> list[int]:
+        limits = RedisLimits(url, 2.0, redis_namespace, clock=lambda: NOW)
+        try:
+            proxy.stall()  # not connected yet: cancelled while connecting
+            await cancelled(limits, made=False)
+            proxy.resume()
+            unsent = len(limits._takes_back) + len(limits._tokens_back) + len(limits._slots_back)
+            assert await limits.requests("other") == 0.0  # connected
+            proxy.stall_replies()  # the count reaches Redis; its answer does not come
+            await cancelled(limits, made=True)
+            proxy.resume()
+            await limits.take("other", 10)  # the next count gives it back first
+            left = raw.zcard(counted) if kind == "slot" else int(raw.get(counted) or 0)
+            return [unsent, int(left)]
+        finally:
+            await limits.aclose(0)
+
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(url, proxy)) == [0, 0]
+    finally:
+        raw.close()

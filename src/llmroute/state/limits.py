@@ -40,7 +40,13 @@ calls waiting on it give up when one fails, and then one asks at a time
 (`llmroute.state.answering`). An error reply fails that call alone; a give-back or a
 settle it answers so is dropped, as asked again it would fail again, unless it refuses
 for now (``READONLY`` until a failover ends, ``OOM``...): such a give-back or settle is
-kept, and asked again after the same pause as a failure's.
+kept, and asked again after the same pause as a failure's. A count (an rpm take, a tpm
+hold, a slot) Redis may have made while its caller never learned of it (its answer
+lost: a timeout, a connection lost once it was sent; or its caller cancelled once it
+was sent, a client that hung up) is given back before the next count: its request goes
+no further, or on uncounted. Had Redis not made it, that lets one more request through
+(an under-count of one, where leaving it counted held one request that never went
+upstream against the limit for up to two minutes, a slot for its lease).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmroute.state.answering import Answering, StoreUnavailable, note_failure
-from llmroute.state.redis_conn import LOG_EVERY_S, RETRY_AFTER_S, Outage, connect
+from llmroute.state.redis_conn import LOG_EVERY_S, RETRY_AFTER_S, Outage, connect, sent
 
 __all__ = [
     "NOT_HELD",
@@ -654,6 +660,10 @@ class RedisLimits:
                 # request through that minute, as a Redis that does not answer does)
                 self._later(self._takes_back, (key, minute))
             return 0.0
+        except asyncio.CancelledError as exc:
+            if sent(exc):  # its request goes no further: given back, as a lost one is
+                self._later(self._takes_back, (key, minute))
+            raise
         if taken is None:
             return None
         try:
@@ -863,6 +873,10 @@ class RedisLimits:
                 # too: given back before the next count, as a lost take is
                 self._later(self._tokens_back, (key, minute, count))
             return NOT_HELD
+        except asyncio.CancelledError as exc:
+            if sent(exc):  # its caller never learns the minute to give it back to
+                self._later(self._tokens_back, (key, minute, count))
+            raise
         return minute if held else None
 
     async def release_tokens(self, key: str, minute: int, count: int) -> None:
@@ -926,6 +940,10 @@ class RedisLimits:
                 # connect, is not queued)
                 self._later(self._slots_back, (key, slot))
             return UNCOUNTED_SLOT
+        except asyncio.CancelledError as exc:
+            if sent(exc):  # its caller never learns the slot to give it back
+                self._later(self._slots_back, (key, slot))
+            raise
         return slot if taken else None
 
     async def renew_slot(self, key: str, slot: str, lease_s: float = SLOT_LEASE_S) -> bool:

@@ -17,7 +17,8 @@ may have made the command, as when its reply comes too late; one lost before it 
 sent (refused, reset while connecting) cannot have been made. redis-py tells them apart
 only by where it raised (``parse_response`` reads the reply once the command is sent),
 so the client `connect` makes says so (a pipeline's is not told apart: no caller gives
-back what one counted).
+back what one counted), and marks a cancellation that came while the reply was awaited
+(`sent`: its caller gave up, its client hung up, once the command was asked).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "ReplyLost",
     "client_name",
     "connect",
+    "sent",
 ]
 
 RETRY_AFTER_S = 1.0
@@ -181,8 +183,22 @@ def _client_class() -> type[Any]:
                 if isinstance(exc, ReplyLost):
                     raise
                 raise LostAfterSending(f"{exc} (once the command was sent)") from exc
+            except asyncio.CancelledError as exc:
+                setattr(exc, _SENT, True)  # an attribute of ours on redis-py's way out
+                raise
 
     return Client
+
+
+_SENT = "llmroute_sent"
+
+
+def sent(exc: BaseException) -> bool:
+    """Whether `exc`, out of a call of a client `connect` made, came once the command
+    was sent (Redis may have made it): `ReplyLost`, or a cancellation that came while
+    the reply was awaited. (One cancelled again meanwhile, while redis-py cleans up, is
+    a new one: not told.)"""
+    return isinstance(exc, ReplyLost) or getattr(exc, _SENT, False) is True
 
 
 def _pool_key(url: str, timeout_s: float) -> _PoolKey | None:
