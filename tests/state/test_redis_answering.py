@@ -596,3 +596,28 @@ def test_a_count_whose_caller_is_cancelled_once_redis_was_asked_is_given_back(
             assert asyncio.run(go(url, proxy)) == [0, 0]
     finally:
         raw.close()
+
+
+def test_a_take_cut_while_it_connected_is_not_given_back(redis_namespace: str) -> None:
+    """When one call fails, the calls under way are cut ("given up"), and each was taken
+    as maybe made: a take cut while it still connected (its command never sent) was
+    given back all the same, letting one more request through for each. Only one cut
+    once its command was sent is given back."""
+
+    async def go(url: str, proxy: StallProxy) -> list[int]:
+        limits = RedisLimits(url, 0.5, redis_namespace, clock=lambda: NOW)
+        try:
+            assert await limits.requests("k") == 0.0  # one connection open
+            proxy.stall_replies()  # a take's answer, or a new connection's, is held
+            sent = asyncio.ensure_future(limits.take("k", 10))  # on the open connection
+            await asyncio.sleep(0.2)  # its timeout comes first, and cuts the other
+            connecting = asyncio.ensure_future(limits.take("k", 10))  # a new connection
+            assert await sent == 0.0  # timed out: the other cut
+            assert await connecting == 0.0
+            proxy.resume()
+            return [len(limits._takes_back), len(limits._tokens_back)]
+        finally:
+            await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == [1, 0]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from llmroute.state.redis_conn import RETRY_AFTER_S
+from llmroute.state.redis_conn import RETRY_AFTER_S, sent
 
 if TYPE_CHECKING:
     from llmroute.state.redis_conn import Outage, RedisConnection
@@ -55,9 +55,10 @@ class StoreUnavailable(Exception):
     asking); it is asked again after about this many seconds. `replied`: Redis answered
     this call with an error (it is not down); `transient`: one that refuses for now
     (``READONLY``, ``OOM``...), made again later it may go through. `maybe_made`: asked,
-    and no answer came (cut short, its timeout, or its connection lost once the command
-    was sent): the command may have been made all the same. Without it, nothing was
-    made (refused unasked, or before the command was sent: Redis refused to connect)."""
+    and no answer came (its timeout, even one while connecting; or, once the command was
+    sent, cut short or its connection lost): the command may have been made all the
+    same. Without it, nothing was made (refused unasked, or before the command was sent:
+    Redis refused to connect, a call cut while it connected)."""
 
     def __init__(
         self,
@@ -201,8 +202,9 @@ class _Call:
         try:
             await bound.__aexit__(exc_type, exc, tb)
         except TimeoutError:  # cut short by `_failed`: another call failed meanwhile
-            raise StoreUnavailable(
-                f"redis {of.url}: given up, another call failed meanwhile", maybe_made=True
+            raise StoreUnavailable(  # made, maybe, if it was cut once it was sent
+                f"redis {of.url}: given up, another call failed meanwhile",
+                maybe_made=exc is not None and sent(exc),
             ) from None
         if exc is None:
             of._suspect = False

@@ -755,9 +755,9 @@ class RedisLimits:
             if exc.maybe_made and kept.tried_at is None:
                 kept.tried_at = self._monotonic()  # it may have been made
             return self._refused(exc, settle=True)
-        except asyncio.CancelledError:
-            if kept.tried_at is None:
-                kept.tried_at = self._monotonic()  # asked, maybe: it may have been made
+        except asyncio.CancelledError as exc:
+            if sent(exc) and kept.tried_at is None:
+                kept.tried_at = self._monotonic()  # asked: it may have been made
             raise
         if done == 2:
             self._unsure[0] += 1
