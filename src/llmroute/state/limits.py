@@ -44,7 +44,7 @@ kept, and asked again after the same pause as a failure's. A count (an rpm take,
 hold, a slot) Redis may have made while its caller never learned of it (its answer
 lost: a timeout, a connection lost once it was sent; or its caller cancelled once it
 was sent, a client that hung up) is given back before the next count: its request goes
-no further, or on uncounted. Had Redis not made it, that lets one more request through
+no further, or on uncounted. Had Redis not counted it, that lets one more request through
 (an under-count of one, where leaving it counted held one request that never went
 upstream against the limit for up to two minutes, a slot for its lease).
 """
