@@ -32,7 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch import Dispatcher, Plan, Served
 from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.dispatch.rerank import priced_rerank
+from llmroute.dispatch.usage import priced_embedding
 from llmroute.errors import TelemetryError
+from llmroute.registry import parse_registry
 from llmroute.server import app as app_module
 from llmroute.server import embeddings as embeddings_module
 from llmroute.telemetry.record import LoggedDecision
@@ -275,3 +278,105 @@ def test_a_bug_once_a_fronts_request_is_routed_is_logged_and_counted(
     assert _value(samples, seconds, model="small", outcome="error") == 1
     (span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert span.status.status_code is StatusCode.ERROR
+
+
+PRICED = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+  emb:
+    provider: echo
+    model: echo-emb
+    kind: embedding
+    price: {input: 1000000}
+    budget: {usd: 1000, period: day, hard: true}
+  rr:
+    provider: echo
+    model: echo-rr
+    kind: rerank
+    price: {input: 1000000}
+    budget: {usd: 1000, period: day, hard: true}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+auth:
+  keys:
+    - {name: team, key_env: LLMROUTE_TEST_BUG_SPEND_KEY, budget: {usd: 1000, period: day}}
+  public_metrics: true
+telemetry: {flush_seconds: 0.05}
+"""
+SPEND_KEY = "sk-unrouted-bug-spend-0123456789"
+PRICERS = {"priced_embedding": priced_embedding, "priced_rerank": priced_rerank}
+
+
+def _priced_once_answered(pricer: Any) -> Any:
+    """`pricer` failing on an answer (a bug reading its usage), itself on no answer (the
+    estimate of a call whose answer was not priced)."""
+
+    def price(data: dict[str, Any], body: Any, price: Any) -> Any:
+        if data:
+            raise RuntimeError("a bug pricing the answer")
+        return pricer(data, body, price)
+
+    return price
+
+
+@pytest.fixture
+def charged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway with priced embedding and rerank models (hard budgets), a key with a
+    budget, and answers whose usage a bug fails to read."""
+    for name in ("priced_embedding", "priced_rerank"):
+        real = getattr(dispatcher_module, name)
+        monkeypatch.setattr(dispatcher_module, name, _priced_once_answered(real))
+    monkeypatch.setenv("LLMROUTE_TEST_BUG_SPEND_KEY", SPEND_KEY)
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", log_url)
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(PRICED)
+    with serve_in_thread(app_module.create_app(str(registry))) as url:
+        yield Gateway(url, log_url, InMemorySpanExporter())
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "model", "pricer"),
+    [
+        ("/v1/embeddings", EMBED, "emb", "priced_embedding"),
+        ("/v1/rerank", RERANK, "rr", "priced_rerank"),
+    ],
+)
+def test_a_bug_pricing_an_answer_still_charges_the_call(
+    charged: Gateway, path: str, body: dict[str, Any], model: str, pricer: str
+) -> None:
+    """The upstream answered, then a bug failed to price its answer: the call is
+    charged its input, counted and marked estimated (as a cut call is), to the model's
+    hard budget (its hold settled by it), the key's budget and the request's row. It
+    was charged to neither budget (the hold given back) and its row had no cost."""
+    price = parse_registry(PRICED).registry.models[model].price
+    sent = {k: v for k, v in body.items() if k != "model"}
+    estimate = PRICERS[pricer]({}, sent, price)
+    assert estimate.cost_usd > 0 and estimate.estimated
+
+    headers = {"authorization": f"Bearer {SPEND_KEY}"}
+    before = _key_spent(charged, headers)
+    answer = httpx.post(f"{charged.url}{path}", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 500 and answer.json() == INTERNAL
+
+    row = _rows(charged, 1)[answer.headers["x-request-id"]]
+    assert (row.status, row.error) == (500, "internal_error")
+    assert row.cost_usd == pytest.approx(estimate.cost_usd)
+    assert (row.tokens_in, row.usage_estimated) == (estimate.prompt_tokens, True)
+    assert _key_spent(charged, headers) - before == pytest.approx(estimate.cost_usd)
+    spent = {
+        labels["name"]: value
+        for name, labels, value in _samples(charged)
+        if name == "llmroute_budget_spent_usd" and labels["kind"] == "model"
+    }
+    assert spent[model] == pytest.approx(estimate.cost_usd)  # the hold settled by it
+
+
+def _key_spent(gateway: Gateway, headers: dict[str, str]) -> float:
+    """What the key has spent this period (the in-process store outlives a gateway)."""
+    budget = httpx.get(f"{gateway.url}/v1/key", headers=headers, timeout=10).json()["budget"]
+    return float(budget["spent_usd"])

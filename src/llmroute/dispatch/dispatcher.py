@@ -940,12 +940,19 @@ class Dispatcher:
         try:
             held = await self._check_budget(name, sent)
             data, deployment = await self._retry(name, None, on, operation=operation)
-            data["model"] = name
-            usage = price(data, body, model.price)
         except BaseException as exc:
             await self._take_back(held)
             if isinstance(exc, ProviderError):
                 exc.model = name
+            raise
+        try:
+            data["model"] = name
+            usage = price(data, body, model.price)
+        except Exception:
+            # a bug once the upstream answered (its usage unread): the call was made,
+            # charged its input, counted and marked estimated, as a cut call's
+            # (`charge_abandoned`), and counted as the request's (`spend`) for the key
+            await self._charge_answer(name, _estimated(price, sent, model.price), deployment, held)
             raise
         await self._charge(name, usage, deployment, held=held)
         return Served(name, deployment.provider_name, data, usage)
@@ -1925,6 +1932,20 @@ def _went_down(
     if opening is not None:
         opening.order[:] = chain
         opening.failed[:] = [failed for _, failed in failures]
+
+
+def _estimated(
+    price: Callable[[Answer, Mapping[str, Any], Price], Usage],
+    sent: Mapping[str, Any],
+    model_price: Price,
+) -> Usage | None:
+    """What an unrouted call whose answer could not be priced cost: its input counted
+    (`price` of an empty answer, as `charge_abandoned` prices a cut one); None when
+    that fails too (the holds are given back, nothing charged)."""
+    try:
+        return price({}, sent, model_price)
+    except Exception:
+        return None
 
 
 def _cut(failures: list[tuple[str, ProviderError]], name: str, called: list[Deployment]) -> None:

@@ -24,6 +24,7 @@ from llmroute.dispatch import Served
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage, estimated_input_tokens
 from llmroute.errors import InvalidRequest, LlmrouteError, shown
+from llmroute.gates.base import total_usage
 from llmroute.proxy_fields import check_proxy_fields, unrouted_body
 from llmroute.registry import Registry
 from llmroute.registry.schema import with_article
@@ -182,7 +183,9 @@ async def serve_unrouted(
         # an exit of the process has no answer to log
         trace.fail(exc)
         if isinstance(exc, Exception):
-            done.finished(500, error=INTERNAL_ERROR)
+            # charged what the call cost when the bug came after its answer (the
+            # dispatcher's estimate, in `spend`)
+            done.finished(500, error=INTERNAL_ERROR, usage=total_usage(spend.answered))
         raise
     finally:
         if release is not None:
