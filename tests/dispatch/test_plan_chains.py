@@ -79,7 +79,24 @@ def test_a_request_a_keys_pool_sends_to_the_default_gets_its_chain_inside_the_po
     assert kept is not None
     assert (kept.decision.model, kept.chain) == ("small", ("small", "spare"))
     assert kept.policy is default.policy
-    assert within_pool(plan, ("spare",), "k", default.target, default.policy) is None
+    assert within_pool(plan, ("tiny",), "k", default.target, default.policy) is None
+
+
+def test_a_keys_pool_without_the_defaults_target_is_served_by_its_fallbacks_inside() -> None:
+    """The default's chain is the pool's way out, as a route's chain is, its target
+    left out when outside the pool: its first fallback inside serves (the reason says
+    so), then the others inside, with the default's policy. It was a 403: only the
+    target counted."""
+    router = Router(parse_registry(WITH_POLICY))
+    default = router.loaded.registry.default
+    plan = plan_request(router, {"messages": [{"role": "user", "content": "acme, please"}]}, {})
+    kept = within_pool(plan, ("spare",), "k", default.target, default.policy)
+    assert kept is not None
+    assert (kept.decision.model, kept.chain) == ("spare", ("spare",))
+    assert kept.policy is default.policy and kept.cascade is None
+    assert kept.decision.reason.endswith(
+        "pool: served by the default's fallback spare (small is outside it)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from llmroute.registry import ConfigErrors, parse_registry
 INTERNAL_KEY = "sk-internal-31415926535"
 OPEN_KEY = "sk-open-27182818284590"
 NARROW_KEY = "sk-narrow-14142135623"
+SPARE_KEY = "sk-spare-17320508075"
 
 REGISTRY = """
 encoder: builtin:static
@@ -29,6 +30,7 @@ models:
   large: {provider: fake, model: up-large}
   ref: {provider: fake, model: up-ref}
   picker: {provider: fake, model: up-picker}
+  spare: {provider: fake, model: up-spare}
   embed: {provider: fake, model: up-embed, kind: embedding}
   embed-ext: {provider: fake, model: up-embed-ext, kind: embedding}
 routes:
@@ -39,7 +41,7 @@ routes:
   - name: legal
     examples: ["review this contract clause for me", "is this NDA enforceable"]
     target: large
-default: {target: small}
+default: {target: small, policy: {fallback: [spare]}}
 llm_fallback: {model: picker, margin: 1.0, timeout_s: 5}
 shadow: {rate: 1.0, reference: ref}
 auth:
@@ -47,6 +49,7 @@ auth:
     - {name: internal, key_env: LLMROUTE_TEST_INTERNAL_KEY, pool: [small, embed]}
     - {name: open, key_env: LLMROUTE_TEST_OPEN_KEY}
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, models: [small, embed-ext]}
+    - {name: spare, key_env: LLMROUTE_TEST_SPARE_KEY, pool: [spare]}
 """
 
 CODE = "write a Python function to parse YAML"
@@ -60,6 +63,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) ->
         "LLMROUTE_TEST_INTERNAL_KEY": INTERNAL_KEY,
         "LLMROUTE_TEST_OPEN_KEY": OPEN_KEY,
         "LLMROUTE_TEST_NARROW_KEY": NARROW_KEY,
+        "LLMROUTE_TEST_SPARE_KEY": SPARE_KEY,
         "LLMROUTE_TELEMETRY_URL": "off",
     }
     with serve_text(REGISTRY % {"url": upstream.url}, tmp, env=env) as served:
@@ -101,6 +105,23 @@ def test_a_routed_request_whose_route_has_no_model_inside_goes_to_the_default(
     assert [r.body.get("model") for r in upstream.requests[before:]] == ["up-small"]
     decision = _post(gateway, "/v1/route", INTERNAL_KEY, _chat(LEGAL)).json()
     assert decision["model"] == "small" and "served by the default" in decision["reason"]
+
+
+def test_a_pool_without_the_defaults_target_is_served_by_the_defaults_fallback(
+    gateway: Served, upstream: FakeUpstream
+) -> None:
+    """A routed request whose route and default target are both outside the key's pool
+    goes down the default's chain inside it: its ``policy.fallback`` model (the reason
+    says so). It was a 403 ``model_not_allowed``: only the default's target counted."""
+    before = len(upstream.requests)
+    answer = _post(gateway, "/v1/chat/completions", SPARE_KEY, _chat(LEGAL))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-llmroute-route"] == "legal"
+    assert answer.headers["x-llmroute-model"] == "spare"
+    assert [r.body.get("model") for r in upstream.requests[before:]] == ["up-spare"]
+    decision = _post(gateway, "/v1/route", SPARE_KEY, _chat(LEGAL)).json()
+    assert decision["model"] == "spare"
+    assert "served by the default's fallback spare (small is outside it)" in decision["reason"]
 
 
 def test_the_same_request_from_a_key_without_a_pool_reaches_every_model(

@@ -137,26 +137,31 @@ def within_pool(
     gate's model is inside.
 
     With no model of the chain inside, a *routed* request (not one that named a route or
-    a model, nor one safety sent to a guarded model) is served by `default`, the
-    registry's default target, when that is inside, then by the fallbacks inside of
-    `default_policy` (the default's policy, which the plan then carries); else None. A
-    blocked plan is
-    returned as it is: nothing will be sent, and the client should hear why (the
-    policy), not where it may not go."""
+    a model, nor one safety sent to a guarded model) is served by the default's chain
+    inside the pool: `default`, the registry's default target, then the fallbacks of
+    `default_policy` (the default's policy, which the plan then carries), those outside
+    left out, as a route's are; None when none is inside. A blocked plan is returned as
+    it is: nothing will be sent, and the client should hear why (the policy), not where
+    it may not go."""
     if plan.decision.blocked:
         return replace(plan, pool=pool)
     chain = tuple(m for m in plan.chain if m in pool)
     decision = plan.decision
     if not chain:
-        if default is None or default not in pool or not _rerouteable(decision):
+        if default is None or not _rerouteable(decision):
             return None
+        fallbacks = () if default_policy is None else default_policy.fallback
+        chain = tuple(m for m in dict.fromkeys((default, *fallbacks)) if m in pool)
+        if not chain:
+            return None
+        served = f"the default, {default}"
+        if chain[0] != default:
+            served = f"the default's fallback {chain[0]} ({default} is outside it)"
         reason = (
             f"{decision.reason}; route {decision.route!r} has no model in key {owner!r}'s "
-            f"pool: served by the default, {default}"
+            f"pool: served by {served}"
         )
-        fallbacks = () if default_policy is None else default_policy.fallback
-        chain = (default, *(m for m in fallbacks if m in pool and m != default))
-        decision = replace(decision, model=default, reason=reason)
+        decision = replace(decision, model=chain[0], reason=reason)
         return Plan(decision, chain, default_policy, None, pool)
     if chain[0] != decision.model:
         reason = f"{decision.reason}; {decision.model} is outside key {owner!r}'s pool"

@@ -5,8 +5,8 @@
 context fallbacks, cascade tiers and their verifier gates, the LLM router, shadow copies
 and embeddings. A decision whose model is outside the pool is served by the first model
 of its chain inside it (the decision says so in its reason); with none inside, a routed
-request (``auto``, a difficulty router) is served by the registry's default target when
-the pool holds it (then by the default's fallbacks the pool holds), and any other
+request (``auto``, a difficulty router) is served by the default's chain inside the
+pool (its target, then its ``policy.fallback``, those outside skipped), and any other
 request — one that named a route or a model, or one safety sent to a guarded model — is
 refused with 403 ``model_not_allowed`` before anything is sent.
 """
@@ -32,7 +32,7 @@ def may_reach(scope: Scope, model: str) -> bool:
 def keep_in_pool(scope: Scope, plan: Plan, default: Default | None = None) -> Plan:
     """`plan` kept inside the request's key's pool (itself without one); a routed request
     with no chain model inside goes to `default` (the registry's: its target, then its
-    fallbacks inside the pool) when its target is inside."""
+    fallbacks, those inside the pool) when one of them is inside."""
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
