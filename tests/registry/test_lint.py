@@ -407,3 +407,31 @@ def test_the_defaults_fallback_closes_the_gap_and_its_content_fallback_is_checke
         "whose content filter is likely to refuse what it refused (unless it filters models "
         "apart): a model of another provider is the usual choice"
     ]
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "role"),
+    [
+        ("{router: routers/mlp, strong: chat, weak: self-hosted, threshold: 0.5}", "strong model"),
+        ("{router: routers/mlp, strong: self-hosted, weak: chat, threshold: 0.5}", "weak model"),
+    ],
+)
+def test_the_defaults_content_fallback_is_checked_against_its_difficulty_models(
+    difficulty: str, role: str
+) -> None:
+    """The default's requests are served by the difficulty router's strong or weak
+    model, not only its target: a `content_fallback` behind one of their filters is
+    warned about, naming it. Only the target was compared (here another provider's)."""
+    text = OPENAI.replace(
+        "default: {target: chat}",
+        "default:\n  target: self-hosted\n  policy: {content_fallback: fitted}\n"
+        f"  difficulty: {difficulty}",
+    )
+    warnings = [w for w in lint(parse_registry(text).registry) if w.startswith("default")]
+    assert warnings == [
+        f"default: content_fallback fitted is served at the endpoint of its {role} chat, "
+        "whose content filter is likely to refuse what it refused (unless it filters models "
+        "apart): a model of another provider is the usual choice"
+    ]
+    elsewhere = text.replace("content_fallback: fitted", "content_fallback: self-hosted")
+    assert not any(w.startswith("default") for w in lint(parse_registry(elsewhere).registry))

@@ -211,8 +211,10 @@ def _idle_budgets(registry: Registry) -> list[str]:
 
 
 def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
-    """A route's (or the default's) ``content_fallback`` served where its target is (the
-    same endpoint): the filter that refused the request sits in front of the fallback too."""
+    """A route's (or the default's) ``content_fallback`` served where a model it stands
+    in for is (the same endpoint): the filter that refused the request sits in front of
+    the fallback too. The default's are the models it picks (`Default.picks`: the target,
+    the difficulty router's strong and weak models, the reasoning tier)."""
     out = []
     places: list[tuple[str, Route | Default]] = [
         (f"routes[{i}] ({r.name})", r) for i, r in enumerate(registry.routes)
@@ -222,15 +224,35 @@ def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
         fallback = place.policy.content_fallback
         if fallback is None or fallback not in registry.models:
             continue
-        target, other = (_endpoints(registry, m) for m in (place.target, fallback))
-        if other and other <= target:
-            out.append(
-                f"{where}: content_fallback {fallback} is served at the "
-                f"endpoint of its target {place.target}, whose content filter is likely to "
-                "refuse what it refused (unless it filters models apart): a model of "
-                "another provider is the usual choice"
-            )
+        other = _endpoints(registry, fallback)
+        if not other:
+            continue
+        picks = place.picks() if isinstance(place, Default) else (place.target,)
+        for pick in picks:
+            if pick == fallback or pick not in registry.models:
+                continue
+            if other <= _endpoints(registry, pick):
+                out.append(
+                    f"{where}: content_fallback {fallback} is served at the "
+                    f"endpoint of its {_role(place, pick)} {pick}, whose content filter is "
+                    "likely to refuse what it refused (unless it filters models apart): a "
+                    "model of another provider is the usual choice"
+                )
+                break  # one warning a place
     return out
+
+
+def _role(place: Route | Default, model: str) -> str:
+    """What `model` is to `place`: its target, or the default's strong, weak or reasoning
+    model."""
+    if model == place.target or not isinstance(place, Default):
+        return "target"
+    difficulty = place.difficulty
+    if difficulty is not None and model == difficulty.strong:
+        return "strong model"
+    if difficulty is not None and model == difficulty.weak:
+        return "weak model"
+    return "reasoning_target"
 
 
 def _endpoints(registry: Registry, model: str) -> set[tuple[str, str]]:
