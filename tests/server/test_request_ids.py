@@ -33,6 +33,8 @@ ONCE_ENV = "LLMROUTE_TEST_IDS_ONCE_KEY"
 ONCE_KEY = "sk-ids-once-9876543210"
 TIGHT_ENV = "LLMROUTE_TEST_IDS_TIGHT_KEY"
 TIGHT_KEY = "sk-ids-tight-1357924680"
+TIGHT_EMBED_ENV = "LLMROUTE_TEST_IDS_TIGHT_EMBED_KEY"
+TIGHT_EMBED_KEY = "sk-ids-tight-embed-2468013579"
 REGISTRY = f"""
 encoder: builtin:static
 providers:
@@ -53,6 +55,7 @@ auth:
     - {{name: team, key_env: {KEY_ENV}}}
     - {{name: once, key_env: {ONCE_ENV}, rpm: 1}}
     - {{name: tight, key_env: {TIGHT_ENV}, tpm: 50}}
+    - {{name: tight-embed, key_env: {TIGHT_EMBED_ENV}, tpm: 50}}
 """
 ID = re.compile(r"[0-9a-f]{24}")  # a decision id's format: ms, then random
 Clients = Callable[..., openai.OpenAI]  # a key, or none for ours
@@ -62,7 +65,13 @@ ASK = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     args = ["--log-format", "json", "--log-requests", "--no-access-log", "--max-body-bytes", "4096"]
-    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, TIGHT_ENV: TIGHT_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    env = {
+        KEY_ENV: KEY,
+        ONCE_ENV: ONCE_KEY,
+        TIGHT_ENV: TIGHT_KEY,
+        TIGHT_EMBED_ENV: TIGHT_EMBED_KEY,
+        "LLMROUTE_TELEMETRY_URL": "off",
+    }
     tmp = tmp_path_factory.mktemp("request_ids")
     with serve_text(REGISTRY % {"url": upstream.url}, tmp, args, env) as served:
         yield served
@@ -317,6 +326,33 @@ def test_a_request_its_keys_tpm_refuses_after_routing_is_its_decision(
     assert (line["status"], line["error"]) == (429, "rate_limit_exceeded")
 
 
+def test_an_embeddings_request_its_keys_tpm_refuses_is_its_row(gateway: Served) -> None:
+    """A key's ``tpm`` hold refuses an embeddings request once its model is known (its
+    input, ~390 tokens, would pass the 50 a minute; the window before it was under it,
+    which the key's check before lets in): the 429 carries the id of its row, which
+    holds the model and 429 ``rate_limit_exceeded``, as a routed chat's refusal there is
+    its decision's. It had no row: a request line with an id of its own, in
+    ``api_errors_total``."""
+    sent = {"authorization": f"Bearer {TIGHT_EMBED_KEY}"}
+    url = f"{gateway.url}/v1/embeddings"
+    first = httpx.post(url, json={"model": "embed", "input": "hi"}, headers=sent, timeout=10)
+    assert first.status_code == 200  # a few tokens in the window: it is not empty
+    body = {"model": "embed", "input": "hello there " * 130}
+    for _ in range(3):  # (its tokens are counted as it ends: at once, or by the next)
+        refused = httpx.post(url, json=body, headers=sent, timeout=10)
+        if refused.status_code == 429:
+            break
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "tokens per minute" in refused.json()["error"]["message"]
+    request_id = refused.headers["x-request-id"]
+    assert refused.headers["x-llmroute-model"] == "embed" and ID.fullmatch(request_id)
+    wait_for(f"the line of {request_id}", lambda: _lines_naming(gateway, request_id), 10)
+    (line,) = _lines_naming(gateway, request_id)
+    assert line["decision_id"] == request_id and "request_id" not in line
+    assert (line["model"], line["status"], line["error"]) == ("embed", 429, "rate_limit_exceeded")
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -333,7 +369,13 @@ def test_a_request_cut_by_the_shutdown_is_one_line_with_the_id_its_503_carries(
     503 line, with another id)."""
     args = ["--log-format", "json", "--log-requests", "--no-access-log"]
     args += ["--graceful-timeout", "1"]
-    env = {KEY_ENV: KEY, ONCE_ENV: ONCE_KEY, TIGHT_ENV: TIGHT_KEY, "LLMROUTE_TELEMETRY_URL": "off"}
+    env = {
+        KEY_ENV: KEY,
+        ONCE_ENV: ONCE_KEY,
+        TIGHT_ENV: TIGHT_KEY,
+        TIGHT_EMBED_ENV: TIGHT_EMBED_KEY,
+        "LLMROUTE_TELEMETRY_URL": "off",
+    }
     hung = "hung?delay=60"
     text = REGISTRY.replace('"slow?delay=3"', f'"{hung}"') % {"url": upstream.url}
     answers: list[httpx.Response] = []

@@ -151,14 +151,24 @@ async def serve_unrouted(
     # made here, not kept in the scope, which a batch's lines copy
     request_id = new_decision_id()
     headers = {"x-llmroute-model": name, "x-request-id": request_id}
-    release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
+    # every answer from here on is its row's, a bug's 500 too (a batch's line has a
+    # scope of its own: `request_ids.apart`)
+    routed_as(request.scope, request_id)
+    try:
+        release = await hold_key_tokens(request.scope, gateway, estimated_tokens)
+    except GatewayError as exc:
+        # the key's tpm refused it, its model known: its row (429 rate_limit_exceeded,
+        # no span), as a routed chat's refusal there is its decision's
+        exc.headers = {**headers, **exc.headers}
+        refused = _Unrouted(
+            request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id
+        )
+        refused.finished(exc.status, error=exc.code or "error")
+        raise
     # its span, as a chat's, from its arrival; a request refused before the call has none
     trace = tracing_of(request).start_unrouted(
         api, name, route, request_id, start_ns=int(ts * 1e9), headers=request.headers
     )
-    # every answer from here on is its row's, a bug's 500 too (a batch's line has a
-    # scope of its own: `request_ids.apart`)
-    routed_as(request.scope, request_id)
     done = _Unrouted(
         request, gateway, body, name, route, text_of, recorder, ts, started_ns, request_id, trace
     )
