@@ -285,7 +285,11 @@ encoder: builtin:static
 providers:
   echo: {kind: echo}
 models:
-  small: {provider: echo, model: echo-small}
+  small:
+    provider: echo
+    model: echo-small
+    price: {input: 1000000, output: 1000000}
+    budget: {usd: 1000, period: day, hard: true}
   emb:
     provider: echo
     model: echo-emb
@@ -315,19 +319,19 @@ def _priced_once_answered(pricer: Any) -> Any:
     """`pricer` failing on an answer (a bug reading its usage), itself on no answer (the
     estimate of a call whose answer was not priced)."""
 
-    def price(data: dict[str, Any], body: Any, price: Any) -> Any:
+    def price(data: dict[str, Any], body: Any, price: Any, **options: Any) -> Any:
         if data:
             raise RuntimeError("a bug pricing the answer")
-        return pricer(data, body, price)
+        return pricer(data, body, price, **options)
 
     return price
 
 
 @pytest.fixture
 def charged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
-    """A gateway with priced embedding and rerank models (hard budgets), a key with a
-    budget, and answers whose usage a bug fails to read."""
-    for name in ("priced_embedding", "priced_rerank"):
+    """A gateway with priced chat, embedding and rerank models (hard budgets), a key
+    with a budget, and answers whose usage a bug fails to read."""
+    for name in ("priced", "priced_embedding", "priced_rerank"):
         real = getattr(dispatcher_module, name)
         monkeypatch.setattr(dispatcher_module, name, _priced_once_answered(real))
     monkeypatch.setenv("LLMROUTE_TEST_BUG_SPEND_KEY", SPEND_KEY)
@@ -360,6 +364,7 @@ def test_a_bug_pricing_an_answer_still_charges_the_call(
 
     headers = {"authorization": f"Bearer {SPEND_KEY}"}
     before = _key_spent(charged, headers)
+    spent = _model_spent(charged, model)
     answer = httpx.post(f"{charged.url}{path}", json=body, headers=headers, timeout=10)
     assert answer.status_code == 500 and answer.json() == INTERNAL
 
@@ -368,15 +373,44 @@ def test_a_bug_pricing_an_answer_still_charges_the_call(
     assert row.cost_usd == pytest.approx(estimate.cost_usd)
     assert (row.tokens_in, row.usage_estimated) == (estimate.prompt_tokens, True)
     assert _key_spent(charged, headers) - before == pytest.approx(estimate.cost_usd)
-    spent = {
-        labels["name"]: value
-        for name, labels, value in _samples(charged)
-        if name == "llmroute_budget_spent_usd" and labels["kind"] == "model"
-    }
-    assert spent[model] == pytest.approx(estimate.cost_usd)  # the hold settled by it
+    settled = _model_spent(charged, model) - spent
+    assert settled == pytest.approx(estimate.cost_usd)  # the hold settled by it
 
 
 def _key_spent(gateway: Gateway, headers: dict[str, str]) -> float:
     """What the key has spent this period (the in-process store outlives a gateway)."""
     budget = httpx.get(f"{gateway.url}/v1/key", headers=headers, timeout=10).json()["budget"]
     return float(budget["spent_usd"])
+
+
+def test_a_bug_pricing_a_chat_answer_still_charges_its_prompt(charged: Gateway) -> None:
+    """A chat completion the model answered, then a bug failed to price: its prompt is
+    charged, counted and marked estimated, to the model's hard budget (its hold settled
+    by it), the key's budget and the decision's 500 row, as an embeddings call's is. It
+    was charged to neither budget and its row had no cost."""
+    headers = {"authorization": f"Bearer {SPEND_KEY}"}
+    before = _key_spent(charged, headers)
+    spent = _model_spent(charged, "small")
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+    answer = httpx.post(
+        f"{charged.url}/v1/chat/completions", json=body, headers=headers, timeout=10
+    )
+    assert answer.status_code == 500
+    row = _rows(charged, 1)[answer.headers["x-request-id"]]
+    assert (row.status, row.error, row.model) == (500, "internal_error", "small")
+    assert row.cost_usd is not None and row.cost_usd > 0 and row.usage_estimated
+    assert _key_spent(charged, headers) - before == pytest.approx(row.cost_usd)
+    settled = _model_spent(charged, "small") - spent
+    assert settled == pytest.approx(row.cost_usd)  # the hold settled by it
+
+
+def _model_spent(gateway: Gateway, model: str) -> float:
+    """What `model` has spent this period, with the holds of calls in flight (the
+    in-process store outlives a gateway: 0 before its first charge)."""
+    return sum(
+        value
+        for name, labels, value in _samples(gateway)
+        if name == "llmroute_budget_spent_usd"
+        and labels.get("name") == model
+        and labels.get("kind") == "model"
+    )

@@ -576,8 +576,16 @@ class Dispatcher:
                 plan, body, on, stream=False, holds=holds
             )
             data["model"] = deployment.answer_model
-            usage = priced(data, body, self._registry.models[name].price)
+            price = self._registry.models[name].price
             held, holds[:] = tuple(holds), []
+            try:
+                usage = priced(data, body, price)
+            except Exception:
+                # a bug once the model answered (its usage unread): its prompt charged,
+                # counted and marked estimated, as a cut call's, and the request's
+                # (`spend`: its 500's row and the key)
+                await self._charge_answer(name, _estimated(priced, body, price), deployment, held)
+                raise
             await self._charge_answer(name, usage, deployment, held)
         finally:
             await self._take_back(holds)
@@ -1939,9 +1947,10 @@ def _estimated(
     sent: Mapping[str, Any],
     model_price: Price,
 ) -> Usage | None:
-    """What an unrouted call whose answer could not be priced cost: its input counted
-    (`price` of an empty answer, as `charge_abandoned` prices a cut one); None when
-    that fails too (the holds are given back, nothing charged)."""
+    """What a call whose answer could not be priced cost: its input (an embeddings or
+    rerank call's) or prompt counted (`price` of an empty answer, as `charge_abandoned`
+    prices a cut one); None when that fails too (the holds are given back, nothing
+    charged)."""
     try:
         return price({}, sent, model_price)
     except Exception:
