@@ -46,6 +46,10 @@ routes:
     examples: ["plan a trip to Rome"]
     target: broken
     policy: {fallback: [hung]}
+  - name: recovering
+    examples: ["book a table for two"]
+    target: broken
+    policy: {fallback: [good]}
   - name: escalating
     examples: ["summarise the quarterly report"]
     target: cutoff
@@ -210,3 +214,47 @@ def test_a_bug_after_the_row_was_written_is_a_500_of_its_own(
         return 'llmroute_api_errors_total{api="chat",status="500"} 1.0' in text
 
     wait_for("the 500 counted", counted, 10)
+
+
+def _server_span(exporter: InMemorySpanExporter) -> dict[str, Any]:
+    """The attributes of the one request span, ended as failed."""
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert span.status.status_code is StatusCode.ERROR
+    return dict(span.attributes or {})
+
+
+def test_a_bug_between_the_answer_and_its_row_is_a_500_row_and_a_failed_span(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decided model failed, its fallback answered, then a bug before the row was
+    written (the served cost split by model, `paid_by_model`, made to raise for a served
+    model): a 500 ``internal_error`` row under the answer's id, with what the answer
+    cost and the way it went (the fallback last, as the request ended on it), and a
+    request span ended as failed with that 500. There was no row at all, and the span
+    was never ended."""
+    url, store_url = gateway
+    real = chat.paid_by_model
+
+    def bug(spend: Any, served: str | None, usage: Any) -> Any:
+        if served is not None:
+            raise RuntimeError("a bug between the answer and its row")
+        return real(spend, served, usage)
+
+    monkeypatch.setattr(chat, "paid_by_model", bug)
+    prompt = "book a table for two, then a bug"
+    body = {"model": "recovering", "messages": [{"role": "user", "content": prompt}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert row.id == answer.headers["x-request-id"]
+    assert (row.status, row.error, row.served_model) == (500, "internal_error", None)
+    failed, ended = row.attempts
+    assert failed.startswith("broken via fake (") and "500" in failed
+    assert ended == "good via fake (internal_error)"
+    assert row.tokens_in and row.tokens_out and row.cost_usd  # the answer, paid for
+    attributes = _server_span(exporter)
+    assert attributes["http.response.status_code"] == 500
+    assert attributes["error.type"] == "RuntimeError"
+    assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)

@@ -24,6 +24,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmroute.errors import LlmrouteError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -34,10 +36,13 @@ if TYPE_CHECKING:
     Pricer = Callable[[dict[str, Any], Mapping[str, Any], Price], Usage]
 
 __all__ = [
+    "BUG",
+    "CANCELLED",
     "Spend",
     "answered",
     "cancelled_on",
     "cut_after",
+    "ending_of",
     "noted_cut",
     "paid_by_model",
     "sending",
@@ -52,9 +57,9 @@ class Spend:
     answered: in flight, or cut by a cancellation; `pricers` the way to price those that
     are not chat completions (embeddings, rerank), by the same keys; `cut`, the (model,
     usage) of the unanswered calls once `Dispatcher.charge_abandoned` charged them.
-    `tried`: for a request cancelled during its calls, its attempt path as a served or
-    failed request's says it (`cut_after`); `cut_on` the entry of the model it was cut
-    on, whatever came before it."""
+    `tried`: for a request cancelled during its calls (or ended by a bug there), its
+    attempt path as a served or failed request's says it (`cut_after`); `cut_on` the
+    entry of the model it was cut on, whatever came before it."""
 
     answered: list[Usage] = field(default_factory=list)
     paid_to: list[str] = field(default_factory=list)
@@ -65,6 +70,8 @@ class Spend:
     cut_on: str | None = None
 
 
+CANCELLED = "cancelled"  # how a cut request's last attempt ended (`cancelled_on`)
+BUG = "internal_error"  # how a bug's did: the code of its 500 (`server.errors.INTERNAL_ERROR`)
 _CURRENT: ContextVar[Spend | None] = ContextVar("llmroute_spend", default=None)
 _keys = itertools.count()
 
@@ -105,22 +112,33 @@ def sending(model: str, body: dict[str, Any], pricer: Pricer | None = None) -> I
             spend.pricers.pop(key, None)
 
 
-def cancelled_on(model: str, provider: str | None = None) -> str:
+def cancelled_on(model: str, provider: str | None = None, how: str = CANCELLED) -> str:
     """The attempt of `model` for a request cancelled while on it (called through
     `provider`; None: not called yet), as a failure's says it: ``MODEL via PROVIDER
-    (cancelled)``."""
+    (cancelled)``; `how` another ending (`BUG`: a bug ended the request there)."""
     via = "" if provider is None else f" via {provider}"
-    return f"{model}{via} (cancelled)"
+    return f"{model}{via} ({how})"
+
+
+def ending_of(exc: BaseException) -> str | None:
+    """How a request `exc` ended on a model ends its attempt there (`cancelled_on`): a
+    cancel's `CANCELLED`, a bug's `BUG`; None for an error of ours, whose own attempts
+    say it, or an exit of the process."""
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED
+    if isinstance(exc, Exception) and not isinstance(exc, LlmrouteError):
+        return BUG
+    return None
 
 
 def cut_after(passed_over: Sequence[str], entry: str) -> None:
-    """The request was cancelled (its client hung up, the gateway stopped) on the
-    attempt `entry` (`cancelled_on`) after the models `passed_over` (as their attempts
-    say them): its attempt path is theirs then `entry`, so that a request cut on its
-    fallback is logged as one that fell back. Nothing when it was cut on its first
-    model: it did not fall back, as a request refused there lists nothing
-    (`Spend.cut_on` keeps the entry). Said by whatever tried the models, innermost
-    first: a cascade says its own after its tier's chain did."""
+    """The request was cancelled (its client hung up, the gateway stopped), or a bug
+    ended it, on the attempt `entry` (`cancelled_on`) after the models `passed_over`
+    (as their attempts say them): its attempt path is theirs then `entry`, so that a
+    request cut on its fallback is logged as one that fell back. Nothing when it was
+    cut on its first model: it did not fall back, as a request refused there lists
+    nothing (`Spend.cut_on` keeps the entry). Said by whatever tried the models,
+    innermost first: a cascade says its own after its tier's chain did."""
     spend = _CURRENT.get()
     if spend is None:
         return
@@ -128,12 +146,12 @@ def cut_after(passed_over: Sequence[str], entry: str) -> None:
     spend.tried = (*passed_over, entry) if passed_over else ()
 
 
-def noted_cut(model: str) -> str | None:
-    """The attempt `cut_after` noted last, when it was `model`'s (a cascade's tier cut
-    in its chain, the provider called named); else None."""
+def noted_cut(model: str, how: str = CANCELLED) -> str | None:
+    """The attempt `cut_after` noted last, when it was `model`'s ended `how` (a cascade's
+    tier cut in its chain, the provider called named); else None."""
     spend = _CURRENT.get()
     entry = None if spend is None else spend.cut_on
-    if entry is None or not entry.startswith(f"{model} "):
+    if entry is None or not entry.startswith(f"{model} ") or not entry.endswith(f"({how})"):
         return None
     return entry
 

@@ -23,7 +23,7 @@ from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Opened, Plan, TierStep, aplan_request, cascade_header
 from llmroute.dispatch.model_params import param_as_asked
 from llmroute.dispatch.plan import OFF_LOOP_CHARS, may_answer_raw
-from llmroute.dispatch.spend import Spend, paid_by_model, tracked
+from llmroute.dispatch.spend import BUG, Spend, cancelled_on, paid_by_model, tracked
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import Usage, estimated_prompt_tokens
 from llmroute.errors import InvalidRequest, LlmrouteError, ProviderError
@@ -433,23 +433,34 @@ async def _serve_planned(
     except BaseException as exc:
         await _ended_otherwise(gateway, spend, trace, unserved, stream, exc)
         raise
-    record = None
-    if recorder is not None:
-        record = recorder.finished(
-            gateway.router,
-            plan.decision,
-            body,
-            ts=ts,
-            started_ns=started_ns,
-            status=200,
-            served_model=served.model,
-            deployment=served.deployment,
-            usage=served.usage,
-            attempts=served.attempts,
-            shadow=shadow,
-            answer=answer_text(served.data) if recorder.wants_answers else None,
-            by_model=paid_by_model(spend, served.model, served.usage),
+    try:
+        record = (
+            None
+            if recorder is None
+            else recorder.finished(
+                gateway.router,
+                plan.decision,
+                body,
+                ts=ts,
+                started_ns=started_ns,
+                status=200,
+                served_model=served.model,
+                deployment=served.deployment,
+                usage=served.usage,
+                attempts=served.attempts,
+                shadow=shadow,
+                answer=answer_text(served.data) if recorder.wants_answers else None,
+                by_model=paid_by_model(spend, served.model, served.usage),
+            )
         )
+    except Exception as exc:
+        # a bug between the answer and its row (its text, its cost by model, the row
+        # itself): the request's 500, logged as any bug's with what it paid and the way
+        # it went (the answering model last), its span failed by it
+        on = cancelled_on(served.model, served.deployment, BUG)
+        tried = (*served.attempts, on) if served.attempts else ()
+        await _ended_otherwise(gateway, spend, trace, unserved, stream, exc, tried)
+        raise
     trace.finish(record)
     # a bug from here on (the answer's headers or JSON, the cache, the shadow) is a 500
     # the record does not hold: a request line and an API error of its own
@@ -495,6 +506,7 @@ async def _ended_otherwise(
     unserved: _Unserved,
     stream: bool,
     exc: BaseException,
+    tried: tuple[str, ...] | None = None,
 ) -> None:
     """A request ended by anything but an answer, a hang-up or an error of ours: a
     failed span. A cancelled one is also logged and charged what it cost: 503
@@ -503,17 +515,23 @@ async def _ended_otherwise(
     response its client cancelled (or a batch that expired, or that another process
     took over), which had reached the models all the same. Any other error is logged
     with its status (a bug's 500 ``internal_error``) and what was paid before it: the id
-    its answer carries names the decision's record."""
+    its answer carries names the decision's record. Either lists the way it went
+    (`tried`, by default as the dispatcher noted it in `spend`: `cut_after`); its span
+    ends even when its row cannot be written (a bug in the log itself)."""
+    attempts = spend.tried if tried is None else tried
     if not isinstance(exc, asyncio.CancelledError):
         ended = _ended_by(exc)
         record = None
-        if ended is not None:
-            paid = total_usage(spend.answered)
-            record = unserved.record(*ended, (), stream, paid, paid_by_model(spend, None, paid))
-        if record is not None and record.status < 500:
-            trace.finish(record)
-        else:  # a bug's 500: its status and cost, and the exception's type
-            trace.fail(exc, record)
+        try:
+            if ended is not None:
+                paid = total_usage(spend.answered)
+                by_model = paid_by_model(spend, None, paid)
+                record = unserved.record(*ended, attempts, stream, paid, by_model)
+        finally:
+            if record is not None and record.status < 500:
+                trace.finish(record)
+            else:  # a bug's 500: its status and cost, and the exception's type
+                trace.fail(exc, record)
         return
     status, error = cut_by(exc)
     usage: Usage | None = None
@@ -521,7 +539,7 @@ async def _ended_otherwise(
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
         by_model = paid_by_model(spend, None, usage)
-        trace.finish(unserved.record(status, error, spend.tried, stream, usage, by_model))
+        trace.finish(unserved.record(status, error, attempts, stream, usage, by_model))
 
 
 def _ended_by(exc: BaseException) -> tuple[int, str] | None:
