@@ -16,8 +16,19 @@ from fake_upstream import FakeUpstream, fake_upstream
 from plans import plan_for
 
 from llmroute.dispatch import Dispatcher, Plan
-from llmroute.dispatch.spend import Spend, paid_by_model, tracked
+from llmroute.dispatch.spend import (
+    BUG,
+    CANCELLED,
+    Spend,
+    cancelled_on,
+    cut_after,
+    ending_of,
+    noted_cut,
+    paid_by_model,
+    tracked,
+)
 from llmroute.dispatch.usage import Usage, priced
+from llmroute.errors import ProviderError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Price, Registry
@@ -252,3 +263,22 @@ def test_paid_by_model_splits_a_requests_usage_by_who_spent_it() -> None:
     assert dict(paid_by_model(Spend([large], ["large"]), None, large)) == {"large": large}
     assert paid_by_model(Spend(), None, large) == ()
     assert dict(paid_by_model(spend, "small", total)).keys() == {"small", "judge"}
+
+
+def test_a_cut_or_a_bug_is_noted_as_it_ended_and_found_so() -> None:
+    """A cancel ends an attempt ``(cancelled)``, a bug ``(internal_error)``; an error of
+    ours, or an exit, none (its own attempts say it). `noted_cut` finds the entry only
+    for the model and the ending asked: a cascade's tier ended by a bug does not take
+    an earlier cancelled call of the same model (a gate's, timed out) as its own."""
+    assert ending_of(asyncio.CancelledError()) == CANCELLED
+    assert ending_of(RuntimeError("a bug")) == BUG
+    assert ending_of(ProviderError("up", "down")) is None
+    assert ending_of(KeyboardInterrupt()) is None
+    spend = Spend()
+    with tracked(spend):
+        cut_after(["a via up (502 bad gateway)"], cancelled_on("b", "up"))
+        assert spend.tried == ("a via up (502 bad gateway)", "b via up (cancelled)")
+        assert noted_cut("b") == "b via up (cancelled)"
+        assert noted_cut("b", BUG) is None and noted_cut("bb") is None
+        cut_after([], cancelled_on("b", "up", BUG))
+        assert spend.tried == () and noted_cut("b", BUG) == "b via up (internal_error)"

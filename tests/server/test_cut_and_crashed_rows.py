@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch import cascade
+from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.errors import TelemetryError
 from llmroute.server import app as app_module
 from llmroute.server import chat
@@ -258,3 +259,37 @@ def test_a_bug_between_the_answer_and_its_row_is_a_500_row_and_a_failed_span(
     assert attributes["http.response.status_code"] == 500
     assert attributes["error.type"] == "RuntimeError"
     assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)
+
+
+@pytest.mark.parametrize("model", ["recovering", "escalating"])
+def test_a_bug_on_a_fallback_keeps_the_way_it_went(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+) -> None:
+    """A bug while on the fallback (a chain's) or the next tier (a cascade's): our
+    check of the answer for the content filter (`_filtered`) made to raise on the
+    answer of ``good``. The 500 row lists the failed model (or the tier escalated
+    from) and then the one the bug ended it on, as a cut request's does, so the report
+    counts the fallback; it listed nothing."""
+    url, store_url = gateway
+    real = dispatcher_module._filtered
+
+    def bug(data: dict[str, Any]) -> bool:
+        if data.get("model") == "good-up":
+            raise RuntimeError("a bug on the fallback")
+        return real(data)
+
+    monkeypatch.setattr(dispatcher_module, "_filtered", bug)
+    prompt = f"a bug on the way down, by {model}"
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (500, "internal_error", None)
+    passed, ended = row.attempts
+    assert passed.startswith("cutoff escalated" if model == "escalating" else "broken via fake")
+    assert ended == "good via fake (internal_error)"
+    assert is_fallback(row)
+    assert _server_span(exporter)["http.response.status_code"] == 500

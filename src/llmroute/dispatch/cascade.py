@@ -42,7 +42,7 @@ from typing import Any
 from llmroute.dispatch.dispatcher import Dispatcher, Opened, Served
 from llmroute.dispatch.exhaustion import flattened, status_of
 from llmroute.dispatch.plan import Plan
-from llmroute.dispatch.spend import cancelled_on, cut_after, noted_cut
+from llmroute.dispatch.spend import cancelled_on, cut_after, ending_of, noted_cut
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import (
     AllFallbacksFailed,
@@ -267,11 +267,13 @@ class _Run:
         self.steps.append(step)
         log.info("cascade %s: %s", self.plan.decision.id, step.describe())
 
-    def cut(self, model: str) -> None:
-        """The request was cancelled on the tier `model`: its attempt path, the tiers
-        passed over and then this one (`cut_after`; its chain's entry, naming the
-        provider it called)."""
-        cut_after(self.attempts(), noted_cut(model) or cancelled_on(model))
+    def cut(self, model: str, exc: BaseException) -> None:
+        """The request was cancelled on the tier `model`, or a bug ended it there (`exc`,
+        `ending_of`): its attempt path, the tiers passed over and then this one
+        (`cut_after`; its chain's entry, naming the provider it called)."""
+        how = ending_of(exc)
+        if how is not None:
+            cut_after(self.attempts(), noted_cut(model, how) or cancelled_on(model, None, how))
 
     def exhausted(self) -> ProviderError:
         """No tier answered: the last refusal when every tier refused the request itself,
@@ -316,13 +318,13 @@ class _Run:
             self.steps.append(TierStep(tier.model, (verdict,), False, _ms(started)))
             log.info("cascade %s: %s", self.plan.decision.id, self.steps[-1].describe())
             return None
-        except asyncio.CancelledError:
-            self.cut(tier.model)
+        except BaseException as exc:  # cut, or a bug: the way it went, for its log
+            self.cut(tier.model, exc)
             raise
         try:
             await self.gate(tier, assemble_stream(events, tier.model), started, inner.usage)
-        except asyncio.CancelledError:
-            self.cut(tier.model)
+        except BaseException as exc:  # cut, or a bug: the way it went, for its log
+            self.cut(tier.model, exc)
             raise
         return _Buffered(inner.model, inner.deployment, events)
 
@@ -353,8 +355,8 @@ class _Run:
             except ProviderError as exc:
                 self.failed(tier.model, exc, started)
                 continue
-            except asyncio.CancelledError:
-                self.cut(tier.model)
+            except BaseException as exc:  # cut, or a bug: the way it went, for its log
+                self.cut(tier.model, exc)
                 raise
             prior = self.total()
             self.ungated(tier.model, started, None)
@@ -379,8 +381,8 @@ async def complete_cascade(dispatcher: Dispatcher, plan: Plan, body: dict[str, A
         except ProviderError as exc:
             run.failed(tier.model, exc, started)
             continue
-        except asyncio.CancelledError:
-            run.cut(tier.model)
+        except BaseException as exc:  # cut, or a bug: the way it went, for its log
+            run.cut(tier.model, exc)
             raise
         if i == len(tiers) - 1:
             run.ungated(tier.model, started, served.usage)
@@ -388,8 +390,8 @@ async def complete_cascade(dispatcher: Dispatcher, plan: Plan, body: dict[str, A
         answer = TierAnswer.of(served.data, tier.model)
         try:
             step = await run.gate(tier, answer, started, served.usage)
-        except asyncio.CancelledError:
-            run.cut(tier.model)
+        except BaseException as exc:  # cut, or a bug: the way it went, for its log
+            run.cut(tier.model, exc)
             raise
         if step.accepted:
             return run.served(served)

@@ -75,7 +75,14 @@ from llmroute.dispatch.plan import Plan, may_answer_raw, without_cascade
 from llmroute.dispatch.reasoning_params import client_chose, fit_thinking, with_reasoning
 from llmroute.dispatch.rerank import priced_rerank
 from llmroute.dispatch.retry import backoff_delay
-from llmroute.dispatch.spend import Spend, answered, cancelled_on, cut_after, sending
+from llmroute.dispatch.spend import (
+    Spend,
+    answered,
+    cancelled_on,
+    cut_after,
+    ending_of,
+    sending,
+)
 from llmroute.dispatch.stream_start import (
     failed_unopened,
     first_within,
@@ -1176,8 +1183,8 @@ class Dispatcher:
                     exc.passed_over = _tried(failures, name, exc)
                     raise
                 failures.append((name, exc))
-            except asyncio.CancelledError:
-                _cut(failures, name, called)
+            except BaseException as exc:  # cut, or a bug: the way it went, for its log
+                _cut(failures, name, called, exc)
                 raise
             else:
                 _went_down(opening, chain, failures)
@@ -1957,11 +1964,19 @@ def _estimated(
         return None
 
 
-def _cut(failures: list[tuple[str, ProviderError]], name: str, called: list[Deployment]) -> None:
+def _cut(
+    failures: list[tuple[str, ProviderError]],
+    name: str,
+    called: list[Deployment],
+    exc: BaseException,
+) -> None:
     """A request cancelled on `name` (`called`: its deployment called last, if any)
-    after `failures`: its attempt path so far, for its log (`cut_after`)."""
-    provider = called[0].provider_name if called else None
-    cut_after([_describe(f) for f in failures], cancelled_on(name, provider))
+    after `failures`, or ended there by a bug (`exc`, `ending_of`): its attempt path so
+    far, for its log (`cut_after`). Nothing for an error of ours, which says its own."""
+    how = ending_of(exc)
+    if how is not None:
+        provider = called[0].provider_name if called else None
+        cut_after([_describe(f) for f in failures], cancelled_on(name, provider, how))
 
 
 def _tried(
