@@ -1,8 +1,8 @@
 """An SDK call cut while on its fallback, by its own `timeout` (504 ``timeout``) or by
-its caller's cancel (499 ``client_disconnected``), keeps its attempt path in its
-decision log row as the gateway's 499 does: the failed model, then the fallback it was
-cut on, so that the report counts it as a fallback. Against a fake upstream (real
-HTTP), the log in a SQLite file."""
+its caller's cancel (499 ``client_disconnected``), or ended there by a bug (500),
+keeps its attempt path in its decision log row as the gateway's 499 does: the failed
+model, then the fallback it was cut on, so that the report counts it as a fallback.
+Against a fake upstream (real HTTP), the log in a SQLite file."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 
 from llmroute import Router
+from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.errors import CallTimeout
 
 HELLO = [{"role": "user", "content": "plan a trip to Rome"}]
@@ -79,3 +80,28 @@ def test_a_call_cut_on_its_fallback_keeps_its_attempt_path(registry: Path) -> No
     for _, _, (failed, cut) in rows:
         assert failed.startswith("broken via fake (") and "500" in failed
         assert cut == "slow via fake (cancelled)"
+
+
+def test_a_bug_on_its_fallback_keeps_its_attempt_path(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug on the fallback's answer (our content-filter check, made to raise): the
+    500 row lists the failed model, then the fallback as ``(internal_error)``; it
+    listed nothing."""
+
+    def bug(data: object) -> bool:
+        raise RuntimeError("a bug on the fallback")
+
+    monkeypatch.setattr(dispatcher_module, "_filtered", bug)
+    registry.write_text(registry.read_text().replace("?delay=3", ""))
+
+    async def main() -> None:
+        async with Router.from_yaml(registry) as router:
+            with pytest.raises(RuntimeError):
+                await router.chat.completions.acreate(model="falling", messages=HELLO)
+
+    asyncio.run(main())
+    ((status, error, (failed, ended)),) = _attempts(registry.parent / "log.db")
+    assert (status, error) == (500, "RuntimeError")
+    assert failed.startswith("broken via fake (") and "500" in failed
+    assert ended == "slow via fake (internal_error)"

@@ -270,18 +270,18 @@ def record_failure(
     its caller cancelled (`asyncio.CancelledError`: ``wait_for``'s timeout, a cancelled
     task) as the gateway logs a client that hung up, 499 ``client_disconnected``, and one
     its own `timeout` stopped (`CallTimeout`) 504 ``timeout``, both with the attempt
-    path they were cut on (`tried`: `Spend.tried`). `usage`
+    path they were cut on (`tried`: `Spend.tried`), as a bug's 500 has the one it ended
+    on (an error of ours has its own). `usage`
     is what it cost all the same: a cancelled call's prompt sent, the answers paid for
     and not served (one an upstream's content filter withheld); None when nothing;
     `by_model` that split by the model that spent it (`paid_by_model`)."""
     if recorder is None:
         return
-    status, code = 500, type(exc).__name__
-    attempts: tuple[str, ...] = ()
+    status, code, attempts = 500, type(exc).__name__, tried  # a bug: 500, as the gateway's
     if isinstance(exc, asyncio.CancelledError):
-        status, code, attempts = CLIENT_CLOSED, CLIENT_DISCONNECTED, tried
+        status, code = CLIENT_CLOSED, CLIENT_DISCONNECTED
     elif isinstance(exc, CallTimeout):
-        status, code, attempts = GATEWAY_TIMEOUT, TIMEOUT, tried
+        status, code = GATEWAY_TIMEOUT, TIMEOUT
     elif isinstance(exc, LlmrouteError):
         from llmroute.server.errors import gateway_error
 
