@@ -414,3 +414,37 @@ def _model_spent(gateway: Gateway, model: str) -> float:
         and labels.get("name") == model
         and labels.get("kind") == "model"
     )
+
+
+def _fails_to_log(scope: Any) -> None:
+    raise RuntimeError("a bug logging the answer")
+
+
+@pytest.fixture
+def logging_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway whose embeddings answers are priced, and whose making of their rows
+    is a bug."""
+    monkeypatch.setattr(embeddings_module, "api_key_of", _fails_to_log)
+    yield from _serving(tmp_path, monkeypatch)
+
+
+def test_a_bug_while_its_row_is_written_is_a_line_and_a_failed_span(
+    logging_bug: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug once the model answered, as its row is made (the key it charges,
+    `api_key_of`, made to raise there): the 500 is a request line naming the answer's
+    id and an ``api_errors_total``, and its request span ends as failed. The span was
+    never ended, and the 500 was in no line (its id named a row never written)."""
+    caplog.set_level(logging.INFO)
+    gateway = logging_bug
+    answer = httpx.post(f"{gateway.url}/v1/embeddings", json=EMBED, timeout=10)
+    assert answer.status_code == 500 and answer.json() == INTERNAL
+    request_id = answer.headers["x-request-id"]
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    (errored,) = [line for line in lines if line.get("request_id") == request_id]
+    assert (errored["status"], errored["error"]) == (500, "internal_error")
+    samples = _samples(gateway)
+    assert _value(samples, "llmroute_api_errors_total", api="embeddings", status="500") == 1
+    (span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "RuntimeError"

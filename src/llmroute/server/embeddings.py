@@ -200,8 +200,14 @@ async def serve_unrouted(
     finally:
         if release is not None:
             release()
-    done.finished(200, served=served)
-    recorded_as(request.scope, 200)  # a bug after this is an error of its own
+    # a bug after this (its row's and metrics' too: they may have counted the 200) is an
+    # error of its own
+    recorded_as(request.scope, 200)
+    try:
+        done.finished(200, served=served)
+    except Exception as exc:
+        trace.fail(exc)  # its span ended all the same (nothing once its row ended it)
+        raise
     headers.update(served_headers(served.deployment, served.attempts))  # as chat's
     # a large embeddings answer's vectors go out as the upstream wrote them
     return Response(await answer_json(served.data), media_type="application/json", headers=headers)
