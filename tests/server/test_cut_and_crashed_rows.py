@@ -293,3 +293,30 @@ def test_a_bug_on_a_fallback_keeps_the_way_it_went(
     assert ended == "good via fake (internal_error)"
     assert is_fallback(row)
     assert _server_span(exporter)["http.response.status_code"] == 500
+
+
+def test_a_bug_once_a_stream_opened_closes_it_and_counts_its_cost(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream opened (its first words read), then a bug making its answer's headers
+    (`served_headers`, made to raise): the stream is closed at once (its upstream call,
+    its slot and budget hold given back), and what it cost is in the 500 row and its
+    span. It was left to the garbage collector, and the row had no cost."""
+    url, store_url = gateway
+
+    def bug(*args: Any) -> dict[str, str]:
+        raise RuntimeError("a bug once the stream opened")
+
+    monkeypatch.setattr(chat, "served_headers", bug)
+    prompt = "a stream, then a bug"
+    body = {"model": "good", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (500, "internal_error")
+    assert row.tokens_in and row.cost_usd
+    attributes = _server_span(exporter)
+    assert attributes["http.response.status_code"] == 500
+    assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)

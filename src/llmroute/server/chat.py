@@ -382,25 +382,10 @@ async def _serve_planned(
                 opened = await _unless_client_leaves(
                     request, gateway.dispatcher.open_stream(plan, body)
                 )
-            if lookup is not None:
-                opened.events = lookup.tee(opened)
             done = _stream_done(
                 gateway, recorder, trace, plan, body, ts, started_ns, shadow, release, spend
             )
-            keep = shadow or (recorder is not None and recorder.wants_answers)
-            streamed = RelayedStream(
-                relay(opened, done, collect=keep),
-                lambda: opened.model,
-                closers=(functools.partial(_end_unread, opened, done),),
-                media_type="text/event-stream",
-                headers={
-                    **decision_headers(plan.decision, opened.model),
-                    **served_headers(opened.deployment, opened.attempts),
-                    **_cascade_headers(opened.cascade),
-                    **cache_headers(lookup),
-                    **STREAM_HEADERS,
-                },
-            )
+            streamed = await _relayed(opened, done, plan, lookup, spend, shadow, recorder)
             return streamed, True
         with trace.activate(), tracked(spend):
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
@@ -485,6 +470,42 @@ async def _serve_planned(
         },
     )
     return answer, False
+
+
+async def _relayed(
+    opened: Opened,
+    done: StreamDone,
+    plan: Plan,
+    lookup: CacheLookup | None,
+    spend: Spend,
+    shadow: bool,
+    recorder: Recorder | None,
+) -> RelayedStream:
+    """The answer relaying the `opened` stream (`done` told when it ends). A bug before
+    it is handed on closes the stream at once, its cost counted in `spend` for the
+    request's 500 row: its upstream call, slot and budget hold were left to the garbage
+    collector, and what it had cost was in no row."""
+    try:
+        if lookup is not None:
+            opened.events = lookup.tee(opened)
+        keep = shadow or (recorder is not None and recorder.wants_answers)
+        return RelayedStream(
+            relay(opened, done, collect=keep),
+            lambda: opened.model,
+            closers=(functools.partial(_end_unread, opened, done),),
+            media_type="text/event-stream",
+            headers={
+                **decision_headers(plan.decision, opened.model),
+                **served_headers(opened.deployment, opened.attempts),
+                **_cascade_headers(opened.cascade),
+                **cache_headers(lookup),
+                **STREAM_HEADERS,
+            },
+        )
+    except BaseException:
+        with tracked(spend):
+            await opened.aclose()
+        raise
 
 
 def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:
