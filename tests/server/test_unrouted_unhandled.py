@@ -170,9 +170,9 @@ def test_a_bug_in_an_unrouted_request_is_logged_counted_and_traced_as_a_chats(
     """The 500 is OpenAI's error JSON and carries the id of the request's row (500
     ``internal_error``), which the error's log record names too, the request's only
     request line; the request is counted (``requests_total``, ``request_seconds`` by
-    outcome ``error``, not again as an ``api_errors_total``) and its span is an error.
-    It was in no row, counted only as an API error with no latency, and its answer
-    carried an id of its own."""
+    outcome ``error``, not again as an ``api_errors_total``) and its span is an error
+    with its row's 500 (it had the exception alone). It was in no row, counted only as
+    an API error with no latency, and its answer carried an id of its own."""
     caplog.set_level(logging.INFO)
     answer = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
     assert answer.status_code == 500 and answer.json() == INTERNAL
@@ -197,6 +197,7 @@ def test_a_bug_in_an_unrouted_request_is_logged_counted_and_traced_as_a_chats(
     assert (span.attributes or {})["llmroute.decision_id"] == request_id
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "RuntimeError"
+    assert (span.attributes or {})["http.response.status_code"] == 500  # as chat's
 
 
 def test_a_bug_after_its_row_was_written_is_a_line_and_an_error_of_its_own(

@@ -189,13 +189,16 @@ async def serve_unrouted(
         await done.cut(spend, *cut_by(exc))
         raise
     except BaseException as exc:
-        # a bug: `handle_any`'s 500, logged as chat logs one (its span failed by it);
-        # an exit of the process has no answer to log
-        trace.fail(exc)
-        if isinstance(exc, Exception):
-            # charged what the call cost when the bug came after its answer (the
-            # dispatcher's estimate, in `spend`)
-            done.finished(500, error=INTERNAL_ERROR, usage=total_usage(spend.answered))
+        # a bug: `handle_any`'s 500, logged as chat logs one (its span failed by it,
+        # with its row's status); an exit of the process has no answer to log
+        try:
+            if isinstance(exc, Exception):
+                # charged what the call cost when the bug came after its answer (the
+                # dispatcher's estimate, in `spend`)
+                usage = total_usage(spend.answered)
+                done.finished(500, error=INTERNAL_ERROR, usage=usage, failed=exc)
+        finally:
+            trace.fail(exc)  # nothing once its row ended it
         raise
     finally:
         if release is not None:
@@ -247,9 +250,11 @@ class _Unrouted:
         error: str | None = None,
         usage: Usage | None = None,
         attempts: tuple[str, ...] = (),
+        failed: BaseException | None = None,
     ) -> None:
         """The request answered with `status`: `served`'s answer (its usage), or an error
-        (`usage`: what a cut call had cost); its span ended with its record."""
+        (`usage`: what a cut call had cost); its span ended with its record (and, for a
+        bug, the exception that `failed` it: its type)."""
         if served is not None:
             usage = served.usage
         key = api_key_of(self.request.scope)
@@ -284,7 +289,10 @@ class _Unrouted:
                 deployment=None if served is None else served.deployment,
                 decision_id=self.request_id,
             )
-        self.trace.finish(record)
+        if failed is not None:
+            self.trace.fail(failed, record)
+        else:
+            self.trace.finish(record)
 
 
 def embedded_text(body: Mapping[str, Any]) -> str | None:
