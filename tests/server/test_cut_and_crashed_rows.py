@@ -28,6 +28,7 @@ from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.errors import TelemetryError
 from llmroute.server import app as app_module
 from llmroute.server import chat
+from llmroute.telemetry import recorder as recorder_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.report import is_fallback
 from llmroute.telemetry.store import open_store
@@ -320,3 +321,29 @@ def test_a_bug_once_a_stream_opened_closes_it_and_counts_its_cost(
     attributes = _server_span(exporter)
     assert attributes["http.response.status_code"] == 500
     assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)
+
+
+def test_a_bug_in_a_served_requests_line_is_not_a_second_row(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug writing a served request's line (`log_request`, made to raise), once its
+    row was offered: logged and swallowed, as a failure of its metrics is, so the
+    request is served and has its one row. It failed the request with a 500, and the
+    500's own row (a bug before the row was written) would have made it two."""
+    url, store_url = gateway
+
+    def bug(record: Any) -> None:
+        raise RuntimeError("a bug in the request line")
+
+    monkeypatch.setattr(recorder_module, "log_request", bug)
+    prompt = "hello there, a bug in the line"
+    body = {"model": "good", "messages": [{"role": "user", "content": prompt}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 200
+    row = _logged(store_url, prompt)
+    assert (row.id, row.status) == (answer.headers["x-request-id"], 200)
+    store = open_store(store_url)
+    try:
+        assert [d.status for d in store.decisions(0) if d.prompt == prompt] == [200]
+    finally:
+        store.close()

@@ -256,7 +256,10 @@ class Recorder:
             _safely(self.on_record, record, "charging decision %s failed", decision)
         if self.metrics is not None:
             _safely(self.metrics.observe, record, _METRICS_FAILED, decision)
-        log_request(record)
+        try:  # inline, not `_safely`: no call more for every request
+            log_request(record)
+        except Exception:  # after the row was offered: a failure here is not the request's
+            log.exception("the request line of decision %s failed", decision.id)
         return record
 
     def decided(
