@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from private_redis import private_redis
+from private_redis import loading_redis, private_redis
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
 
@@ -27,7 +27,7 @@ from llmroute.state import RedisLimits, RedisStore, StoreUnavailable
 from llmroute.state.answering import Answering
 from llmroute.state.breakers import RedisBreakers
 from llmroute.state.limits import NOT_HELD, UNCOUNTED_SLOT, UsdHold
-from llmroute.state.redis_conn import RETRY_AFTER_S, connect
+from llmroute.state.redis_conn import RETRY_AFTER_S, connect, sent
 from llmroute.state.response_cache import CacheDirectives, ResponseCache
 from llmroute.state.semantic_index import Query, RedisSemanticIndex, word_pairs
 from llmroute.state.stores import asked
@@ -485,6 +485,39 @@ def test_a_connection_lost_once_the_command_was_sent_may_have_made_it(
         raw.close()
     assert lost.maybe_made and not lost.replied and "once the command was sent" in str(lost)
     assert not refused.maybe_made
+
+
+def test_an_error_reply_redis_py_raises_as_a_connection_error_was_not_made() -> None:
+    """redis-py raises some error replies as ``ConnectionError``s: ``LOADING`` (a Redis
+    restarted, loading its data: every command refused for seconds), ``NOAUTH``,
+    ``WRONGPASS``, max clients. The client `connect` makes read every
+    ``ConnectionError`` out of ``parse_response`` as a connection lost once the command
+    was sent (`ReplyLost`: maybe made), so while Redis loaded each take, tpm hold and
+    slot queued a give-back of a count never made, each made once it had loaded: one
+    more request through per refused one, for every rpm and tpm key counted meanwhile.
+    An error reply is Redis's answer that it did not make the command."""
+
+    async def go(url: str) -> tuple[bool, list[int]]:
+        redis_conn = connect(url, 2.0, "test")
+        try:
+            with pytest.raises(redis.BusyLoadingError) as refused:
+                await redis_conn.client.incr("k")
+        finally:
+            await redis_conn.aclose()
+        limits = RedisLimits(url, 2.0, "ns", clock=lambda: NOW)
+        try:
+            assert await limits.take("k", 10) == 0.0  # let through, uncounted
+            await asyncio.sleep(limits._outage.left_s() + 0.05)
+            assert await limits.hold_tokens("k", 100, 1000) == NOT_HELD
+            await asyncio.sleep(limits._outage.left_s() + 0.05)
+            assert await limits.take_slot("d", 3) == UNCOUNTED_SLOT
+            queued = [len(limits._takes_back), len(limits._tokens_back), len(limits._slots_back)]
+        finally:
+            await limits.aclose(0)
+        return sent(refused.value), queued
+
+    with loading_redis() as url:
+        assert asyncio.run(go(url)) == (False, [0, 0, 0])
 
 
 @pytest.mark.parametrize("kind", ["take", "tokens"])

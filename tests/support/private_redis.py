@@ -1,7 +1,8 @@
 """A Redis server of a test's own (``redis-server`` on a Unix socket in a scratch
 folder, nothing saved), for states the shared one must not be put in: a replica
-(``READONLY``), full memory (``OOM``). Without the ``redis-server`` program the test
-skips, or fails under ``CI=true`` (`services.require`)."""
+(``READONLY``), full memory (``OOM``), one still loading its data after a restart
+(``LOADING``: `loading_redis`). Without the ``redis-server`` program the test skips,
+or fails under ``CI=true`` (`services.require`)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,77 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from services import require
 
-__all__ = ["private_redis"]
+__all__ = ["loading_redis", "private_redis"]
 
 
 @contextmanager
 def private_redis() -> Iterator[str]:
     """A fresh ``redis-server``'s ``unix://`` URL, until the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix="llmroute-redis-"))
+    try:
+        with _server(folder, "--save", "", "--appendonly", "no") as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def loading_redis(keys: int = 5000) -> Iterator[str]:
+    """The ``unix://`` URL of a ``redis-server`` restarted on a dump of `keys` keys and
+    loading them a millisecond each (``key-load-delay``, a setting Redis's own tests
+    use): until it has (5 s for the default), every command but a few (``CLIENT``,
+    ``HELLO``, ``AUTH``...) is answered ``-LOADING``, as a Redis restarted with its data
+    on disk answers."""
     import redis
 
+    folder = Path(tempfile.mkdtemp(prefix="llmroute-redis-"))
+    options = ["--save", "", "--appendonly", "no"]
+    try:
+        filled = _server(folder, *options, "--enable-debug-command", "local")
+        with filled as url, redis.Redis.from_url(url) as filling:
+            filling.execute_command("DEBUG", "POPULATE", keys)
+            filling.save()
+        delay = ["--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"]
+        with _server(folder, *options, *delay, ready=_loading) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(client: Any) -> None:
+    client.ping()
+
+
+def _loading(client: Any) -> None:
+    import redis
+
+    try:
+        client.ping()
+    except redis.BusyLoadingError:
+        return
+    raise RuntimeError("redis-server loaded its dump before the test could use it")
+
+
+@contextmanager
+def _server(folder: Path, *options: str, ready: Callable[[Any], None] = _answers) -> Iterator[str]:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    once = Retry(NoBackoff(), 0)
     program = shutil.which("redis-server")
     require(None if program else "the redis-server program is not installed")
     assert program is not None
-    folder = Path(tempfile.mkdtemp(prefix="llmroute-redis-"))
     sock = folder / "redis.sock"
-    options = ["--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"]
     server = subprocess.Popen(
-        [program, *options, "--dir", str(folder)],
+        [program, "--port", "0", "--unixsocket", str(sock), *options, "--dir", str(folder)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -38,8 +88,10 @@ def private_redis() -> Iterator[str]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(unix_socket_path=str(sock), socket_timeout=1) as probe:
-                    probe.ping()
+                with redis.Redis(  # asked once: no retry (LOADING is one redis-py retries)
+                    unix_socket_path=str(sock), socket_timeout=1, retry=once
+                ) as probe:
+                    ready(probe)
                 break
             except (redis.RedisError, OSError):
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -53,4 +105,3 @@ def private_redis() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,10 @@ sent (refused, reset while connecting) cannot have been made. redis-py tells the
 only by where it raised (``parse_response`` reads the reply once the command is sent),
 so the client `connect` makes says so (a pipeline's is not told apart: no caller gives
 back what one counted), and marks a cancellation that came while the reply was awaited
-(`sent`: its caller gave up, its client hung up, once the command was asked).
+(`sent`: its caller gave up, its client hung up, once the command was asked). The
+error replies redis-py raises as a ``ConnectionError`` too (``LOADING`` from a Redis
+restarted and loading its data, ``NOAUTH``, max clients) are Redis's answer that it
+did not make the command: left as they are, not `ReplyLost`.
 """
 
 from __future__ import annotations
@@ -168,9 +171,26 @@ class ReplyLost(Exception):
 @functools.cache
 def _client_class() -> type[Any]:
     """The async client `connect` makes: redis-py's, whose connection lost while a
-    command waits for its reply raises `ReplyLost` (`from` redis-py's error)."""
+    command waits for its reply raises `ReplyLost` (`from` redis-py's error); an error
+    reply redis-py raises as a ``ConnectionError`` is left as it is (not made)."""
     import redis.asyncio as redis
+    from redis import exceptions
     from redis.exceptions import ConnectionError as Lost
+
+    # error replies redis-py raises as a ConnectionError (``LOADING``, ``NOAUTH``,
+    # ``WRONGPASS``, max clients...): Redis's answer that it did not make the command
+    # (the last three are not in every redis-py the extra allows)
+    replies: tuple[type[BaseException], ...] = tuple(
+        getattr(exceptions, name)
+        for name in (
+            "AuthenticationError",
+            "BusyLoadingError",
+            "AuthorizationError",
+            "MaxClientsReachedError",
+            "ExternalAuthProviderError",
+        )
+        if hasattr(exceptions, name)
+    )
 
     class LostAfterSending(Lost, ReplyLost):
         """The connection was lost once the command was sent: it may have been made."""
@@ -180,7 +200,7 @@ def _client_class() -> type[Any]:
             try:
                 return await super().parse_response(connection, command_name, **options)
             except Lost as exc:
-                if isinstance(exc, ReplyLost):
+                if isinstance(exc, (ReplyLost, *replies)):
                     raise
                 raise LostAfterSending(f"{exc} (once the command was sent)") from exc
             except asyncio.CancelledError as exc:
