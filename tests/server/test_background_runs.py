@@ -1030,3 +1030,40 @@ def test_max_key_bytes_is_each_writers_own_and_never_leaves_a_response_running(
         return seen
 
     assert asyncio.run(go()) == ["in_progress", "failed", None]
+
+
+@pytest.mark.parametrize("ends", ["answered", "failed"])
+def test_a_run_found_abandoned_and_kept_bare_is_counted_once(ends: str) -> None:
+    """A run whose response a read found abandoned is counted once, by that read, when
+    its record says so (its error's message begins as the read's does); but a record
+    too large to keep even trimmed is kept `bare`, with only its message's first 100
+    characters, shorter than what was looked for: the run was counted a second time
+    (``cancelled``: its answer, or its failure, found the record ended)."""
+    settings = StoredResponsesSettings(max_key_bytes=8192)
+    kv = MemoryStore(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(settings, kv)
+    lowered = ResponseStore(settings.model_copy(update={"max_key_bytes": 1024}), kv)
+
+    async def go() -> tuple[list[str], str, bool]:
+        front, _ = _queued(lowered)  # its run's, after a reload lowered the bound
+        front._chain = [f"resp_{n:048x}" for n in range(30)]  # about 1.7 kB
+        body = {"model": "small", "background": True, "previous_response_id": front._chain[-1]}
+        record = front.record(front.queued(body))
+        front.queued_as = record.to_bytes()
+        assert await store.put("team", record, value=front.queued_as)
+        outcomes: list[str] = []
+        abandoned = partial(outcomes.append, "abandoned")
+
+        async def answer() -> Any:
+            assert await _reaped(lowered, "team", front.id, abandoned) is not None
+            if ends == "failed":
+                raise GatewayError(502, "the upstream did not answer")
+            return await front.answer(_COMPLETION, "small", body)
+
+        await _answer_in_background(answer, _GATEWAY, front, outcomes.append, None)
+        kept = await store.get("team", front.id)
+        assert kept is not None
+        error = str(kept.response.get("error"))
+        return outcomes, str(kept.response["status"]), "even without" in error
+
+    assert asyncio.run(go()) == (["abandoned"], "failed", True)

@@ -302,9 +302,9 @@ def _failure(exc: Exception, response_id: str) -> tuple[int, str]:
 
 def _found_abandoned(record: StoredResponse | None) -> bool:
     """Whether `record` was kept failed by a read that found its run abandoned
-    (`_reaped`; its message, trimmed or not, begins so)."""
+    (`_reaped`; its message, kept whole, `trimmed` or `bare`, begins so)."""
     error = None if record is None else record.response.get("error")
-    return isinstance(error, dict) and str(error.get("message")).startswith(_ABANDONED)
+    return isinstance(error, dict) and str(error.get("message")).startswith(_ABANDONED_START)
 
 
 async def _events_forgotten_with(front: _Kept, stream: _Stream) -> None:
@@ -377,6 +377,8 @@ _ABANDONED = (
     "the gateway process making this response stopped without finishing it (its lease, "
     "stored_responses.lease_s, lapsed): send it again"
 )
+# what of it even a record kept `bare` keeps (its message's first 100 characters)
+_ABANDONED_START = _ABANDONED[:80]
 
 
 async def _reaped(
