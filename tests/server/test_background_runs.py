@@ -26,7 +26,7 @@ from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import BackgroundRuns, background_runs
 from llmroute.server.background_stream import EventChunks, RunLog
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses import _cancel, _forget, _Kept
+from llmroute.server.responses import _cancel, _chain_of, _forget, _Kept
 from llmroute.server.responses_background import (
     _answer_in_background,
     _Queued,
@@ -1067,3 +1067,33 @@ def test_a_run_found_abandoned_and_kept_bare_is_counted_once(ends: str) -> None:
         return outcomes, str(kept.response["status"]), "even without" in error
 
     assert asyncio.run(go()) == (["abandoned"], "failed", True)
+
+
+def test_continuing_a_response_kept_bare_says_why_it_is_refused() -> None:
+    """A response whose end was kept `bare` (too large even trimmed: its chain long) is
+    refused when continued (400), as its earlier turns are not kept with it; the error
+    said the response it continues "is no longer kept (expired, evicted or deleted)",
+    which it may not be (kept still, and continued by others), and not why.
+    It now says this response was kept without its earlier turns, too large."""
+    settings = StoredResponsesSettings(max_key_bytes=8192)
+    kv = MemoryStore(100, 1 << 20, owner_of=owner_group)
+    store = ResponseStore(settings, kv)
+    lowered = ResponseStore(settings.model_copy(update={"max_key_bytes": 1024}), kv)
+
+    async def go() -> str:
+        first, _ = _queued(store)
+        assert await store.put("team", first.record(first.queued({"model": "small"})))
+        front, _ = _queued(lowered)
+        front._chain = [*(f"resp_{n:048x}" for n in range(30)), first.id]  # about 1.7 kB
+        body = {"model": "small", "background": True, "previous_response_id": first.id}
+        record = front.record(front.queued(body))
+        front.queued_as = record.to_bytes()
+        assert await store.put("team", record, value=front.queued_as)
+        assert await front.fail(502, "boom")  # kept bare
+        with pytest.raises(GatewayError) as refused:
+            await _chain_of(store, "team", front.id)
+        assert refused.value.status == 400
+        return refused.value.message
+
+    message = asyncio.run(go())
+    assert "too large" in message and "no longer kept" not in message, message

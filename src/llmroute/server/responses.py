@@ -474,10 +474,15 @@ async def _chain_of(
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     except BrokenChain as broken:
+        why = (
+            "was kept without the turns before it (it ended too large to keep whole)"
+            if broken.bare
+            else f"continues '{broken.missing}', which is no longer kept (expired, evicted "
+            "or deleted)"
+        )
         raise GatewayError(
             400,
-            f"Response '{_shown(response_id)}' continues '{broken.missing}', which is no "
-            "longer kept (expired, evicted or deleted): its conversation cannot be given "
+            f"Response '{_shown(response_id)}' {why}: its conversation cannot be given "
             "whole; send it in 'input' instead",
             param="previous_response_id",
             code="previous_response_not_found",

@@ -132,11 +132,14 @@ class ResponseChain:
 
 class BrokenChain(Exception):
     """A response is kept but one it continues is not (expired, evicted or deleted):
-    its conversation cannot be given whole."""
+    its conversation cannot be given whole. `bare`: the response itself was kept
+    without its chain (`bare`: it ended too large to keep even trimmed), `missing` the
+    one it continues, which may be kept still."""
 
-    def __init__(self, missing: str) -> None:
+    def __init__(self, missing: str, *, bare: bool = False) -> None:
         super().__init__(missing)
         self.missing = missing
+        self.bare = bare
 
 
 def _items(value: Any) -> TypeGuard[list[dict[str, Any]]]:
@@ -234,7 +237,7 @@ class ResponseStore:
             previous = last.response.get("previous_response_id")
             if not last.chain and isinstance(previous, str) and previous:  # kept `bare`
                 tell("broken")
-                raise BrokenChain(previous)
+                raise BrokenChain(previous, bare=True)
             raws = await self._store.get_many([self._key(owner, i) for i in last.chain])
         except StoreUnavailable:
             tell("error")
