@@ -378,26 +378,34 @@ def test_a_request_cut_by_the_shutdown_is_one_line_with_the_id_its_503_carries(
     }
     hung = "hung?delay=60"
     text = REGISTRY.replace('"slow?delay=3"', f'"{hung}"') % {"url": upstream.url}
-    answers: list[httpx.Response] = []
+    answers: list[httpx.Response | httpx.HTTPError] = []
     with serve_text(text, tmp_path, args, env) as served:
 
         def ask() -> None:
-            answers.append(
-                httpx.post(
-                    f"{served.url}{path}",
-                    json=body,
-                    headers={"authorization": f"Bearer {KEY}"},
-                    timeout=30,
+            try:
+                answers.append(
+                    httpx.post(
+                        f"{served.url}{path}",
+                        json=body,
+                        headers={"authorization": f"Bearer {KEY}"},
+                        timeout=30,
+                    )
                 )
-            )
+            except httpx.HTTPError as exc:  # shown below, with the gateway's log
+                answers.append(exc)
 
+        # both cases call the same hung model of this module's upstream: this one's
+        # request is in flight once the count passes the calls made before it (waiting
+        # for any call at all, the chat case's, sent SIGTERM before it had even connected)
+        before = upstream.counts[hung]
         asker = threading.Thread(target=ask)
         asker.start()
-        wait_for("the call upstream", lambda: upstream.counts[hung] > 0, 20)
+        wait_for("the call upstream", lambda: upstream.counts[hung] > before, 20, served.log)
         served.proc.send_signal(signal.SIGTERM)
         served.proc.wait(timeout=30)
         asker.join(timeout=30)
     (cut,) = answers
+    assert isinstance(cut, httpx.Response), f"{cut!r}\n{served.log_text()}"
     assert cut.status_code == 503 and cut.json()["error"]["code"] == "server_shutdown"
     request_id = cut.headers["x-request-id"]
     assert ID.fullmatch(request_id)
