@@ -8,6 +8,7 @@ SQLite file; the bug is a function of ours made to raise once the request is rou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmroute.dispatch import cascade
 from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.errors import TelemetryError
+from llmroute.safety.stream_edit import StreamEdit
 from llmroute.server import app as app_module
-from llmroute.server import chat
+from llmroute.server import chat, messages_convert
 from llmroute.telemetry import recorder as recorder_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.report import is_fallback
@@ -43,6 +45,7 @@ models:
   hung: {provider: fake, model: "hung?delay=4&ttft=4", price: {input: 5, output: 15}}
   cutoff: {provider: fake, model: "cutoff?finish=length", price: {input: 1, output: 2}}
   good: {provider: fake, model: good-up, price: {input: 10, output: 30}}
+  slow: {provider: fake, model: "slow?gap=0.05", max_in_flight: 1, price: {input: 1, output: 2}}
 routes:
   - name: falling
     examples: ["plan a trip to Rome"]
@@ -56,7 +59,17 @@ routes:
     examples: ["summarise the quarterly report"]
     target: cutoff
     cascade: [cutoff, good]
+  - name: masked
+    examples: ["call my dentist"]
+    target: slow
+    policy: {safety: masking}
 default: {target: good}
+safety:
+  pii: {entities: [PHONE]}
+  profiles:
+    open: {injection: allow, pii: allow, unscanned: allow}
+    masking: {injection: allow, pii: allow, unscanned: allow, answer_pii: {PHONE: redact}}
+  profile: open
 dispatch:
   retries: {attempts: 0}
   breaker: {enabled: false}
@@ -321,6 +334,61 @@ def test_a_bug_once_a_stream_opened_closes_it_and_counts_its_cost(
     attributes = _server_span(exporter)
     assert attributes["http.response.status_code"] == 500
     assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)
+
+
+@pytest.mark.parametrize("where", ["safety", "messages"])
+def test_a_bug_once_a_stream_was_handed_on_ends_it_as_the_bugs(
+    gateway: tuple[str, str],
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A stream handed on (its 200 sent), then a bug on its third piece: in the safety
+    step redacting the answer (`StreamEdit.feed`), or in the Messages front's
+    conversion (behind that step). The upstream stream is closed at once (its slot free
+    for the next request), and the row (the 200 the client got) and the span say the
+    bug (``internal_error``). Both said the client had left (``client_disconnected``),
+    the span no error."""
+    url, store_url = gateway
+    pieces = 0
+    cls, name = (
+        (StreamEdit, "feed") if where == "safety" else (messages_convert.StreamTranslator, "_chunk")
+    )
+    real = getattr(cls, name)
+
+    def bug(self: Any, piece: Any) -> Any:
+        nonlocal pieces
+        pieces += 1
+        if pieces == 3:
+            raise RuntimeError("a bug once the stream was handed on")
+        return real(self, piece)
+
+    monkeypatch.setattr(cls, name, bug)
+    prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where})"
+    messages = [{"role": "user", "content": prompt}]
+    body: dict[str, Any] = {"model": "masked", "messages": messages, "stream": True}
+    path = "/v1/chat/completions"
+    if where == "messages":
+        path, body["max_tokens"] = "/v1/messages", 500
+    before = len(upstream.cut)
+    with (
+        contextlib.suppress(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer,
+    ):
+        assert answer.status_code == 200
+        for _ in answer.iter_bytes():
+            pass
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
+    assert upstream.cut[-1][0] == "slow?gap=0.05" and upstream.cut[-1][1] < 40
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, "internal_error", "slow")
+    assert row.tokens_in
+    attributes = _server_span(exporter)
+    assert attributes["error.type"] == "internal_error"
+    body = {"model": "masked", "messages": [{"role": "user", "content": "call my dentist"}]}
+    again = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert again.status_code == 200  # the model's one slot is free
 
 
 def test_a_bug_in_a_served_requests_line_is_not_a_second_row(

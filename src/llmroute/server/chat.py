@@ -973,7 +973,8 @@ async def relay(
     """The stream's events; an upstream failure mid-stream ends it with an error event
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently).
     `done` is told how it ended (``stream_interrupted`` upstream, ``client_disconnected``
-    when the client went away, ``server_shutdown`` when the gateway stopped) with the
+    when the client went away, ``server_shutdown`` when the gateway stopped,
+    ``internal_error`` for a bug, here or thrown in by what relays it on) with the
     streamed text when `collect` is set."""
     error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
@@ -991,6 +992,12 @@ async def relay(
         log.warning("stream from %s broke off: %s", opened.model, exc)
         yield _BROKE_OFF  # one piece: the fronts translate event by event
         yield b"data: [DONE]\n\n"
+    except Exception:
+        # a bug: reading the stream, or after it was handed on (the safety step, a
+        # front's conversion: thrown in here by `translated`); raised on, for the
+        # server to log, and the request recorded as ended by it, not by its client
+        error = BUG
+        raise
     finally:
         try:
             # ended now, not when collected: its slot and hold given back, its usage

@@ -6,6 +6,7 @@ one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
@@ -242,16 +243,23 @@ async def translated(
     upstream stream stops and the request is logged. `before_sending`, when given, is
     awaited with the events made of each piece before they go out, and what it returns
     goes out instead (the Responses front keeps a finished response before the client
-    hears it finished, and says whether it could)."""
+    hears it finished, and says whether it could). A bug translating a piece, or one
+    thrown in where a piece went out (the next step's), is thrown into `events` before
+    it goes on up, so that what relays the model's stream records its end as the bug's
+    (`_thrown_down`), not as its client leaving."""
     try:
         async for event in events:
-            raw = event.encode() if isinstance(event, str) else bytes(event)
-            if before_sending is None:
-                for out in translator.feed(raw):
+            try:
+                raw = event.encode() if isinstance(event, str) else bytes(event)
+                if before_sending is None:
+                    for out in translator.feed(raw):
+                        yield out
+                    continue
+                for out in await before_sending(list(translator.feed(raw))):
                     yield out
-                continue
-            for out in await before_sending(list(translator.feed(raw))):
-                yield out
+            except Exception as exc:
+                await _thrown_down(events, exc)
+                raise
         made = list(translator.close())
         if before_sending is not None:
             made = await before_sending(made)
@@ -261,3 +269,13 @@ async def translated(
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _thrown_down(events: AsyncIterable[str | bytes | memoryview], exc: Exception) -> None:
+    """`exc` thrown into `events` where it stopped (a generator's ``athrow``): a bug after
+    the stream was handed on ends it as the bug's. What it raises back is `exc` (or its
+    own cleanup's failure), which the caller raises on."""
+    athrow = getattr(events, "athrow", None)
+    if athrow is not None:
+        with contextlib.suppress(Exception, StopAsyncIteration):
+            await athrow(exc)
