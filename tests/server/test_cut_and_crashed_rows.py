@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmroute.dispatch import cascade
 from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.errors import TelemetryError
+from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.stream_edit import StreamEdit
 from llmroute.server import app as app_module
 from llmroute.server import chat, messages_convert
@@ -386,6 +387,57 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_as_the_bugs(
     assert row.tokens_in
     attributes = _server_span(exporter)
     assert attributes["error.type"] == "internal_error"
+    body = {"model": "masked", "messages": [{"role": "user", "content": "call my dentist"}]}
+    again = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert again.status_code == 200  # the model's one slot is free
+
+
+@pytest.mark.parametrize("where", ["safety", "messages"])
+def test_a_bug_as_a_stream_is_handed_on_closes_it_and_logs_its_500(
+    gateway: tuple[str, str],
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A stream opened and handed on, then a bug making it the client's answer, before
+    it is sent: the safety step's redaction set up (`AnswerMask.stream`), or the Messages
+    front's conversion (its `StreamTranslator`), made to raise. The client gets the 500,
+    the upstream stream is closed at once (its slot free for the next request), and the
+    500 ``internal_error`` row and its span hold what it cost. The stream was dropped
+    unsent: no row, its span never ended, its slot and tpm hold kept until collected."""
+    url, store_url = gateway
+    cls, name = (
+        (AnswerMask, "stream")
+        if where == "safety"
+        else (messages_convert.StreamTranslator, "__init__")
+    )
+    real, broken = getattr(cls, name), True
+
+    def bug(*args: Any) -> Any:
+        if broken:
+            raise RuntimeError("a bug as the stream was handed on")
+        return real(*args)
+
+    monkeypatch.setattr(cls, name, bug)
+    prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where}, unsent)"
+    messages = [{"role": "user", "content": prompt}]
+    body: dict[str, Any] = {"model": "masked", "messages": messages, "stream": True}
+    path = "/v1/chat/completions"
+    if where == "messages":
+        path, body["max_tokens"] = "/v1/messages", 500
+    before = len(upstream.cut)
+    answer = httpx.post(f"{url}{path}", json=body, timeout=10)
+    assert answer.status_code == 500
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (500, "internal_error")
+    assert row.tokens_in and row.cost_usd
+    attributes = _server_span(exporter)
+    assert attributes["http.response.status_code"] == 500
+    assert attributes["error.type"] == "RuntimeError"
+    assert attributes["llmroute.cost_usd"] == pytest.approx(row.cost_usd)
+    broken = False
     body = {"model": "masked", "messages": [{"role": "user", "content": "call my dentist"}]}
     again = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
     assert again.status_code == 200  # the model's one slot is free

@@ -218,12 +218,19 @@ async def serve_chat(
         if release is not None and not handed:
             release()
     recorded_as(request.scope, response.status_code)  # an error after this is not it
-    safety = plan.decision.safety
-    if safety is not None and (safety.restore or safety.answer_mask is not None):
-        metrics = getattr(request.app.state, "metrics", None)
-        counted = metrics.answer_pii if isinstance(metrics, GatewayMetrics) else None
-        return await _for_client(response, safety, counted)
-    return response
+    if handed:  # a relayed stream: made for its client as it was handed on (`_relayed`)
+        return response
+    return await _edited(request, plan.decision.safety, response)
+
+
+async def _edited(request: Request, safety: SafetyOutcome | None, response: Response) -> Response:
+    """`response` as its client gets it (`_for_client`), where the request's safety
+    profile edits answers."""
+    if safety is None or not (safety.restore or safety.answer_mask is not None):
+        return response
+    metrics = getattr(request.app.state, "metrics", None)
+    counted = metrics.answer_pii if isinstance(metrics, GatewayMetrics) else None
+    return await _for_client(response, safety, counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +296,7 @@ async def _for_client(
             return RelayedStream(
                 events,
                 response.served,
+                response.unsent,
                 status_code=response.status_code,
                 headers=headers,
                 closers=closers,
@@ -385,7 +393,10 @@ async def _serve_planned(
             done = _stream_done(
                 gateway, recorder, trace, plan, body, ts, started_ns, shadow, release, spend
             )
-            streamed = await _relayed(opened, done, plan, lookup, spend, shadow, recorder)
+            unsent = functools.partial(_unsent, gateway, opened, spend, trace, unserved, release)
+            streamed = await _relayed(
+                request, opened, done, unsent, plan, lookup, spend, shadow, recorder
+            )
             return streamed, True
         with trace.activate(), tracked(spend):
             served = await _unless_client_leaves(request, gateway.dispatcher.complete(plan, body))
@@ -473,25 +484,29 @@ async def _serve_planned(
 
 
 async def _relayed(
+    request: Request,
     opened: Opened,
     done: StreamDone,
+    unsent: Unsent,
     plan: Plan,
     lookup: CacheLookup | None,
     spend: Spend,
     shadow: bool,
     recorder: Recorder | None,
-) -> RelayedStream:
-    """The answer relaying the `opened` stream (`done` told when it ends). A bug before
-    it is handed on closes the stream at once, its cost counted in `spend` for the
-    request's 500 row: its upstream call, slot and budget hold were left to the garbage
-    collector, and what it had cost was in no row."""
+) -> Response:
+    """The answer relaying the `opened` stream (`done` told when it ends; `unsent` when
+    a bug keeps it from going out after this), as its client gets it (`_edited`). A bug
+    before it is handed on (its safety step's included) closes the stream at once, its
+    cost counted in `spend` for the request's 500 row: its upstream call, slot and budget
+    hold were left to the garbage collector, and what it had cost was in no row."""
     try:
         if lookup is not None:
             opened.events = lookup.tee(opened)
         keep = shadow or (recorder is not None and recorder.wants_answers)
-        return RelayedStream(
+        streamed = RelayedStream(
             relay(opened, done, collect=keep),
             lambda: opened.model,
+            unsent,
             closers=(functools.partial(_end_unread, opened, done),),
             media_type="text/event-stream",
             headers={
@@ -502,10 +517,33 @@ async def _relayed(
                 **STREAM_HEADERS,
             },
         )
+        return await _edited(request, plan.decision.safety, streamed)
     except BaseException:
         with tracked(spend):
             await opened.aclose()
         raise
+
+
+async def _unsent(
+    gateway: Gateway,
+    opened: Opened,
+    spend: Spend,
+    trace: RequestTrace,
+    unserved: _Unserved,
+    release: Callable[[], None] | None,
+    exc: BaseException,
+) -> None:
+    """A relayed stream that `exc`, a bug, kept from going out once it was handed on
+    (its front's conversion): closed, its tokens given back, and its 500 logged with
+    what it cost, as for a bug before it was handed on (`_relayed`). Its response, never
+    sent, would have done none of it."""
+    try:
+        with tracked(spend):
+            await opened.aclose()
+    finally:
+        if release is not None:
+            release()
+        await _ended_otherwise(gateway, spend, trace, unserved, True, exc)
 
 
 def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:
@@ -728,14 +766,22 @@ def _from_cache(
     return response
 
 
+# told, by what makes a relayed stream into its answer, of the bug that kept it unsent
+Unsent = Callable[[BaseException], Awaitable[None]]
+
+
 class RelayedStream(EndedStream):
     """A chat stream relayed from its model, with `served()` naming the pool model that
     answers it now: its headers went out with the first, and a fallback after the
-    stream's start (before its first words) changes it."""
+    stream's start (before its first words) changes it. `unsent(exc)` ends it (its
+    upstream stream, its tokens, its row) where a bug keeps it from being sent."""
 
-    def __init__(self, content: Any, served: Callable[[], str], **kwargs: Any) -> None:
+    def __init__(
+        self, content: Any, served: Callable[[], str], unsent: Unsent, **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self.served = served
+        self.unsent = unsent
 
 
 def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:

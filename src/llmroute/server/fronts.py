@@ -127,22 +127,35 @@ async def answer_converted(
         raise
     if answer.status_code == CLIENT_CLOSED:
         return answer  # nobody to convert it for
+    if isinstance(answer, StreamingResponse):
+        try:
+            return _stream_converted(request, front, body, chat, answer)
+        except BaseException as exc:
+            if isinstance(answer, RelayedStream):  # never sent: it would end nothing
+                await answer.unsent(exc)
+            raise
     headers = passed_on(answer.headers)
     model = answer.headers.get("x-llmroute-model", str(chat["model"]))
-    if isinstance(answer, StreamingResponse):
-        served = answer.served if isinstance(answer, RelayedStream) else None
-        events = front.stream(model, body, answer.body_iterator, served)
-        streamed = EndedStream(
-            events,
-            media_type="text/event-stream",
-            headers={**headers, **STREAM_HEADERS},
-            status_code=answer.status_code,
-            closers=closers_of(answer),
-        )
-        return with_keepalive(streamed, keepalive_of(request))
     data = await loads_answer(bytes(answer.body))
     converted = await front.answer(data, model, body)
     return Response(await answer_json(converted), media_type="application/json", headers=headers)
+
+
+def _stream_converted(
+    request: Request, front: Front, body: Body, chat: Body, answer: StreamingResponse
+) -> Response:
+    """The chat stream `answer` converted by `front`, with its headers and closers."""
+    model = answer.headers.get("x-llmroute-model", str(chat["model"]))
+    served = answer.served if isinstance(answer, RelayedStream) else None
+    events = front.stream(model, body, answer.body_iterator, served)
+    streamed = EndedStream(
+        events,
+        media_type="text/event-stream",
+        headers={**passed_on(answer.headers), **STREAM_HEADERS},
+        status_code=answer.status_code,
+        closers=closers_of(answer),
+    )
+    return with_keepalive(streamed, keepalive_of(request))
 
 
 async def plan_converted(
