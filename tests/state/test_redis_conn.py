@@ -1,12 +1,18 @@
-"""`connect`: one client's connections are capped, whatever the concurrency."""
+"""`connect`: one client's connections are capped, whatever the concurrency, and
+redis-py never sends a command twice."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from redis_service import REDIS_URL
 
+from llmroute.errors import ConfigError
+from llmroute.registry import ConfigErrors, load_registry
 from llmroute.state.redis_conn import MAX_CONNECTIONS, RedisConnection, client_name, connect
+from llmroute.state.stores import check_url
 
 
 def test_a_burst_shares_a_capped_pool_and_every_call_is_answered(
@@ -129,3 +135,80 @@ def test_the_url_can_set_another_cap(redis_namespace: str) -> None:
     answered, connections = asyncio.run(run())
     assert answered == burst
     assert connections <= 3
+
+
+# a script that counts, and the first time takes longer than the client waits
+_SLOW_FIRST_COUNT = """local n = redis.call('INCR', KEYS[1])
+if n == 1 then
+  local s = redis.call('TIME')
+  repeat local t = redis.call('TIME') until (t[1] - s[1]) * 1000000 + (t[2] - s[2]) > 300000
+end
+return n"""
+
+RESENDING = [
+    ("retry_on_timeout=true", "retry_on_timeout"),
+    ("retry_on_timeout=1", "retry_on_timeout"),
+    ("retry_on_error=TimeoutError,ConnectionError", "retry_on_error"),
+    ("retry=3", "retry"),
+    ("db=0&retry%5Fon%5Ftimeout=yes", "retry_on_timeout"),  # a name decoded, as redis-py does
+]
+
+
+@pytest.mark.parametrize(("query", "option"), RESENDING)
+def test_a_url_that_makes_redis_py_send_a_command_again_is_refused(query: str, option: str) -> None:
+    """redis-py reads ``retry_on_timeout`` and ``retry_on_error`` from a URL's query and
+    then sends a command again when its reply was late or lost: one request's rpm take
+    counted twice (``_SLOW_FIRST_COUNT`` with ``?retry_on_timeout=true`` counted 2 on the
+    old code); ``?retry=`` broke every call (an AttributeError). `connect` and
+    `check_url` refuse them, naming the setting and the option, password masked."""
+    url = f"redis://:hunter2@127.0.0.1:6379/0?{query}"
+    for refuse in (
+        lambda: connect(url, 0.2, "dispatch.limits.url"),
+        lambda: check_url(url, "cache.url"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"\.url=redis://:\*\*\*@.*must not set {option}: "
+        ) as refused:
+            refuse()
+        assert "counted twice" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_a_registry_with_such_a_url_fails_to_load_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {small: {provider: p, model: up-small, rpm: 10}}\n"
+        "routes: [{name: chitchat, examples: [hello there], target: small}]\n"
+        "default: {target: small}\n"
+        "dispatch:\n"
+        "  limits:\n"
+        "    url: 'redis://:hunter2@127.0.0.1:6379/0?retry_on_timeout=true'\n"
+        "cache: {url: 'redis://127.0.0.1:6379/0?retry_on_error=TimeoutError'}\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_registry(path)
+    said = str(refused.value)
+    assert f"{path}:8: dispatch.limits.url: must not set retry_on_timeout: " in said
+    assert f"{path}:9: cache.url: must not set retry_on_error: " in said
+    assert "hunter2" not in said
+
+
+def test_a_late_reply_is_not_sent_again(redis_namespace: str) -> None:
+    """Whatever the URL says (``retry_on_timeout=false`` is what is done anyway), a
+    command whose reply came too late is not sent again: counted once, and the call
+    fails (its caller decides what that means)."""
+    key = f"{redis_namespace}:once"
+
+    async def run(url: str) -> None:
+        connection = connect(url, 0.1, "dispatch.limits.url")
+        try:
+            with pytest.raises(connection.unanswered):
+                await connection.client.eval(_SLOW_FIRST_COUNT, 1, key)
+            await asyncio.sleep(0.4)  # the script has ended
+            assert await connection.client.get(key) == b"1"
+        finally:
+            await connection.aclose()
+
+    sep = "&" if "?" in REDIS_URL else "?"
+    asyncio.run(run(f"{REDIS_URL}{sep}retry_on_timeout=false"))

@@ -1287,6 +1287,11 @@ def _state_url(value: str) -> str:
             "must be 'memory' or a redis://, rediss:// or unix:// URL "
             f"(got {value.split('://')[0]!r})"
         )
+    if "?" in value:  # the state package, only for a URL with a query
+        from llmroute.state.redis_conn import RESENDING_WHY, resending_option
+
+        if (option := resending_option(value)) is not None:
+            raise ValueError(f"must not set {option}: {RESENDING_WHY}")
     return value
 
 
@@ -2080,7 +2085,7 @@ class CacheSettings(_Frozen):
                 "must be 'memory' or a redis://, rediss:// or unix:// URL "
                 f"(got {value.split('://')[0]!r})"
             )
-        return value
+        return _state_url(value)
 
 
 class DriftSettings(_Frozen):

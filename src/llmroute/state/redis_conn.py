@@ -22,6 +22,12 @@ back what one counted), and marks a cancellation that came while the reply was a
 error replies redis-py raises as a ``ConnectionError`` too (``LOADING`` from a Redis
 restarted and loading its data, ``NOAUTH``, max clients) are Redis's answer that it
 did not make the command: left as they are, not `ReplyLost`.
+
+So redis-py never sends a command again: a URL whose query asks it to
+(`resending_option`: ``retry_on_timeout``, ``retry_on_error``, ``retry``) is refused,
+and every connection has a ``retry`` of no retries. redis-py resends a command whose
+reply timed out or was lost, so a limit's take or hold was counted twice; the callers
+decide themselves what a lost reply means (`ReplyLost`, `sent`).
 """
 
 from __future__ import annotations
@@ -35,18 +41,21 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "RESENDING_WHY",
     "RETRY_AFTER_S",
     "Outage",
     "RedisConnection",
     "ReplyLost",
     "client_name",
     "connect",
+    "resending_option",
     "sent",
 ]
 
@@ -59,6 +68,15 @@ LOG_EVERY_S = 60.0
 MAX_CONNECTIONS = 64
 
 _PoolKey = tuple[str, float, asyncio.AbstractEventLoop]
+# redis-py's URL options that make it send a command again (its ``to_bool`` reads these
+# values of ``retry_on_timeout`` as false: that one asks for what is done anyway)
+_RESENDING = ("retry_on_timeout", "retry_on_error", "retry")
+_FALSE = frozenset({"0", "F", "FALSE", "N", "NO", "OFF"})
+RESENDING_WHY = (
+    "redis-py would send a command again when its reply is late or lost, so a limit "
+    "or budget could be counted twice (llmroute decides itself what a lost reply "
+    "means); remove it"
+)
 
 
 class _Pool:
@@ -110,12 +128,31 @@ def client_name() -> str:
     return f"llmroute:{os.getpid()}"
 
 
+def resending_option(url: str) -> str | None:
+    """The query option of Redis URL `url` that would make redis-py send a command again
+    (``retry_on_timeout`` not false, ``retry_on_error``, ``retry``), None when there is
+    none. The query is read as redis-py reads it (names decoded, a name's first value);
+    redis-py need not be installed."""
+    if "?" not in url:
+        return None
+    query = parse_qs(urlsplit(url).query)
+    for name in _RESENDING:
+        values = query.get(name)
+        if values and not (name == "retry_on_timeout" and values[0].upper() in _FALSE):
+            return name
+    return None
+
+
 def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
     """A client for `url` whose every call (connect included, and the wait for a free
     connection of its pool's `MAX_CONNECTIONS`) is bounded by `timeout_s`, sharing the
     pool of this event loop's other clients of `url` and `timeout_s` (opened outside an
     event loop, it has a pool of its own). Nothing connects yet. `setting` names the
-    URL's key in errors."""
+    URL's key in errors; a URL with a `resending_option` is refused. Nothing is sent
+    twice: every connection's ``retry`` makes no retries."""
+    masked = mask_url(url)
+    if (option := resending_option(url)) is not None:
+        raise ConfigError(f"{setting}={masked}: must not set {option}: {RESENDING_WHY}")
     try:
         import redis.asyncio as redis
     except ImportError:  # pragma: no cover - the extra is part of the test install
@@ -123,8 +160,9 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             f"{setting} is a Redis URL but the redis client is not installed; "
             "install it with: pip install 'llmroute[redis]'"
         ) from None
-    masked = mask_url(url)
     from redis import exceptions
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     errors = (
         (redis.RedisError, OSError, TimeoutError),
@@ -153,6 +191,7 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 redis_connect_func=_named,
+                retry=Retry(NoBackoff(), 0),  # redis-py's default, made sure of
             )
         except ValueError as exc:
             raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
