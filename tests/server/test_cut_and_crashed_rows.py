@@ -9,6 +9,7 @@ SQLite file; the bug is a function of ours made to raise once the request is rou
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.stream_edit import StreamEdit
 from llmroute.server import app as app_module
 from llmroute.server import chat, messages_convert
+from llmroute.server.responses_stream import ResponsesStream
 from llmroute.telemetry import recorder as recorder_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.report import is_fallback
@@ -467,3 +469,77 @@ def test_a_bug_in_a_served_requests_line_is_not_a_second_row(
         assert [d.status for d in store.decisions(0) if d.prompt == prompt] == [200]
     finally:
         store.close()
+
+
+_ENDINGS = {
+    "/v1/chat/completions": (
+        b'data: {"error": {"message": "internal error", "type": "server_error", '
+        b'"param": null, "code": "internal_error"}}\n\ndata: [DONE]\n\n'
+    ),
+    "/v1/messages": (
+        b'event: error\ndata: {"type": "error", "error": {"type": "api_error", '
+        b'"message": "internal error"}}\n\n'
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        ("safety", "/v1/chat/completions"),
+        ("safety", "/v1/messages"),
+        ("front", "/v1/messages"),
+        ("front", "/v1/responses"),
+    ],
+)
+def test_a_bug_once_a_stream_was_handed_on_ends_it_with_its_apis_error_event(
+    gateway: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    path: str,
+) -> None:
+    """A stream handed on (its 200 sent), then a bug on its third piece (the safety
+    step, `StreamEdit.feed`; the front's conversion, its translator's `_chunk`): the
+    client's stream ends as one an upstream broke off ends, with its API's error event
+    (saying "internal error", nothing of the bug) and its end, read whole; the bug is
+    logged once. It was torn off unended (the client's "incomplete chunked read")."""
+    url, store_url = gateway
+    pieces = 0
+    cls, name = (StreamEdit, "feed") if where == "safety" else (None, "_chunk")
+    if cls is None:
+        cls = messages_convert.StreamTranslator if path == "/v1/messages" else ResponsesStream
+    real = getattr(cls, name)
+
+    def bug(self: Any, piece: Any) -> Any:
+        nonlocal pieces
+        pieces += 1
+        if pieces == 3:
+            raise RuntimeError("a secret bug")
+        return real(self, piece)
+
+    monkeypatch.setattr(cls, name, bug)
+    prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where}, {path})"
+    body: dict[str, Any] = {"model": "masked", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 500
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()  # raised RemoteProtocolError: the stream was torn off
+    assert b"secret" not in raw
+    if path == "/v1/responses":
+        *_, last = raw.rstrip(b"\n").split(b"\n\n")
+        kind, data = last.split(b"\n", 1)
+        assert kind == b"event: response.failed"
+        failed = json.loads(data.removeprefix(b"data: "))["response"]
+        assert (failed["status"], failed["error"]["message"]) == ("failed", "internal error")
+    else:
+        assert raw.endswith(_ENDINGS[path])
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "internal_error")
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1  # once, with its traceback

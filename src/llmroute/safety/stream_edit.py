@@ -72,7 +72,10 @@ class StreamEdit(ABC):
                 chunk = loads(data)
             except ValueError:
                 continue
-            if isinstance(chunk, dict):
+            if isinstance(chunk, dict) and "error" in chunk:
+                # the stream's end (broken off, or a bug): what is held goes out first
+                yield from self._release()
+            elif isinstance(chunk, dict):
                 self._chunk(chunk)
                 lines[i] = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
         yield b"\n".join(lines) + b"\n\n"

@@ -7,13 +7,23 @@ one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import Any, Protocol
 
 from llmroute.untrusted_json import loads
 
 __all__ = ["ChunkTranslator", "EventFilter", "clean_chunk", "clean_completion", "translated"]
+
+log = logging.getLogger("llmroute.server")
 
 
 def _int(value: Any) -> int:
@@ -246,20 +256,30 @@ async def translated(
     hears it finished, and says whether it could). A bug translating a piece, or one
     thrown in where a piece went out (the next step's), is thrown into `events` before
     it goes on up, so that what relays the model's stream records its end as the bug's
-    (`_thrown_down`), not as its client leaving."""
+    (`_thrown_down`), not as its client leaving. A bug of its own then ends the stream
+    as a broken-off upstream's ends (`_ended_by_bug`: its API's error event, its end), the
+    client's answer read whole; one thrown in is raised on, for that step to end it."""
+    sending = False  # at a piece that went out: what is thrown in is the next step's bug
     try:
         async for event in events:
             try:
                 raw = event.encode() if isinstance(event, str) else bytes(event)
-                if before_sending is None:
-                    for out in translator.feed(raw):
-                        yield out
-                    continue
-                for out in await before_sending(list(translator.feed(raw))):
+                going: Iterable[bytes] = translator.feed(raw)
+                if before_sending is not None:
+                    going = await before_sending(list(going))
+                for out in going:
+                    sending = True
                     yield out
+                    sending = False
             except Exception as exc:
                 await _thrown_down(events, exc)
-                raise
+                ending = None if sending else await _ended_by_bug(translator, before_sending)
+                if ending is None:
+                    raise
+                log.error("a bug ended a stream after its answer started", exc_info=exc)
+                for out in ending:
+                    yield out
+                return
         made = list(translator.close())
         if before_sending is not None:
             made = await before_sending(made)
@@ -269,6 +289,30 @@ async def translated(
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+# what a bug once the answer started ends the stream with, as the fronts read it: a
+# chunk saying so (as `relay` says an upstream broke off), then its end; nothing of the
+# bug itself, which is logged
+_BUG_ENDING = (
+    b'data: {"error": {"message": "internal error", "type": "server_error", '
+    b'"param": null, "code": "internal_error"}}\n\ndata: [DONE]\n\n'
+)
+
+
+async def _ended_by_bug(
+    translator: EventFilter,
+    before_sending: Callable[[list[bytes]], Awaitable[list[bytes]]] | None,
+) -> list[bytes] | None:
+    """The events that end the stream `translator` makes after a bug (`_BUG_ENDING` in its
+    API's terms: Messages' ``error`` event, Responses' ``response.failed``, chat's error
+    chunk and ``[DONE]``), so that its client reads a whole answer saying it failed, as one
+    whose upstream broke off; None where making them fails too (a translator that broke)."""
+    try:
+        made = list(translator.feed(_BUG_ENDING))
+        return made if before_sending is None else await before_sending(made)
+    except Exception:
+        return None
 
 
 async def _thrown_down(events: AsyncIterable[str | bytes | memoryview], exc: Exception) -> None:
