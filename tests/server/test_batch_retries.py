@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from batch_runs import batch_ended
 from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve_text
 
@@ -78,10 +79,7 @@ def _batch(client: openai.OpenAI, models: list[str]) -> dict[str, dict[str, Any]
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    deadline = time.monotonic() + 60
-    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.1)
+    batch = batch_ended(client, batch.id, 60)
     assert batch.status == "completed", batch
     found: dict[str, dict[str, Any]] = {}
     for file_id in (batch.output_file_id, batch.error_file_id):
@@ -172,10 +170,7 @@ def test_a_line_waiting_to_be_sent_again_goes_on_under_a_reloaded_registry(
             time.sleep(0.05)
         registry.write_text(text.replace(f'"{limited}"', "up-moved"))
         served.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-            assert time.monotonic() < deadline, batch
-            time.sleep(0.1)
+        batch = batch_ended(client, batch.id, 20)
         assert batch.status == "completed", batch
         assert batch.output_file_id is not None, batch
         (raw,) = client.files.content(batch.output_file_id).text.splitlines()

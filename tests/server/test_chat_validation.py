@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from batch_runs import batch_ended
 from fake_upstream import FakeUpstream
 from gateway_proc import Served, serve_text
 
@@ -428,10 +429,7 @@ def test_a_batch_chat_line_gets_the_same_400(client: openai.OpenAI) -> None:
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    deadline = time.monotonic() + 30
-    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.1)
+    batch = batch_ended(client, batch.id, 30)
     assert batch.status == "completed", batch
     assert batch.output_file_id and batch.error_file_id
     answered = client.files.content(batch.output_file_id).text.splitlines()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
+from batch_runs import batch_ended
 from fake_upstream import FakeUpstream
 from gateway_proc import ECHO_ONLY, Served, serve_refused, serve_text, wait_for
 from prefix_proxy import prefix_proxy
@@ -398,10 +398,7 @@ def test_a_batch_through_the_prefix_takes_and_answers_openais_lines(
             input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert batch.endpoint == "/v1/chat/completions"
-        deadline = time.monotonic() + 30
-        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-            assert time.monotonic() < deadline, batch
-            time.sleep(0.1)
+        batch = batch_ended(client, batch.id, 30)
         assert batch.status == "completed", batch
         assert batch.output_file_id is not None and batch.error_file_id is not None, batch
         answered = [

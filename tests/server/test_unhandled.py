@@ -4,16 +4,14 @@ logged each one a second time."""
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
+from batch_runs import one_failed_line
 from gateway_proc import ECHO_ONLY, serve_in_thread, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
@@ -131,17 +129,7 @@ def test_a_batch_lines_unhandled_error_after_routing_names_its_decision(
         "url": "/v1/chat/completions",
         "body": {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]},
     }
-    with openai.OpenAI(base_url=f"{served}/v1", api_key="none", max_retries=0) as client:
-        upload = client.files.create(file=("b.jsonl", json.dumps(line).encode()), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        deadline = time.monotonic() + 20
-        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-            assert time.monotonic() < deadline, batch.status
-            time.sleep(0.1)
-        assert batch.error_file_id is not None
-        (answer,) = map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    answer = one_failed_line(served, line, "/v1/chat/completions")
     assert answer["response"]["status_code"] == 500
     request_id = answer["response"]["request_id"]
     lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]

@@ -12,17 +12,15 @@ log, an in-memory span exporter; the bug is one of our pure functions made to ra
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
+from batch_runs import one_failed_line
 from gateway_proc import serve_in_thread, wait_for
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -225,17 +223,7 @@ def test_a_batch_embeddings_lines_bug_names_its_row(gateway: Gateway) -> None:
     """A batch's embeddings line that a bug fails: its answer's ``request_id`` is its
     row's (500 ``internal_error``); it was a fresh id, and the line had no row."""
     line = {"custom_id": "one", "method": "POST", "url": "/v1/embeddings", "body": EMBED}
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0) as client:
-        upload = client.files.create(file=("b.jsonl", json.dumps(line).encode()), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
-        )
-        deadline = time.monotonic() + 20
-        while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
-            assert time.monotonic() < deadline, batch.status
-            time.sleep(0.1)
-        assert batch.error_file_id is not None
-        (answer,) = map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    answer = one_failed_line(gateway.url, line, "/v1/embeddings")
     assert answer["response"]["status_code"] == 500
     row = _rows(gateway, 1)[answer["response"]["request_id"]]
     assert (row.api, row.status, row.error) == ("embeddings", 500, "internal_error")
