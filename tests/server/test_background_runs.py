@@ -64,6 +64,15 @@ def _queued(
     return front, queued if release is None else dataclasses.replace(queued, release=release)
 
 
+def _requeued(front: _Kept, queued: _Queued) -> _Queued:
+    """`queued` made again from `front` as it is now (a stream's, one in a conversation:
+    its record says so), and kept as `_start_in_background` keeps it."""
+    record = front.record(queued.response)
+    queued = dataclasses.replace(queued, record=record, value=record.to_bytes())
+    front.queued_as = queued.value
+    return queued
+
+
 def test_a_run_gives_back_its_keys_tokens_once_however_it_ends() -> None:
     """The tokens a background request holds against its key's tpm were given back only
     by its answer: a run cancelled before its task's first step (a shutdown or a cancel
@@ -652,9 +661,7 @@ def test_a_background_streams_last_event_says_what_its_record_says(
         request = _request()
         front, queued = _queued(store)
         front._streamed = True
-        queued = dataclasses.replace(queued, record=front.record(queued.response))
-        queued = dataclasses.replace(queued, value=queued.record.to_bytes())
-        front.queued_as = queued.value
+        queued = _requeued(front, queued)
 
         async def chat() -> AsyncIterator[bytes]:
             yield _chunk({"role": "assistant", "content": "hi"})
@@ -724,9 +731,7 @@ def test_a_background_streams_answer_is_kept_past_one_redis_timeout(
         request = _request()
         front, queued = _queued(store)
         front._streamed = True
-        record = front.record(queued.response)
-        queued = dataclasses.replace(queued, record=record, value=record.to_bytes())
-        front.queued_as = queued.value
+        queued = _requeued(front, queued)
 
         async def chat() -> AsyncIterator[bytes]:
             yield _chunk({"role": "assistant", "content": "hi"})
@@ -813,9 +818,7 @@ def test_a_background_streams_turn_is_added_once_past_two_redis_timeouts(
             front._streamed = True
             front._conversation = talk.id
             front._input = [{"type": "message", "role": "user", "content": "hi"}]
-            record = front.record(queued.response)
-            queued = dataclasses.replace(queued, record=record, value=record.to_bytes())
-            front.queued_as = queued.value
+            queued = _requeued(front, queued)
 
             async def chat() -> AsyncIterator[bytes]:
                 yield _chunk({"role": "assistant", "content": "hi"})
