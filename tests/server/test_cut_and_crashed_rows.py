@@ -234,6 +234,22 @@ def test_a_bug_after_the_row_was_written_is_a_500_of_its_own(
     wait_for("the 500 counted", counted, 10)
 
 
+def _fails_third(monkeypatch: pytest.MonkeyPatch, cls: Any, name: str, message: str) -> None:
+    """`cls.name` (a stream step fed piece by piece) made to raise `message` on its third
+    piece: a bug once the stream was handed on, after its first events went out."""
+    real = getattr(cls, name)
+    pieces = 0
+
+    def bug(self: Any, piece: Any) -> Any:
+        nonlocal pieces
+        pieces += 1
+        if pieces == 3:
+            raise RuntimeError(message)
+        return real(self, piece)
+
+    monkeypatch.setattr(cls, name, bug)
+
+
 def _server_span(exporter: InMemorySpanExporter) -> dict[str, Any]:
     """The attributes of the one request span, ended as failed."""
     (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
@@ -354,20 +370,10 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_as_the_bugs(
     bug (``internal_error``). Both said the client had left (``client_disconnected``),
     the span no error."""
     url, store_url = gateway
-    pieces = 0
     cls, name = (
         (StreamEdit, "feed") if where == "safety" else (messages_convert.StreamTranslator, "_chunk")
     )
-    real = getattr(cls, name)
-
-    def bug(self: Any, piece: Any) -> Any:
-        nonlocal pieces
-        pieces += 1
-        if pieces == 3:
-            raise RuntimeError("a bug once the stream was handed on")
-        return real(self, piece)
-
-    monkeypatch.setattr(cls, name, bug)
+    _fails_third(monkeypatch, cls, name, "a bug once the stream was handed on")
     prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where})"
     messages = [{"role": "user", "content": prompt}]
     body: dict[str, Any] = {"model": "masked", "messages": messages, "stream": True}
@@ -505,20 +511,10 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_with_its_apis_error_event(
     (saying "internal error", nothing of the bug) and its end, read whole; the bug is
     logged once. It was torn off unended (the client's "incomplete chunked read")."""
     url, store_url = gateway
-    pieces = 0
     cls, name = (StreamEdit, "feed") if where == "safety" else (None, "_chunk")
     if cls is None:
         cls = messages_convert.StreamTranslator if path == "/v1/messages" else ResponsesStream
-    real = getattr(cls, name)
-
-    def bug(self: Any, piece: Any) -> Any:
-        nonlocal pieces
-        pieces += 1
-        if pieces == 3:
-            raise RuntimeError("a secret bug")
-        return real(self, piece)
-
-    monkeypatch.setattr(cls, name, bug)
+    _fails_third(monkeypatch, cls, name, "a secret bug")
     prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where}, {path})"
     body: dict[str, Any] = {"model": "masked", "stream": True}
     if path == "/v1/responses":
