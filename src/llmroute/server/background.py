@@ -72,10 +72,7 @@ class BackgroundRuns:
         if self.closed:
             run.close()
             try:
-                if events is not None:
-                    events.close()
-                if ended is not None:
-                    ended()
+                _end(events, ended)
             finally:
                 log.warning("stopping: %s %s not started: shut down", self.kind, response_id)
             return False
@@ -86,10 +83,7 @@ class BackgroundRuns:
 
         def finished(done: asyncio.Task[None]) -> None:
             try:
-                if events is not None:
-                    events.close()
-                if ended is not None:
-                    ended()
+                _end(events, ended)
             finally:
                 self._finished(response_id, done)
 
@@ -176,3 +170,12 @@ def detached(request: Request) -> Request:
         return {"type": "http.disconnect"}
 
     return Request(apart(request.scope), receive)
+
+
+def _end(events: RunLog | None, ended: Callable[[], None] | None) -> None:
+    """What a run's end does, whether its task ran or it was refused unrun: its
+    `events` closed (its followers in this process end), then `ended()` told."""
+    if events is not None:
+        events.close()
+    if ended is not None:
+        ended()
