@@ -30,9 +30,9 @@ from llmroute.server.responses import _cancel, _chain_of, _forget, _Kept
 from llmroute.server.responses_background import (
     _answer_in_background,
     _Queued,
-    _reaped,
     _start_in_background,
     _Stream,
+    reaped,
 )
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.limits import MemoryLimits
@@ -168,7 +168,7 @@ async def _failed(front: _Kept, store: ResponseStore) -> None:
 
 
 async def _found_abandoned(front: _Kept, store: ResponseStore) -> None:
-    assert await _reaped(store, "team", front.id) is None  # no lease: read again, then kept
+    assert await reaped(store, "team", front.id) is None  # no lease: read again, then kept
 
 
 async def _cancelled(front: _Kept, store: ResponseStore) -> None:
@@ -219,7 +219,7 @@ async def _failed_late(front: _Kept, store: ResponseStore) -> str:
 
 
 async def _reaped_late(front: _Kept, store: ResponseStore) -> str:
-    found = await _reaped(store, "team", front.id)  # no lease: read again, then kept
+    found = await reaped(store, "team", front.id)  # no lease: read again, then kept
     return "gone" if found is None else str(found.response["status"])
 
 
@@ -549,7 +549,7 @@ async def _cancelled_large(front: _Kept, store: ResponseStore) -> None:
 
 
 async def _reaped_large(front: _Kept, store: ResponseStore) -> None:
-    await _reaped(store, "team", front.id)  # no lease: found abandoned
+    await reaped(store, "team", front.id)  # no lease: found abandoned
 
 
 @pytest.mark.parametrize("where", ["memory", "redis"])
@@ -622,7 +622,7 @@ class _FailsFinal(MemoryStore):
 
 async def _abandoned_meanwhile(store: ResponseStore, response_id: str) -> None:
     await store.release("team", response_id)  # its lease lapsed: a read finds it abandoned
-    assert await _reaped(store, "team", response_id) is not None
+    assert await reaped(store, "team", response_id) is not None
 
 
 async def _cancelled_meanwhile(store: ResponseStore, response_id: str) -> None:
@@ -859,19 +859,19 @@ def test_a_run_found_abandoned_meanwhile_is_counted_once(ends: str) -> None:
         outcomes: list[str] = []
         abandoned = partial(outcomes.append, "abandoned")
 
-        async def reaped() -> None:  # no lease: a read finds it abandoned
-            assert await _reaped(store, "team", front.id, abandoned) is not None
+        async def reap() -> None:  # no lease: a read finds it abandoned
+            assert await reaped(store, "team", front.id, abandoned) is not None
 
         async def chat() -> AsyncIterator[bytes]:
             yield _chunk({"role": "assistant", "content": "hi"})
-            await reaped()
+            await reap()
             yield _chunk({}, "stop")
 
         async def answer() -> Any:
             if ends == "streamed":
                 events = front.stream("small", body, chat())
                 return StreamingResponse(events, media_type="text/event-stream")
-            await reaped()
+            await reap()
             if ends == "failed":
                 raise GatewayError(502, "the upstream did not answer")
             return await front.answer(_COMPLETION, "small", body)
@@ -919,7 +919,7 @@ def test_a_background_stream_found_abandoned_ends_failed_though_its_store_then_f
 
         async def chat() -> AsyncIterator[bytes]:
             yield _chunk({"role": "assistant", "content": "hi"})
-            assert await _reaped(store, "team", front.id) is not None  # no lease
+            assert await reaped(store, "team", front.id) is not None  # no lease
             kv.left = 1  # the run finds it ended; its read after fails
             yield _chunk({}, "stop")
 
@@ -1058,7 +1058,7 @@ def test_a_run_found_abandoned_and_kept_bare_is_counted_once(ends: str) -> None:
         abandoned = partial(outcomes.append, "abandoned")
 
         async def answer() -> Any:
-            assert await _reaped(lowered, "team", front.id, abandoned) is not None
+            assert await reaped(lowered, "team", front.id, abandoned) is not None
             if ends == "failed":
                 raise GatewayError(502, "the upstream did not answer")
             return await front.answer(_COMPLETION, "small", body)

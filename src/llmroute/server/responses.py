@@ -48,16 +48,16 @@ from llmroute.server.errors import GatewayError, not_an_endpoint
 from llmroute.server.fronts import Events, Stateless, answer_converted, serve_converted
 from llmroute.server.listing import page
 from llmroute.server.responses_background import (
-    _NOT_KEPT,
-    _check_room,
-    _counted,
-    _ended,
-    _failed,
-    _forgotten,
-    _plan_in_background,
-    _reaped,
-    _streaming,
-    _unavailable,
+    NOT_KEPT,
+    as_failed,
+    background_counted,
+    check_room,
+    forgotten,
+    kept_ended,
+    plan_in_background,
+    reaped,
+    streaming,
+    unavailable,
 )
 from llmroute.server.responses_convert import (
     RESPONSES_PATH,
@@ -114,12 +114,14 @@ async def answer_responses(
         chat = await _STATELESS.chat_body(body)
         return await answer_converted(request, _STATELESS, body, chat, ts, started_ns)
     owner = key_of(request.scope) or ""
-    front = _Kept(store, owner, partial(counted, request), partial(_counted, request, "abandoned"))
+    front = _Kept(
+        store, owner, partial(counted, request), partial(background_counted, request, "abandoned")
+    )
     chat = await front.chat_body(body)
     if front.background:
-        _check_room(request, front.store)
+        check_room(request, front.store)
         with background_runs(request).claim():  # no await since the check
-            return await _plan_in_background(request, gateway, front, body, chat, ts, started_ns)
+            return await plan_in_background(request, gateway, front, body, chat, ts, started_ns)
     return await answer_converted(request, front, body, chat, ts, started_ns)
 
 
@@ -240,7 +242,7 @@ class _Kept:
             items = await store.items(self.owner, named["id"])
         except StoreUnavailable as exc:
             self._count("error")
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         self._conversation = named["id"]
         return items
 
@@ -306,14 +308,14 @@ class _Kept:
         try:
             record = await asked(read)
         except StoreUnavailable:
-            record = self.ended if self.unwanted else _failed(self.record(final), 500, _NOT_KEPT)
+            record = self.ended if self.unwanted else as_failed(self.record(final), 500, NOT_KEPT)
         status = None if record is None else record.response.get("status")
         if record is None or status == "cancelled":
             return made[:-1]
         if status == "failed":
             made[-1] = translator.failed_event(record.response)
         elif status in RUNNING:  # not kept failed either: its lease, given up, will be
-            made[-1] = translator.failed_event(_failed(record, 500, _NOT_KEPT).response)
+            made[-1] = translator.failed_event(as_failed(record, 500, NOT_KEPT).response)
         else:  # its write landed though the store failed to say so
             self.unwanted = self.not_kept = False
             self.ended = None
@@ -362,7 +364,7 @@ class _Kept:
         and a background one is kept failed (else in_progress until its lease lapses)."""
         response["store"] = False
         if self.background:
-            self.not_kept = await self.fail(500, _NOT_KEPT)
+            self.not_kept = await self.fail(500, NOT_KEPT)
 
     async def _add_to_conversation(self, response: dict[str, Any]) -> None:
         """The request's input and the response's output, added to its conversation (a
@@ -426,7 +428,7 @@ class _Kept:
             if found is None or found[0].response.get("status") not in RUNNING:
                 self.ended = None if found is None else found[0]
                 return False
-            failed = _failed(found[0], status, message)
+            failed = as_failed(found[0], status, message)
             kept = await self.store.put_ended(self.owner, failed, found[1], wait=wait)
             return kept is not None
         except StoreUnavailable as exc:
@@ -458,11 +460,11 @@ async def _read(
     response_id: str,
     abandoned: Callable[[], None] = lambda: None,
 ) -> StoredResponse | None:
-    """`_reaped`, a store that does not answer a 503."""
+    """`reaped`, a store that does not answer a 503."""
     try:
-        return await _reaped(store, owner, response_id, abandoned)
+        return await reaped(store, owner, response_id, abandoned)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
 
 
 async def _chain_of(
@@ -472,7 +474,7 @@ async def _chain_of(
     try:
         return await store.chain(owner, response_id, counted=counted)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     except BrokenChain as broken:
         why = (
             "was kept without the turns before it (it ended too large to keep whole)"
@@ -537,7 +539,7 @@ async def stored_response(request: Request) -> Response:
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
     streamed = request.query_params.get("stream", "false").lower() not in ("false", "0")
     after = _starting_after(request) if action == "" and streamed else -1
-    abandoned = partial(_counted, request, "abandoned")
+    abandoned = partial(background_counted, request, "abandoned")
     record = await _read(store, owner, response_id, abandoned)
     if record is None:
         raise _not_found(response_id)
@@ -549,10 +551,10 @@ async def stored_response(request: Request) -> Response:
                 "again: GET this one without 'stream'",
                 param="stream",
             )
-        settled = partial(_reaped, store, owner, response_id, abandoned)
+        settled = partial(reaped, store, owner, response_id, abandoned)
         run = background_runs(request).events(response_id)
         events = follow(EventChunks(store, owner, response_id), run, after, settled)
-        return _streaming(request, events, {})
+        return streaming(request, events, {})
     if action == "cancel":
         return JSONResponse(await _cancel(request, store, owner, record))
     if action == "input_items":
@@ -599,9 +601,9 @@ async def _cancel(
     if response.get("status") not in RUNNING:
         return response
     try:
-        now, cancelled = await _ended(store, owner, record.id, _cancelled)
+        now, cancelled = await kept_ended(store, owner, record.id, _cancelled)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     if now is None:  # deleted meanwhile
         raise _not_found(record.id)
     if cancelled:
@@ -614,11 +616,11 @@ def _cancelled(record: StoredResponse) -> StoredResponse:
 
 
 async def _forget(store: ResponseStore, owner: str, response_id: str) -> bool:
-    """`_forgotten`, a store that does not answer a 503."""
+    """`forgotten`, a store that does not answer a 503."""
     try:
-        return await _forgotten(store, owner, response_id)
+        return await forgotten(store, owner, response_id)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
 
 
 def _not_found(response_id: str) -> GatewayError:

@@ -1,13 +1,13 @@
 """A background response's life (``background: true``, where responses are kept:
 `llmroute.server.responses`): room checked for it first (``stored_responses.max_background``,
-`_check_room`), then planned, kept ``in_progress`` with its lease and answered at once
-(`_plan_in_background`, `_start_in_background`); made in a task of this process
+`check_room`), then planned, kept ``in_progress`` with its lease and answered at once
+(`plan_in_background`, `_start_in_background`); made in a task of this process
 (`llmroute.server.background`) that renews its lease, stops at a cancel made elsewhere and
 keeps its end, completed or failed (`_answer_in_background`; a stream's events kept as
 made: `llmroute.server.background_stream`). One refused after its record may have been
 written is forgotten (`_discarded`); one whose process stopped renewing its lease is kept
-failed when it is next read (`_reaped`). Each outcome is counted in
-``llmroute_background_responses_total`` (`_counted`).
+failed when it is next read (`reaped`). Each outcome is counted in
+``llmroute_background_responses_total`` (`background_counted`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ log = logging.getLogger("llmroute.server")
 _CANCEL_POLL_S = 1.0  # how often a background run looks for a cancel made elsewhere
 
 
-async def _plan_in_background(
+async def plan_in_background(
     request: Request,
     gateway: Gateway,
     front: _Kept,
@@ -97,21 +97,21 @@ async def _start_in_background(
     try:
         kept = await _keep_queued(runs, front, queued, stream, opening)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     if not kept:  # refused by the store: not expected (`encoded` checked its bounds)
         raise _too_large_to_keep()
-    count = partial(_counted, request)
+    count = partial(background_counted, request)
     run = _answer_in_background(answer, gateway, front, count, stream)
     if not runs.start(front.id, run, None if stream is None else stream.run, release):
         await _discarded(front)  # shut down while it was kept: not run, nor left
         raise _stopping()
-    _counted(request, "started")
+    background_counted(request, "started")
     if stream is None:
         return JSONResponse(response)
     for event in opening:
         stream.run.add(event)
-    settled = partial(_reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
-    return _streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
+    settled = partial(reaped, front.store, front.owner, front.id, partial(count, "abandoned"))
+    return streaming(request, follow(stream.chunks, stream.run, -1, settled), {})
 
 
 async def _keep_queued(
@@ -156,7 +156,7 @@ async def _discarded(front: _Kept) -> None:
     store, owner, response_id = front.store, front.owner, front.id
 
     async def forget() -> None:
-        await _forgotten(store, owner, response_id)
+        await forgotten(store, owner, response_id)
         await store.release(owner, response_id)
 
     try:
@@ -201,7 +201,7 @@ def _too_large_to_keep() -> GatewayError:
     )
 
 
-def _check_room(request: Request, store: ResponseStore) -> None:
+def check_room(request: Request, store: ResponseStore) -> None:
     """400 where background responses are off, 429 where this process makes its most
     (runs, and requests let in before them: `BackgroundRuns.claim`): asked first, so that
     a request refused for it is not routed (an LLM router's call)."""
@@ -214,7 +214,7 @@ def _check_room(request: Request, store: ResponseStore) -> None:
             param="background",
         )
     if len(background_runs(request)) >= limit:
-        _counted(request, "refused")
+        background_counted(request, "refused")
         raise GatewayError(
             429,
             f"this gateway is already making {limit} background responses, its limit "
@@ -234,13 +234,13 @@ class _Stream:
     chunks: EventChunks
 
 
-def _streaming(request: Request, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+def streaming(request: Request, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
     headers = {**headers, **STREAM_HEADERS}
     streamed = EndedStream(events, media_type="text/event-stream", headers=headers)
     return with_keepalive(streamed, keepalive_of(request))
 
 
-def _counted(request: Request, outcome: str) -> None:
+def background_counted(request: Request, outcome: str) -> None:
     """`outcome` counted in ``llmroute_background_responses_total``."""
     metrics = getattr(request.app.state, "metrics", None)
     if isinstance(metrics, GatewayMetrics):
@@ -302,7 +302,7 @@ def _failure(exc: Exception, response_id: str) -> tuple[int, str]:
 
 def _found_abandoned(record: StoredResponse | None) -> bool:
     """Whether `record` was kept failed by a read that found its run abandoned
-    (`_reaped`; its message, kept whole, `trimmed` or `bare`, begins so)."""
+    (`reaped`; its message, kept whole, `trimmed` or `bare`, begins so)."""
     error = None if record is None else record.response.get("error")
     return isinstance(error, dict) and str(error.get("message")).startswith(_ABANDONED_START)
 
@@ -329,7 +329,7 @@ async def _streamed(stream: _Stream, answered: Response, front: _Kept) -> None:
     except StoreUnavailable:
         return
     if status in RUNNING and front.not_kept:  # its end said so, and could not keep it
-        await front.fail(500, _NOT_KEPT)
+        await front.fail(500, NOT_KEPT)
     elif status in RUNNING:
         await front.fail(502, "the upstream stream ended before the response was made")
 
@@ -355,7 +355,7 @@ async def _watch(front: _Kept, task: asyncio.Task[None]) -> None:
             return
 
 
-def _failed(record: StoredResponse, status: int, message: str) -> StoredResponse:
+def as_failed(record: StoredResponse, status: int, message: str) -> StoredResponse:
     """`record` kept failed with OpenAI's error for an answer of HTTP `status`."""
     code = (
         "rate_limit_exceeded"
@@ -368,7 +368,7 @@ def _failed(record: StoredResponse, status: int, message: str) -> StoredResponse
     return replace(record, response={**record.response, "status": "failed", "error": error})
 
 
-_NOT_KEPT = (
+NOT_KEPT = (
     "the answer was made but could not be kept (larger than stored_responses.max_bytes, "
     "or the store did not answer): send it again without 'background'"
 )
@@ -381,7 +381,7 @@ _ABANDONED = (
 _ABANDONED_START = _ABANDONED[:80]
 
 
-async def _reaped(
+async def reaped(
     store: ResponseStore,
     owner: str,
     response_id: str,
@@ -394,8 +394,8 @@ async def _reaped(
         return record
     if await store.held(owner, response_id):
         return record
-    now, ended = await _ended(
-        store, owner, response_id, partial(_failed, status=500, message=_ABANDONED)
+    now, ended = await kept_ended(
+        store, owner, response_id, partial(as_failed, status=500, message=_ABANDONED)
     )
     if ended:
         log.warning("responses: background response %s abandoned (lease lapsed)", response_id)
@@ -403,7 +403,7 @@ async def _reaped(
     return now
 
 
-async def _ended(
+async def kept_ended(
     store: ResponseStore,
     owner: str,
     response_id: str,
@@ -422,11 +422,11 @@ async def _ended(
     return await store.get(owner, response_id), False
 
 
-def _unavailable(exc: StoreUnavailable) -> GatewayError:
+def unavailable(exc: StoreUnavailable) -> GatewayError:
     return store_unavailable("response", exc)
 
 
-async def _forgotten(store: ResponseStore, owner: str, response_id: str) -> bool:
+async def forgotten(store: ResponseStore, owner: str, response_id: str) -> bool:
     """The response forgotten, with the events of a background stream (they hold its
     text too); whether it was kept."""
     gone = await store.delete(owner, response_id)
