@@ -334,7 +334,7 @@ def test_responses_tags_are_the_requests_and_their_metadata_openais(
     gateway: Served, client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
     """A top-level ``tags`` list is the request's; ``metadata`` is OpenAI's string
-    pairs, echoed with the response, so a list in it is refused naming ``tags``."""
+    pairs, echoed with the response, so a list in it is refused naming ``metadata.tags``."""
     raw = client.responses.with_raw_response.create(
         model="auto", input="hello there", metadata={"tags": "t"}, extra_body={"tags": ["app=web"]}
     )
@@ -349,6 +349,22 @@ def test_responses_tags_are_the_requests_and_their_metadata_openais(
             metadata={"tags": ["team:a"]},  # type: ignore[dict-item]
         )
     assert refused.value.param == "metadata.tags" and "top-level 'tags'" in refused.value.message
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize("tags", [["team:a"], [], 5, None, True, {"team": "a"}])
+def test_a_responses_metadata_tags_not_a_string_is_a_400_naming_it(
+    gateway: Served, upstream: FakeUpstream, tags: object
+) -> None:
+    """Whatever its type, a ``metadata.tags`` that is not a string is refused as a list
+    is (the param chat names for it too), saying where the request's tags go: a number
+    or null was a 400 naming ``metadata`` whose message named ``metadata.tags``."""
+    body = {"model": "auto", "input": "hello there", "metadata": {"tags": tags}}
+    before = len(upstream.requests)
+    refused = httpx.post(f"{gateway.url}/v1/responses", json=body, timeout=10)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "metadata.tags" and "top-level 'tags'" in error["message"]
     assert len(upstream.requests) == before
 
 

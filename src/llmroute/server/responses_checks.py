@@ -69,7 +69,8 @@ def check_responses_body(body: dict[str, Any]) -> tuple[str, ...]:
     bounds (``null`` is a field left out). LiteLLM's own fields are refused as chat
     refuses them (`refuse_proxy_fields`), and its top-level ``tags`` list is the
     request's (`body_tags`); ``metadata`` is OpenAI's own, string values kept with the
-    response, so a ``metadata.tags`` list is refused naming ``tags``."""
+    response, so a ``metadata.tags`` that is not a string (a list: LiteLLM's tags) is
+    refused naming ``metadata.tags``, saying to send a top-level ``tags``."""
     try:
         check_sizes(body)
         refuse_proxy_fields(body)
@@ -78,7 +79,7 @@ def check_responses_body(body: dict[str, Any]) -> tuple[str, ...]:
         raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
     check_fields(body, _FIELDS)
     metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("tags"), list):
+    if isinstance(metadata, dict) and "tags" in metadata and not isinstance(metadata["tags"], str):
         raise GatewayError(
             400,
             "'metadata.tags' must be a string, as every value of OpenAI's metadata is: "
