@@ -135,11 +135,15 @@ def _logged(store_url: str, prompt: str) -> LoggedDecision:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_request_cut_on_its_fallback_keeps_its_attempt_path(
-    gateway: tuple[str, str], upstream: FakeUpstream, stream: bool
+    gateway: tuple[str, str],
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    stream: bool,
 ) -> None:
     """The decided model failed (500), its fallback was slow, and the client left: the
     499 row lists the failure and the fallback it was cut on, and is a fallback. It
-    listed nothing, so the report, the dashboard and the span saw no fallback at all."""
+    listed nothing, so the report, the dashboard and the span saw no fallback at all.
+    The span counts one failed attempt: the cut is no failure (it counted two)."""
     url, store_url = gateway
     prompt = f"plan a trip to Rome, streamed {stream}"
     body: dict[str, Any] = {"model": "falling", "messages": [{"role": "user", "content": prompt}]}
@@ -156,6 +160,13 @@ def test_a_request_cut_on_its_fallback_keeps_its_attempt_path(
     assert cut == "hung via fake (cancelled)"
     assert is_fallback(row)
     assert row.tokens_in and row.model == "broken"  # its cut prompt, sent to the fallback
+    wait_for("the request span", lambda: _server_spans(exporter), 10)
+    (span,) = _server_spans(exporter)
+    assert dict(span.attributes or {})["llmroute.failed_attempts"] == 1
+
+
+def _server_spans(exporter: InMemorySpanExporter) -> list[Any]:
+    return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
 
 
 def _tokens(url: str) -> dict[tuple[str, str], float]:

@@ -43,6 +43,7 @@ __all__ = [
     "cancelled_on",
     "cut_after",
     "ending_of",
+    "failed_attempts",
     "noted_cut",
     "paid_by_model",
     "sending",
@@ -144,6 +145,14 @@ def cut_after(passed_over: Sequence[str], entry: str) -> None:
         return
     spend.cut_on = entry
     spend.tried = (*passed_over, entry) if passed_over else ()
+
+
+def failed_attempts(attempts: Sequence[str]) -> int:
+    """How many of a request's `attempts` were not cut: all but the last entry of a
+    request cut on a later model (`cut_after`), which its client or the gateway's stop
+    ended, not the model; the path itself keeps it."""
+    cut = bool(attempts) and attempts[-1].endswith(f" ({CANCELLED})")
+    return len(attempts) - cut
 
 
 def noted_cut(model: str, how: str = CANCELLED) -> str | None:

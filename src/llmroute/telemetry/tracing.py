@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmroute.decision import Decision, Outcome
+from llmroute.dispatch.spend import failed_attempts
 from llmroute.errors import ProviderError
 from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
 from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord
@@ -537,8 +538,9 @@ def _outcome_attributes(record: DecisionRecord) -> dict[str, Any]:
         attributes["llmroute.cost_usd"] = record.cost_usd
     if record.ttft_ms is not None:
         attributes["llmroute.ttft_ms"] = record.ttft_ms
-    if record.attempts:
-        attributes["llmroute.failed_attempts"] = len(record.attempts)
+    failed = failed_attempts(record.attempts)
+    if failed:
+        attributes["llmroute.failed_attempts"] = failed
     if record.stream:
         attributes["llmroute.stream"] = True
     return attributes
