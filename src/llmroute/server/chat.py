@@ -212,7 +212,7 @@ async def serve_chat(
     handed = False  # a stream gives the tokens back when it ends
     try:
         response, handed = await _serve_planned(
-            request, gateway, plan, body, ts, started_ns, release
+            request, gateway, plan, body, ts, started_ns, release, planned.tags
         )
     finally:
         if release is not None and not handed:
@@ -240,6 +240,7 @@ class Planned:
 
     plan: Plan
     release: Callable[[], None] | None
+    tags: tuple[str, ...]  # `request_tags`, read as it was planned
 
 
 async def plan_chat(
@@ -251,13 +252,18 @@ async def plan_chat(
     as its decision, 499)."""
     if BODY_TAGS not in request.scope:  # every front notes them first: a caller that did not
         note_body_tags(request, body)
-    request_tags(request)  # a malformed header is refused before any work
+    tags = request_tags(request)  # a malformed header is refused before any work
     _check_model(request, gateway, body)
     try:
         plan = await _plan(request, gateway, body)
     except _GoneWhilePlanning as gone:
         unserved = _Unserved(
-            gateway.router, recorder_of(request), gone.plan.decision, body, ts, started_ns
+            gateway.router,
+            recorder_of(request, tags=tags),
+            gone.plan.decision,
+            body,
+            ts,
+            started_ns,
         )
         trace = tracing_of(request).start_request(
             gone.plan.decision,
@@ -270,7 +276,8 @@ async def plan_chat(
         )
         return None
     try:
-        return Planned(plan, await _hold_tokens(request, gateway, plan, body, ts, started_ns))
+        release = await _hold_tokens(request, gateway, plan, body, ts, started_ns, tags)
+        return Planned(plan, release, tags)
     except BaseException:
         routed_as(request.scope, plan.decision.id)  # logged as its decision, as served
         raise
@@ -329,10 +336,11 @@ async def _hold_tokens(
     body: dict[str, Any],
     ts: float,
     started_ns: int,
+    tags: tuple[str, ...],
 ) -> Callable[[], None] | None:
     """The request's estimated prompt held against its key's ``tpm`` while it runs. A
-    request refused here (or cut) is routed all the same: logged as its decision, its
-    error with the decision's headers."""
+    request refused here (or cut) is routed all the same: logged as its decision (with
+    `tags`), its error with the decision's headers."""
     key = api_key_of(request.scope)
     if key is None or key.tpm is None:
         return None
@@ -342,7 +350,7 @@ async def _hold_tokens(
         ended = _ended_by(exc)
         if ended is not None:
             unserved = _Unserved(
-                gateway.router, recorder_of(request), plan.decision, body, ts, started_ns
+                gateway.router, recorder_of(request, tags=tags), plan.decision, body, ts, started_ns
             )
             unserved.record(*ended, (), body.get("stream") is True)
         if isinstance(exc, GatewayError):
@@ -358,12 +366,13 @@ async def _serve_planned(
     ts: float,
     started_ns: int,
     release: Callable[[], None] | None,
+    tags: tuple[str, ...],
 ) -> tuple[Response, bool]:
-    """The answer to a planned request, and whether it is a stream that gives the held
-    tokens back itself when it ends."""
+    """The answer to a planned request (its `tags` logged), and whether it is a stream
+    that gives the held tokens back itself when it ends."""
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
-    recorder = recorder_of(request)
+    recorder = recorder_of(request, tags=tags)
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(
         plan.decision,
@@ -789,16 +798,21 @@ def _cascade_headers(steps: tuple[TierStep, ...]) -> dict[str, str]:
     return {"x-llmroute-cascade": cascade_header(steps)} if steps else {}
 
 
-def recorder_of(request: Request, api: str | None = None) -> Recorder | None:
+def recorder_of(
+    request: Request, api: str | None = None, tags: tuple[str, ...] | None = None
+) -> Recorder | None:
     """The process's recorder, for the request's client key when it came with one, and
-    its tags; its records say they came by `api` (else the API of the request's path)."""
+    its tags (`tags`: read already, by `request_tags`); its records say they came by
+    `api` (else the API of the request's path)."""
     telemetry = getattr(request.app.state, "telemetry", None)
     if not isinstance(telemetry, Telemetry):
         return None
     recorder = gateway_of(request).recorder_for(telemetry.recorder, api_key_of(request.scope))
     if api is None:
         api = api_of(request.scope.get("path", ""))
-    return recorder.by_api(api).with_tags(request_tags(request))  # one copy at most a request
+    if tags is None:
+        tags = request_tags(request)
+    return recorder.by_api(api).with_tags(tags)  # one copy at most a request
 
 
 def api_of(path: str) -> str | None:
@@ -993,7 +1007,7 @@ async def route_only(request: Request) -> Response:
     gateway = gateway_of(request)
     body = await read_json_object(request, gateway.max_body_bytes)
     note_body_tags(request, body, require_messages(body))
-    request_tags(request)
+    tags = request_tags(request)
     _check_model(request, gateway, body)
     try:
         plan = await _plan(request, gateway, body)
@@ -1001,7 +1015,7 @@ async def route_only(request: Request) -> Response:
         plan, answer = gone.plan, Response(status_code=CLIENT_CLOSED)
     else:
         answer = JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
-    recorder = recorder_of(request)
+    recorder = recorder_of(request, tags=tags)
     if recorder is not None:
         recorder.decided(gateway.router, plan.decision, body, ts=ts, started_ns=started_ns)
     return answer
