@@ -119,6 +119,33 @@ def test_other_tools_names_for_a_key_are_told_ours(
 
 
 @pytest.mark.parametrize(
+    ("line", "new", "field"),
+    [
+        (5, "openai: {kind: openai, retries: 3}", "providers.openai.retries"),
+        (7, "small: {provider: local, model: q, retries: 3}", "models.small.retries"),
+        (
+            7,
+            "small: {model: q, deployments: [{provider: local, retries: 3}]}",
+            "models.small.deployments[0].retries",
+        ),
+    ],
+)
+def test_retries_on_a_provider_or_a_model_says_where_retries_go(
+    line: int, new: str, field: str
+) -> None:
+    """Our own name put on a provider, a model or a deployment was told only "unknown key"
+    and the section's keys, though LiteLLM's names for it (`max_retries`, `num_retries`)
+    there were told where retries are set."""
+    assert_points_at(
+        one_error(replace_line(VALID, line, new)),
+        line,
+        field,
+        "unknown key 'retries': retries are set in dispatch.retries.attempts, or a route's "
+        "policy.retries",
+    )
+
+
+@pytest.mark.parametrize(
     ("new", "said"),
     [
         (

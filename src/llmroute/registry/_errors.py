@@ -230,7 +230,7 @@ def _unknown_key(loc: Path, root: type[BaseModel]) -> str:
             f"unknown key {key!r}: {owner}'s {policy} goes under its policy "
             f"(policy: {{{policy}: ...}}); {listed}"
         )
-    if meant == "retries":  # a provider's or a model's: retries are the dispatcher's
+    if "retries" in (key.lower(), meant):  # a provider's or a model's: the dispatcher's
         return (
             f"unknown key {key!r}: retries are set in dispatch.retries.attempts, or a route's "
             f"policy.retries; {listed}"
