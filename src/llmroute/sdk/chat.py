@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
+import logging
 import os
 import sys
 import threading
@@ -32,6 +33,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import AUTO, Dispatcher, Opened, Plan, aplan_request, plan_request
 from llmroute.dispatch.plan import OFF_LOOP_CHARS
 from llmroute.dispatch.spend import Spend, paid_by_model, tracked
+from llmroute.dispatch.usage import Usage
 from llmroute.errors import CallTimeout, InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
 from llmroute.layers.llm_router import LlmRouter, refine_plan
@@ -64,6 +66,7 @@ from llmroute.untrusted_json import has_surrogate
 __all__ = ["Chat", "Completions"]
 
 T = TypeVar("T")
+log = logging.getLogger("llmroute.sdk")
 _RELEASE_S = 10.0  # for other loops to end their calls and close their connections
 _CLOSE_THREAD = "llmroute-close"  # the thread a close called in a running loop waits in
 _PACKAGE = str(Path(__file__).parents[1]) + os.sep  # not a sibling llmroute_x package
@@ -228,6 +231,18 @@ async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
             return await coro
     except TimeoutError:
         raise CallTimeout("llmroute", f"no answer within {timeout:g}s") from None
+
+
+async def _cut_cost(dispatcher: Dispatcher, spend: Spend) -> Usage | None:
+    """What a call cut in flight (its caller's cancel, its own `timeout`) had cost: the
+    prompts it had sent charged to their models' budgets, as the gateway charges a
+    client that hung up (None: nothing, or the charge failed: it is logged all the
+    same)."""
+    try:
+        return await dispatcher.charge_abandoned(spend)
+    except Exception as exc:
+        log.warning("could not charge a cut call's prompt: %s", type(exc).__name__)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,10 +437,7 @@ class _Engine:
         except asyncio.CancelledError as exc:
             # The caller gave up (a wait_for timeout, a cancelled task): logged and
             # charged what it had cost, as the gateway does for a client that hangs up.
-            usage = None
-            if sending is not None:
-                with contextlib.suppress(Exception):
-                    usage = await sending.charge_abandoned(spend)
+            usage = None if sending is None else await _cut_cost(sending, spend)
             record_failure(
                 recorder,
                 self.router,
@@ -442,8 +454,12 @@ class _Engine:
         except Exception as exc:
             name_decision(exc, plan.decision.id)
             # what it paid for all the same (an answer the content filter withheld, a
-            # cascade tier answered before a later one failed), as the gateway logs it
-            paid = total_usage(spend.answered)
+            # cascade tier answered before a later one failed), as the gateway logs it;
+            # its own `timeout` cut the calls in flight as a cancel does: charged too
+            if isinstance(exc, CallTimeout) and sending is not None:
+                paid = await _cut_cost(sending, spend)
+            else:
+                paid = total_usage(spend.answered)
             record_failure(
                 recorder,
                 self.router,
