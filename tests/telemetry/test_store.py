@@ -683,6 +683,9 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
         ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
         ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
+        # characters a URL reserves, which libpq reads as part of the password
+        ("postgresql://u:p#w?d@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
         ("postgresql://h/db?user=u&password=pw", "postgresql://h/db?user=u&password=***"),
         (
             "postgresql://u@h/db?sslcert=c.pem&sslpassword=KEYPASS",

@@ -38,7 +38,9 @@ LOG_OFF_HOW = (
 # they take.
 ANSWER_TIMEOUT_S = 60.0
 _OFF = frozenset({"", "off", "none"})
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*)@")
+# up to the last "@" before the path: libpq reads a password up to the first "@" or
+# "/" ("#" and "?" are part of it), so one holding those, or an unescaped "@", was shown
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)@")
 # password, and libpq's sslpassword (the client key's passphrase)
 _PASSWORD_PARAM = re.compile(r"(?i)\b(\w*password|passwd)=[^&\s]*")
 # keys in a query string: Azure's api-key and code, SAS signatures, access tokens

@@ -1,0 +1,56 @@
+"""SDK feedback to a PostgreSQL decision log that does not answer raises a clear
+`TelemetryError` naming the store with its password masked, in the error and in the
+log lines, also a password holding characters a URL reserves (``#``, ``?``), which
+libpq reads as part of the password and the mask left in full. The store is a closed
+port on 127.0.0.1 (held bound, never listening: each connection is refused)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmroute import Router
+from llmroute.errors import TelemetryError
+
+PORT = 18501  # this suite's range for helper 5's servers
+PASSWORD = "s3#cr?3t-pw"
+REGISTRY = """encoder: builtin:static
+providers:
+  fake: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {provider: fake, model: m}
+routes:
+  - {name: chat, examples: [hello there], target: m}
+default: {target: m}
+"""
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", PORT))  # bound, not listening: refused, and ours
+        yield PORT
+
+
+@pytest.mark.slow  # two waits of the store's 5 s timeout
+def test_feedback_to_a_store_that_does_not_answer_masks_its_password(
+    closed_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"postgresql://llm:{PASSWORD}@127.0.0.1:{closed_port}/test"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY)
+    with Router.from_yaml(path) as router, pytest.raises(TelemetryError) as caught:
+        router.chat.feedback("no-such-decision", thumbs="down")
+    message = str(caught.value)
+    masked = f"postgresql://llm:***@127.0.0.1:{closed_port}/test"
+    assert message.startswith(f"cannot write feedback: no connection to PostgreSQL at {masked}")
+    assert "refused" in message and "\n" not in message
+    assert PASSWORD not in message and "cr?3t" not in message
+    assert caplog.text and PASSWORD not in caplog.text and "cr?3t" not in caplog.text
