@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -225,20 +225,31 @@ def _seconds(timeout: Any) -> float | None:
     return read
 
 
-async def _limited(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+@contextlib.asynccontextmanager
+async def _within(timeout: float | None) -> AsyncIterator[None]:
+    """The call's own `timeout`, for all it waits for once routed: the LLM router's
+    call, the cache, the upstream's answer (`CallTimeout`; a `TimeoutError` of another
+    is left as it is)."""
+    limit = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
-            return await coro
+        async with limit:
+            yield
     except TimeoutError:
+        if not limit.expired():
+            raise
         raise CallTimeout("llmroute", f"no answer within {timeout:g}s") from None
 
 
-async def _cut_cost(dispatcher: Dispatcher, spend: Spend) -> Usage | None:
+async def _cut_cost(dispatcher: Dispatcher | None, asking: Spend, spend: Spend) -> Usage | None:
     """What a call cut in flight (its caller's cancel, its own `timeout`) had cost: the
     prompts it had sent charged to their models' budgets, as the gateway charges a
-    client that hung up (None: nothing, or the charge failed: it is logged all the
+    client that hung up, the LLM router's (`asking`) too; the call's own (`spend`) are
+    returned, for its row (None: nothing, or the charge failed: it is logged all the
     same)."""
+    if dispatcher is None:  # cut before anything was sent
+        return None
     try:
+        await dispatcher.charge_abandoned(asking)
         return await dispatcher.charge_abandoned(spend)
     except Exception as exc:
         log.warning("could not charge a cut call's prompt: %s", type(exc).__name__)
@@ -419,25 +430,32 @@ class _Engine:
         if recorder is not None:
             recorder = recorder.with_tags(request.tags)
         stream = request.body.get("stream") is True
-        sending: Dispatcher | None = None
+        dispatcher: Dispatcher | None = None
         spend = Spend()
+        # the LLM router's call while it is asked: charged to its model's budget if cut
+        # then, not to the call's row, as the gateway charges it
+        asking = Spend()
         try:
             dispatcher = await self.dispatcher()
-            plan = await self.refined(request, plan, dispatcher)
-            cache = self._clients.cache()
-            evictable = cache is not None and cache.settings.evict_on_feedback and self.log.enabled
-            lookup = await look_up(
-                cache, plan, request.body, stream, request.headers, evictable=evictable
-            )
-            if lookup is not None and lookup.answer is not None:
-                return _Sent(recorder, plan, lookup, None)
-            sending = dispatcher
-            with tracked(spend):
-                result = await _limited(send(dispatcher, plan), request.timeout)
+            async with _within(request.timeout):
+                with tracked(asking):
+                    plan = await self.refined(request, plan, dispatcher)
+                asking.unanswered.clear()  # answered, or given up on by its own timeout
+                cache = self._clients.cache()
+                evictable = (
+                    cache is not None and cache.settings.evict_on_feedback and self.log.enabled
+                )
+                lookup = await look_up(
+                    cache, plan, request.body, stream, request.headers, evictable=evictable
+                )
+                if lookup is not None and lookup.answer is not None:
+                    return _Sent(recorder, plan, lookup, None)
+                with tracked(spend):
+                    result = await send(dispatcher, plan)
         except asyncio.CancelledError as exc:
             # The caller gave up (a wait_for timeout, a cancelled task): logged and
             # charged what it had cost, as the gateway does for a client that hangs up.
-            usage = None if sending is None else await _cut_cost(sending, spend)
+            usage = await _cut_cost(dispatcher, asking, spend)
             record_failure(
                 recorder,
                 self.router,
@@ -456,8 +474,8 @@ class _Engine:
             # what it paid for all the same (an answer the content filter withheld, a
             # cascade tier answered before a later one failed), as the gateway logs it;
             # its own `timeout` cut the calls in flight as a cancel does: charged too
-            if isinstance(exc, CallTimeout) and sending is not None:
-                paid = await _cut_cost(sending, spend)
+            if isinstance(exc, CallTimeout):
+                paid = await _cut_cost(dispatcher, asking, spend)
             else:
                 paid = total_usage(spend.answered)
             record_failure(
