@@ -54,3 +54,30 @@ def test_feedback_to_a_store_that_does_not_answer_masks_its_password(
     assert "refused" in message and "\n" not in message
     assert PASSWORD not in message and "cr?3t" not in message
     assert caplog.text and PASSWORD not in caplog.text and "cr?3t" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://llm:s3cr3t@127.0.0.1:18501/te%ffst",  # a %-escape that is no UTF-8
+        "postgresql://llm:s3cr3t@127.0.0.1:18501/test?application_name=\udc80",
+    ],
+)
+def test_feedback_to_a_log_that_could_not_open_says_why_once(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL the driver could not read said a codec's error ("'utf-8' codec can't decode
+    byte 0xff in position 2"), and named the URL twice when the store's own error did:
+    now the store's error alone, the password masked."""
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", url)
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY)
+    with Router.from_yaml(path) as router, pytest.raises(RuntimeError) as caught:
+        router.chat.feedback("no-such-decision", thumbs="up")
+    message = str(caught.value)
+    assert message.startswith(
+        "feedback needs the decision log, which could not be opened: invalid PostgreSQL URL "
+        "postgresql://llm:***@127.0.0.1:18501/"
+    )
+    assert message.count("postgresql://") == 1 and "s3cr3t" not in message
+    assert "codec" not in message

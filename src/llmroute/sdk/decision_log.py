@@ -126,8 +126,8 @@ class SdkDecisionLog:
                 on_depth=reporter() if callable(reporter) else None,
             )
         except Exception as exc:  # a bad URL must not fail the caller's request
-            self._not_opened = f"{mask_url(url)} ({exc})"
-            log.warning("SDK decision log off: cannot open %s", self._not_opened)
+            self._not_opened = _not_opened(url, exc)
+            log.warning("SDK decision log off, it could not be opened: %s", self._not_opened)
             self._recorder = metrics_only
             return
         self._store, self._writer = store, writer
@@ -184,6 +184,16 @@ class SdkDecisionLog:
                 store.close()
 
         return finish
+
+
+def _not_opened(url: str, exc: Exception) -> str:
+    """Why the log at `url` could not be opened, as the gateway says a store's error:
+    ours name its URL masked (said once), another's text may hold a secret (its type)."""
+    masked = mask_url(url)
+    if not isinstance(exc, LlmrouteError):
+        return f"{masked} ({type(exc).__name__})"
+    why = next(iter(str(exc).splitlines()), "")
+    return why if masked in why else f"{masked} ({why})"
 
 
 def record_success(

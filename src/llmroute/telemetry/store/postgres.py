@@ -204,7 +204,7 @@ class PostgresStore(SqlReads):
         self._psycopg_error: type[Exception] = psycopg.Error
         try:
             password = conninfo_to_dict(url).get("password")
-        except psycopg.Error:
+        except (psycopg.Error, UnicodeError):  # the latter: a %-escape that is no UTF-8
             raise TelemetryError(f"invalid PostgreSQL URL {self.url}") from None
         self._secret = str(password) if password else None
         self._timeout_s = timeout_s
