@@ -14,7 +14,12 @@ from unittest.mock import patch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loop_ticks import joins_off_loop, ticks_while, while_default_executor_blocked
+from loop_ticks import (
+    joins_off_loop,
+    longest_wait_share,
+    ticks_while,
+    while_default_executor_blocked,
+)
 from starlette.responses import JSONResponse
 
 from llmroute import verbatim_json
@@ -26,6 +31,7 @@ from llmroute.verbatim_json import (
     answer_json_within,
     loads_answer,
     read_verbatim,
+    request_json,
 )
 
 PAD = " " * VERBATIM_BYTES  # whitespace makes any body large enough to be read here
@@ -349,3 +355,51 @@ def test_an_answer_is_written_within_a_bound_or_not_at_all() -> None:
         whole = asyncio.run(answer_json(value))
         assert asyncio.run(answer_json_within(value, len(whole))) == whole
         assert asyncio.run(answer_json_within(value, len(whole) - 1)) is None
+
+
+def _sent(value: Any) -> bytes:
+    """An upstream request's body as the transport always wrote it, in one call."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5},
+        {"model": "e", "input": [[1234, -5] * 250] * 1000},
+        {"messages": [{"role": "user", "content": 'é"\\\n\x01😀 ' * 300_000}]},
+        {"input": ["ünï " * 40_000, "x"] * 20 + [[1.5, None, True]] * 3000},
+        {"x": [float("nan"), float("inf")] * 3000, "y": {1: "int key"}},
+    ],
+    ids=["small", "token-ids", "long-text", "texts-and-lists", "nan"],
+)
+def test_an_upstream_request_body_is_written_as_json_dumps_writes_it(value: Any) -> None:
+    """A large body is written a step at a time, a long text a slice at a time (each
+    character escaped alone): the bytes are those of one call, NaN written as before."""
+    assert asyncio.run(request_json(value)) == _sent(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"model": "e", "input": [[1234] * 500] * 1000},  # 2.5 MB of token ids
+        {"messages": [{"role": "user", "content": "long text " * 400_000}]},  # a 4 MB prompt
+        {"messages": [{"role": "user", "content": "turn " * 20_000}] * 40},  # 40 long turns
+    ],
+    ids=["token-ids", "one-long-prompt", "long-turns"],
+)
+def test_the_event_loop_runs_while_a_large_request_body_is_written(value: Any) -> None:
+    """In one call (``json.dumps``) such a body held the event loop 36-110 ms; in a worker
+    thread as long, the C encoder keeping the GIL (the loop's longest wait: ~0.95 of
+    the call). Written in steps, the longest is a step (~1-3 ms of 40-100)."""
+    written, ticks = ticks_while(lambda: request_json(value))
+    assert written == _sent(value)
+    assert ticks > 10  # a step each 128 K characters
+    assert min(longest_wait_share(lambda: request_json(value))[1] for _ in range(3)) < 0.5
+
+
+def test_a_small_request_body_is_written_in_one_call() -> None:
+    """Under 256 items and 128 K characters: no step, no turn of the loop."""
+    value = {"model": "m", "messages": [{"role": "user", "content": "x" * 100_000}] * 1}
+    written, ticks = ticks_while(lambda: request_json(value))
+    assert written == _sent(value) and ticks == 1

@@ -1,10 +1,14 @@
 """How many turns a task beside some work gets on the event loop while it runs: a step
-that gives the loop back lets it run (a count, not a time: no timing in unit tests)."""
+that gives the loop back lets it run (a count, not a time: no timing in unit tests);
+`longest_wait_share`, where a count cannot tell work that keeps the GIL in a worker
+thread from work done in steps, compares two times of one run instead."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -35,6 +39,33 @@ def ticks_while(work: Callable[[], Awaitable[T]]) -> tuple[T, int]:
 
     done = asyncio.run(main())
     return done, ticks
+
+
+def longest_wait_share(work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
+    """What `work()` gives, and the longest wait between two turns of a task beside it
+    as a share of `work`'s own time (1.0: it held the loop throughout; a thread that
+    keeps the GIL comes close to that too, though the ticker turns around its hand-off)."""
+    stamps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            stamps.append(time.perf_counter())
+            await asyncio.sleep(0)
+
+    async def main() -> tuple[T, float]:
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        began = time.perf_counter()
+        try:
+            done = await work()
+        finally:
+            ended = time.perf_counter()
+            ticker.cancel()
+        points = [began, *(at for at in stamps if began < at < ended), ended]
+        longest = max(later - at for at, later in itertools.pairwise(points))
+        return done, longest / (ended - began)
+
+    return asyncio.run(main())
 
 
 def joins_off_loop(work: Callable[[], Awaitable[T]]) -> tuple[T, list[tuple[int, bool]]]:

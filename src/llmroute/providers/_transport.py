@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,7 +33,7 @@ from llmroute.providers._http import (
 from llmroute.providers.base import Timeouts
 from llmroute.telemetry.propagation import upstream_headers
 from llmroute.untrusted_json import loads, loads_replacing
-from llmroute.verbatim_json import VERBATIM_BYTES, read_verbatim
+from llmroute.verbatim_json import VERBATIM_BYTES, read_verbatim, request_json
 
 __all__ = ["ErrorMapper", "Framing", "HttpTransport", "Signer"]
 
@@ -138,7 +137,8 @@ class HttpTransport:
         members named in `verbatim` of a large answer are checked without holding the
         event loop and kept as they came (`verbatim_json`): the caller passes them on
         unchanged."""
-        return await self._json("POST", path, _dumps(payload), timeouts, headers, verbatim)
+        data = await request_json(payload)
+        return await self._json("POST", path, data, timeouts, headers, verbatim)
 
     async def get_json(
         self, path: str, timeouts: Timeouts, *, headers: Mapping[str, str] | None = None
@@ -212,7 +212,7 @@ class HttpTransport:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect_s, sock_read=timeouts.total_s
         )
-        data = _dumps(payload)
+        data = await request_json(payload)
         url, sent = self._target("POST", path, data, headers)
         try:
             response = await self._client().post(
@@ -330,10 +330,6 @@ def _sent(data: bytes | None) -> bytes | io.BytesIO | None:
     if data is None or len(data) <= _STEPPED_BODY_BYTES or not _BYTESIO_ON_LOOP:
         return data
     return io.BytesIO(data)
-
-
-def _dumps(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def _after(head: bytes, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
