@@ -52,6 +52,9 @@ _STEPPED_BODY_BYTES = 1 << 20  # aiohttp's bound for bytes (`payload.TOO_LARGE_B
 # aiohttp 3.12+ writes a `BytesIO` from memory (its own `write_with_length`); older ones
 # read each 64 KiB of it in the default executor, where blocking calls queue: bytes there
 _BYTESIO_ON_LOOP = "write_with_length" in vars(aiohttp.payload.BytesIOPayload)
+# a body this large is signed in a worker thread (SigV4 hashes it: ~0.8 ms a MiB, and
+# hashlib lets go of the GIL); a smaller one's hash costs less than the hand-off
+_SIGNED_OFF_LOOP_BYTES = 256 * 1024
 
 
 def _basic(user: str, password: str | None, owner: object) -> str:
@@ -96,7 +99,7 @@ class HttpTransport:
         self._base_url = str(url)
         self._session: aiohttp.ClientSession | None = None
 
-    def _target(
+    async def _target(
         self,
         method: str,
         path: str,
@@ -104,12 +107,18 @@ class HttpTransport:
         own: Mapping[str, str] | None = None,
     ) -> tuple[str | URL, Mapping[str, str] | None]:
         """The URL to send to and the request's own headers: `own` (a token renewed
-        while the session lives), the trace context, a signature."""
+        while the session lives), the trace context, a signature (a large body's in a
+        worker thread, `_SIGNED_OFF_LOOP_BYTES`)."""
         headers = _with(own)
         if self._sign is None:
             return self._base_url + path, headers
         url = URL(self._base_url + path, encoded=True)
-        return url, {**(headers or {}), **self._sign(method, url, data or b"")}
+        body = data or b""
+        if len(body) < _SIGNED_OFF_LOOP_BYTES:
+            signature = self._sign(method, url, body)
+        else:
+            signature = await off_loop(self._sign, method, url, body)
+        return url, {**(headers or {}), **signature}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -156,7 +165,7 @@ class HttpTransport:
         verbatim: Collection[str] = (),
     ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
-        url, sent = self._target(method, path, data, headers)
+        url, sent = await self._target(method, path, data, headers)
         try:
             async with self._client().request(
                 method, url, data=_sent(data), timeout=timeout, headers=sent
@@ -213,7 +222,7 @@ class HttpTransport:
             total=None, connect=timeouts.connect_s, sock_read=timeouts.total_s
         )
         data = await request_json(payload)
-        url, sent = self._target("POST", path, data, headers)
+        url, sent = await self._target("POST", path, data, headers)
         try:
             response = await self._client().post(
                 url, data=_sent(data), timeout=timeout, headers=sent
