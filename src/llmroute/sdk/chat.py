@@ -36,6 +36,7 @@ from llmroute.dispatch.spend import Spend, paid_by_model, tracked
 from llmroute.dispatch.usage import Usage
 from llmroute.errors import CallTimeout, InvalidRequest, LlmrouteError, RoutingError
 from llmroute.gates.base import total_usage
+from llmroute.joined_bytes import off_loop
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import restore_completion
@@ -151,13 +152,14 @@ async def _restored(data: dict[str, Any], decision: Decision) -> dict[str, Any]:
     """`data` as the caller gets it: a copy with PII the model wrote redacted and the
     request's placeholders swapped back, as the profile says (the cache and the
     decision log keep the provider's answer). A long answer is scanned in a worker
-    thread, off the caller's event loop."""
+    thread, off the caller's event loop (`off_loop`: not in its default executor, where
+    its own blocking calls may queue)."""
     mask, values = _edits_of(decision)
     if mask is None and not values:
         return data
     edited: dict[str, Any] = copy.deepcopy(data)
     if mask is not None and len(answer_text(edited) or "") > OFF_LOOP_CHARS:
-        edited = await asyncio.to_thread(mask.completion, edited)
+        edited = await off_loop(mask.completion, edited)
     elif mask is not None:
         edited = mask.completion(edited)
     if values:
