@@ -13,7 +13,14 @@ another thread copies, is not counted). Each step runs in this process, on uvloo
 - ``redis-set``: the answer written to Redis in one ``SET`` (a batch's part is written
   so; ``--redis URL``, 127.0.0.1:6379 by default);
 - ``request-body``: a 3 MB request body of token ids (an embeddings input) read and
-  parsed (`read_json_object`, each integer checked by a Python call).
+  parsed (`read_json_object`, each integer checked by a Python call);
+- ``upstream-body``: that input sent upstream (`HttpTransport.post_json`: its body
+  written, 2.5 MB; a small answer);
+- ``upstream-signed``: a 20 MB prompt sent upstream signed with SigV4 (as Bedrock's
+  are: the body hashed);
+- ``mask-queued``: a 300 kB chat answer's PII masked (`server.chat._for_client`) while
+  the loop's default executor (6 threads, as on 2 CPUs) is in six 1 s blocking calls,
+  as a remote encoder's decisions are for their round trips.
 
 ``--clock wall`` measures the gaps in wall time instead, which counts the waits for the
 CPU and for the GIL (work moved to a thread that keeps the GIL shows there).
@@ -27,17 +34,25 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvloop
 from _common import machine
 from bench_large_answers import _embeddings, upstream
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import Message
 
+from llmroute.decision import SafetyOutcome
 from llmroute.providers._transport import HttpTransport
+from llmroute.providers.aws_sigv4 import AwsCredentials, sign
 from llmroute.providers.base import Timeouts
+from llmroute.registry.schema import SafetyProfile
+from llmroute.safety.answer_pii import AnswerMask
+from llmroute.safety.pii import PiiDetector
+from llmroute.server import chat
 from llmroute.server.body import read_json_object
 from llmroute.verbatim_json import answer_json
 
@@ -71,8 +86,11 @@ async def _held(work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
 async def _measure(runs: int, redis_url: str) -> dict[str, list[tuple[float, float]]]:
     raw = _embeddings("float")
     rows: dict[str, list[tuple[float, float]]] = {}
-    with upstream({"e": raw}) as url:
+    ids = {"model": "s", "input": [[1234] * 500] * 1000}
+    prompt = {"model": "s", "messages": [{"role": "user", "content": "long text " * 2_000_000}]}
+    with upstream({"e": raw, "s": b'{"object":"list","data":[],"model":"s"}'}) as url:
         transport = HttpTransport("up", url, {})
+        signed = HttpTransport("up", url, {}, sign=_sigv4)
 
         async def read() -> dict[str, Any]:
             body = {"model": "e", "input": "x"}
@@ -81,11 +99,25 @@ async def _measure(runs: int, redis_url: str) -> dict[str, list[tuple[float, flo
         answer = await read()
         rows["upstream-read"] = [await _held(read) for _ in range(runs)]
         rows["answer-json"] = [await _held(lambda: answer_json(answer)) for _ in range(runs)]
+        send = lambda: transport.post_json("/embeddings?model=s", ids, Timeouts(60))  # noqa: E731
+        rows["upstream-body"] = [await _held(send) for _ in range(runs)]
+        send = lambda: signed.post_json("/chat/completions?model=s", prompt, Timeouts(60))  # noqa: E731
+        rows["upstream-signed"] = [await _held(send) for _ in range(runs)]
         await transport.aclose()
+        await signed.aclose()
     sent = json.dumps({"model": "e", "input": [[1234] * 500] * 1000}).encode()
     rows["request-body"] = [
         await _held(lambda: read_json_object(_request(sent), 8 << 20)) for _ in range(runs)
     ]
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=6) as default:
+        loop.set_default_executor(default)
+        rows["mask-queued"] = []
+        for _ in range(runs):  # the executor's six threads each in a 1 s blocking call
+            busy = asyncio.gather(*(asyncio.to_thread(time.sleep, 1.0) for _ in range(6)))
+            await asyncio.sleep(0.01)
+            rows["mask-queued"].append(await _held(_mask))
+            await busy
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(redis_url)
@@ -97,6 +129,20 @@ async def _measure(runs: int, redis_url: str) -> dict[str, list[tuple[float, flo
     finally:
         await client.aclose()
     return rows
+
+
+def _sigv4(method: str, url: Any, body: bytes) -> Mapping[str, str]:
+    keys = AwsCredentials("AKIDEXAMPLE", "secret")
+    return sign(method, url, body, credentials=keys, region="us-east-1", service="bedrock")
+
+
+_MASK = AnswerMask(PiiDetector(["EMAIL"]), SafetyProfile(answer_pii={"EMAIL": "redact"}))
+_ANSWER = {"choices": [{"message": {"content": "Mail a@b.example. " + "Plain text. " * 25_000}}]}
+
+
+async def _mask() -> None:
+    safety = SafetyOutcome(profile="p", action="allow", answer_mask=_MASK)
+    await chat._for_client(JSONResponse(_ANSWER), safety)
 
 
 def _request(body: bytes) -> Request:
