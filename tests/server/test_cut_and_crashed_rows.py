@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch import cascade
 from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.dispatch.usage import StreamUsage
 from llmroute.errors import TelemetryError
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.stream_edit import StreamEdit
@@ -550,3 +551,39 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_with_its_apis_error_event(
     assert (row.status, row.error) == (200, "internal_error")
     logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
     assert len(logged) == 1  # once, with its traceback
+
+
+def test_a_bug_reading_a_plain_chat_stream_ends_it_with_an_error_chunk(
+    gateway: tuple[str, str],
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain chat stream (no safety step, no front), then a bug inside `relay` on its
+    third piece (the dispatcher's metering, `StreamUsage.observe`, made to raise): the
+    client's stream ends as a broken-off upstream's does, with the error chunk saying
+    "internal error" and ``[DONE]``; the upstream stream is closed at once (the model's
+    one slot free), the row is the 200 the client got with ``internal_error`` and the
+    bug is logged once. The connection was torn off (the client's "incomplete chunked
+    read")."""
+    url, store_url = gateway
+    _fails_third(monkeypatch, StreamUsage, "observe", "a secret bug")
+    prompt = f"a plain stream {' '.join(f'w{i}' for i in range(40))}"
+    body = {"model": "slow", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    before = len(upstream.cut)
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()  # raised RemoteProtocolError: the stream was torn off
+    assert b"secret" not in raw
+    assert raw.endswith(_ENDINGS["/v1/chat/completions"])
+    wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, "internal_error", "slow")
+    assert row.tokens_in and row.cost_usd
+    assert _server_span(exporter)["error.type"] == "internal_error"
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1  # once, with its traceback
+    monkeypatch.undo()
+    again = {"model": "slow", "messages": [{"role": "user", "content": "hello again"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=again, timeout=10).status_code == 200

@@ -36,7 +36,7 @@ from llmroute.safety.restore import StreamRestorer, restore_completion
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
-from llmroute.server.chunk_translation import translated
+from llmroute.server.chunk_translation import BUG_CHUNK, translated
 from llmroute.server.ended_stream import END_S, STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import INTERNAL_ERROR, GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
@@ -1033,33 +1033,44 @@ async def relay(
     opened: Opened, done: StreamDone | None = None, collect: bool = False
 ) -> AsyncIterator[bytes]:
     """The stream's events; an upstream failure mid-stream ends it with an error event
-    and ``[DONE]`` (the status line has gone out, so nothing is retried silently).
-    `done` is told how it ended (``stream_interrupted`` upstream, ``client_disconnected``
-    when the client went away, ``server_shutdown`` when the gateway stopped,
-    ``internal_error`` for a bug, here or thrown in by what relays it on) with the
-    streamed text when `collect` is set."""
+    and ``[DONE]`` (the status line has gone out, so nothing is retried silently), and
+    so does a bug reading it (`BUG_CHUNK`: nothing of the bug, which is logged; after
+    ``[DONE]`` went out, nothing more). `done` is told how it ended
+    (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
+    ``server_shutdown`` when the gateway stopped, ``internal_error`` for a bug, here or
+    thrown in by what relays it on) with the streamed text when `collect` is set."""
     error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
     first_ns: int | None = None
+    sending = False  # at an event that went out: what is thrown in is the next step's bug
+    ended = False  # its ``[DONE]`` went out: the client has its whole answer
     try:
         async for event in opened.events:
             if first_ns is None:
                 first_ns = time.perf_counter_ns()
             if collect:
                 parts.append(delta_text(event))
+            sending = True
             yield event
+            sending = False
+            ended = ended or event.startswith(b"data: [DONE]")
         error = None
     except ProviderError as exc:
         error = "stream_interrupted"
         log.warning("stream from %s broke off: %s", opened.model, exc)
         yield _BROKE_OFF  # one piece: the fronts translate event by event
         yield b"data: [DONE]\n\n"
-    except Exception:
-        # a bug: reading the stream, or after it was handed on (the safety step, a
-        # front's conversion: thrown in here by `translated`); raised on, for the
-        # server to log, and the request recorded as ended by it, not by its client
+    except Exception as exc:
+        # a bug, recorded as the request's end, not as its client leaving: one thrown
+        # in by `translated` (the safety step, a front's conversion) is raised on, for
+        # that step to end the stream; one of its own reading the stream ends it here
         error = BUG
-        raise
+        if sending:
+            raise
+        log.error("a bug ended a stream after its answer started", exc_info=exc)
+        if not ended:
+            yield BUG_CHUNK  # one piece, as `_BROKE_OFF`
+            yield b"data: [DONE]\n\n"
     finally:
         try:
             # ended now, not when collected: its slot and hold given back, its usage

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["ChunkTranslator", "EventFilter", "clean_chunk", "clean_completion", "translated"]
+__all__ = [
+    "BUG_CHUNK",
+    "ChunkTranslator",
+    "EventFilter",
+    "clean_chunk",
+    "clean_completion",
+    "translated",
+]
 
 log = logging.getLogger("llmroute.server")
 
@@ -294,10 +301,11 @@ async def translated(
 # what a bug once the answer started ends the stream with, as the fronts read it: a
 # chunk saying so (as `relay` says an upstream broke off), then its end; nothing of the
 # bug itself, which is logged
-_BUG_ENDING = (
+BUG_CHUNK = (
     b'data: {"error": {"message": "internal error", "type": "server_error", '
-    b'"param": null, "code": "internal_error"}}\n\ndata: [DONE]\n\n'
+    b'"param": null, "code": "internal_error"}}\n\n'
 )
+_BUG_ENDING = BUG_CHUNK + b"data: [DONE]\n\n"
 
 
 async def _ended_by_bug(
