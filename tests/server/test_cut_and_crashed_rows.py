@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch import cascade
 from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.dispatch import usage as usage_module
 from llmroute.dispatch.usage import StreamUsage
 from llmroute.errors import TelemetryError
 from llmroute.safety.answer_pii import AnswerMask
@@ -587,3 +588,40 @@ def test_a_bug_reading_a_plain_chat_stream_ends_it_with_an_error_chunk(
     monkeypatch.undo()
     again = {"model": "slow", "messages": [{"role": "user", "content": "hello again"}]}
     assert httpx.post(f"{url}/v1/chat/completions", json=again, timeout=10).status_code == 200
+
+
+def _priced_wrong(real: Any) -> Any:
+    """A pricer failing on what a model answered (a completion, a stream's usage chunk
+    or streamed text), itself on a prompt alone (the estimate of an unpriced answer)."""
+
+    def price(data: dict[str, Any], body: Any, price: Any, **options: Any) -> Any:
+        if data or options.get("completion"):
+            raise RuntimeError("a bug pricing the answer")
+        return real(data, body, price, **options)
+
+    return price
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bug_pricing_a_cascade_tier_charges_its_prompt(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """A cascade's first tier answered (whole, or its stream buffered), then a bug
+    failed to price its answer: the 500 row holds its prompt, counted and marked
+    estimated, and the tokens are counted under the tier's model. A stream's was lost:
+    no cost in the row, nothing counted."""
+    for module in (dispatcher_module, usage_module):
+        monkeypatch.setattr(module, "priced", _priced_wrong(module.priced))
+    url, store_url = gateway
+    prompt = f"summarise the quarterly report, a pricing bug, streamed {stream}"
+    body = {"model": "escalating", "messages": [{"role": "user", "content": prompt}]}
+    if stream:
+        body["stream"] = True
+    before = _tokens(url)
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.model) == (500, "internal_error", "cutoff")
+    assert row.tokens_in and row.cost_usd and row.usage_estimated
+    spent = {k: v - before.get(k, 0) for k, v in _tokens(url).items() if v != before.get(k, 0)}
+    assert spent == {("cutoff", "in"): row.tokens_in}

@@ -30,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute.dispatch import Dispatcher, Plan, Served
 from llmroute.dispatch import dispatcher as dispatcher_module
+from llmroute.dispatch import usage as usage_module
 from llmroute.dispatch.rerank import priced_rerank
-from llmroute.dispatch.usage import priced_embedding
+from llmroute.dispatch.usage import StreamUsage, priced_embedding
 from llmroute.errors import TelemetryError
 from llmroute.registry import parse_registry
 from llmroute.server import app as app_module
@@ -387,6 +388,61 @@ def test_a_bug_pricing_a_chat_answer_still_charges_its_prompt(charged: Gateway) 
     assert answer.status_code == 500
     row = _rows(charged, 1)[answer.headers["x-request-id"]]
     assert (row.status, row.error, row.model) == (500, "internal_error", "small")
+    assert row.cost_usd is not None and row.cost_usd > 0 and row.usage_estimated
+    assert _key_spent(charged, headers) - before == pytest.approx(row.cost_usd)
+    settled = _model_spent(charged, "small") - spent
+    assert settled == pytest.approx(row.cost_usd)  # the hold settled by it
+
+
+def _stream_priced_wrong(real: Any) -> Any:
+    """`usage.priced` failing on what a stream answered (its usage chunk, its streamed
+    text), itself on its prompt alone (the estimate of a call whose answer was not
+    priced)."""
+
+    def price(data: dict[str, Any], body: Any, price: Any, **options: Any) -> Any:
+        if data or options.get("completion"):
+            raise RuntimeError("a bug pricing the stream")
+        return real(data, body, price, **options)
+
+    return price
+
+
+def _finish_wrong(self: StreamUsage) -> Any:
+    raise RuntimeError("a bug pricing the stream")
+
+
+@pytest.mark.parametrize("where", ["chunk", "end"])
+def test_a_bug_pricing_a_stream_still_charges_its_prompt(
+    charged: Gateway, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A chat stream the model answered, then a bug failed to price it (`StreamUsage`):
+    its usage chunk, before ``[DONE]`` (the stream ends with the error chunk), or its
+    usage at its end, after ``[DONE]`` went out (nothing more is sent). Its prompt is
+    charged, counted and marked estimated, to the model's hard budget (its hold settled
+    by it), the key's budget and the row (the 200 the client got, ``internal_error``),
+    as a completion's is. It was charged to neither budget and its row had no cost."""
+    if where == "chunk":
+        monkeypatch.setattr(usage_module, "priced", _stream_priced_wrong(usage_module.priced))
+    else:
+        monkeypatch.setattr(StreamUsage, "finish", _finish_wrong)
+    headers = {"authorization": f"Bearer {SPEND_KEY}"}
+    before = _key_spent(charged, headers)
+    spent = _model_spent(charged, "small")
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", f"{charged.url}/v1/chat/completions", json=body, headers=headers, timeout=10
+    ) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()
+    assert raw.endswith(b"data: [DONE]\n\n") and b"pricing" not in raw
+    assert (b'"code": "internal_error"' in raw) is (where == "chunk")
+    assert raw.count(b"[DONE]") == 1
+    row = _rows(charged, 1)[answer.headers["x-request-id"]]
+    assert (row.status, row.error, row.model) == (200, "internal_error", "small")
     assert row.cost_usd is not None and row.cost_usd > 0 and row.usage_estimated
     assert _key_spent(charged, headers) - before == pytest.approx(row.cost_usd)
     settled = _model_spent(charged, "small") - spent

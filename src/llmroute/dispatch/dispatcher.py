@@ -1885,11 +1885,18 @@ async def _settled(
 ) -> None:
     """A stream's end, however it came: its usage charged, the upstream stream closed,
     the deployment's slots given back. One handed over silent whose first read failed
-    is a failed call: no usage, nothing charged (its holds given back)."""
+    is a failed call: no usage, nothing charged (its holds given back). One whose answer
+    a bug failed to price is charged its prompt (`StreamUsage.estimate`), as a
+    completion's is, and the bug raised on for the request to record."""
     try:
-        opened.usage = None if failed_unopened(rest) else meter.finish()
-        if charge is not None:
-            await charge(opened.usage)
+        try:
+            opened.usage = None if failed_unopened(rest) else meter.finish()
+        except Exception:
+            opened.usage = meter.estimate()
+            raise
+        finally:
+            if charge is not None:
+                await charge(opened.usage)
     finally:
         try:
             await _close(rest)

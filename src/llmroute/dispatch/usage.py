@@ -466,6 +466,14 @@ class StreamUsage:
             self.usage = priced({}, self._body, self._price, completion="".join(self._text))
         return self.usage
 
+    def estimate(self) -> Usage | None:
+        """Its prompt alone, counted and marked estimated (as a cut call's): what a stream
+        whose answer a bug failed to price is charged; None when that fails too."""
+        try:
+            return priced({}, self._body, self._price, completion="")
+        except Exception:
+            return None
+
     def final_event(self) -> bytes | None:
         if not self._wanted or self.usage is not None:
             return None
