@@ -37,6 +37,7 @@ from llmroute.errors import TelemetryError
 from llmroute.registry import parse_registry
 from llmroute.server import app as app_module
 from llmroute.server import embeddings as embeddings_module
+from llmroute.telemetry import recorder as recorder_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.store import open_store
 from llmroute.telemetry.tracing import Tracing
@@ -493,3 +494,35 @@ def test_a_bug_while_its_row_is_written_is_a_line_and_a_failed_span(
     (span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert span.status.status_code is StatusCode.ERROR
     assert dict(span.attributes or {})["error.type"] == "RuntimeError"
+
+
+def _fails_to_line(record: Any) -> None:
+    raise RuntimeError("a bug in the request line")
+
+
+@pytest.fixture
+def line_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway whose writing of request lines is a bug."""
+    monkeypatch.setattr(recorder_module, "log_request", _fails_to_line)
+    yield from _serving(tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", EMBED),
+        ("/v1/rerank", RERANK),
+        ("/v1/route", {"messages": [{"role": "user", "content": "hello there"}]}),
+    ],
+)
+def test_a_bug_in_a_request_line_keeps_the_answer_and_its_one_row(
+    line_bug: Gateway, path: str, body: dict[str, Any]
+) -> None:
+    """A bug writing the request line (`log_request`, made to raise) of an embeddings or
+    rerank request, or of a decision that dispatched nothing (``/v1/route``), once its
+    row was offered: logged and swallowed, as a chat's is, so the client gets its answer
+    and the request its one row. It was a 500, though its 200 row was written."""
+    answer = httpx.post(f"{line_bug.url}{path}", json=body, timeout=10)
+    assert answer.status_code == 200
+    rows = _rows(line_bug, 1)
+    assert [row.status for row in rows.values()] == [200]

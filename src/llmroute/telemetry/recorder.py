@@ -82,6 +82,15 @@ def _safely(call: Callable[[_T], None], arg: _T, failed: str, decision: Decision
         log.exception(failed, decision.id)
 
 
+def _line(record: DecisionRecord) -> None:
+    """The request line of `record`, whose row was offered already: a bug writing it is
+    logged and swallowed, not the request's (its 500 would be a second row)."""
+    try:
+        log_request(record)
+    except Exception:
+        log.exception("the request line of decision %s failed", record.decision.id)
+
+
 @cache
 def _pii() -> PiiDetector:
     return PiiDetector()
@@ -256,10 +265,7 @@ class Recorder:
             _safely(self.on_record, record, "charging decision %s failed", decision)
         if self.metrics is not None:
             _safely(self.metrics.observe, record, _METRICS_FAILED, decision)
-        try:  # inline, not `_safely`: no call more for every request
-            log_request(record)
-        except Exception:  # after the row was offered: a failure here is not the request's
-            log.exception("the request line of decision %s failed", decision.id)
+        _line(record)
         return record
 
     def decided(
@@ -294,7 +300,7 @@ class Recorder:
             self.sink.offer(record)
         if self.metrics is not None:
             _safely(self.metrics.observe_decision, decision, _METRICS_FAILED, decision)
-        log_request(record)
+        _line(record)
         return record
 
     def unrouted(
@@ -365,7 +371,7 @@ class Recorder:
         )
         if self.sink is not None:
             self.sink.offer(record)
-        log_request(record)
+        _line(record)
         return record
 
     def _prompt(
