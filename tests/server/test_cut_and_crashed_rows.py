@@ -625,3 +625,68 @@ def test_a_bug_pricing_a_cascade_tier_charges_its_prompt(
     assert row.tokens_in and row.cost_usd and row.usage_estimated
     spent = {k: v - before.get(k, 0) for k, v in _tokens(url).items() if v != before.get(k, 0)}
     assert spent == {("cutoff", "in"): row.tokens_in}
+
+
+def _close_fails_once(monkeypatch: pytest.MonkeyPatch, cls: Any, message: str) -> None:
+    """`cls.close` made to raise `message` as it is read the first time (a generator, as
+    the real one: what the stream's piece made before it went out first)."""
+    real = cls.close
+    calls = 0
+
+    def bug(self: Any) -> Iterator[bytes]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError(message)
+        yield from real(self)
+
+    monkeypatch.setattr(cls, "close", bug)
+
+
+@pytest.mark.parametrize(
+    ("cls", "path"),
+    [
+        (StreamEdit, "/v1/chat/completions"),
+        (messages_convert.StreamTranslator, "/v1/messages"),
+        (ResponsesStream, "/v1/responses"),
+    ],
+    ids=["safety", "messages", "responses"],
+)
+def test_a_bug_closing_a_stream_at_its_end_is_recorded_as_the_bugs(
+    gateway: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cls: Any,
+    path: str,
+) -> None:
+    """A stream read whole, then a bug closing it at its end (the safety step's or the
+    front's `close`, made to raise): the client's stream ends read whole, with nothing
+    after chat's ``[DONE]`` (the front's: its error event, in place of its end), the row
+    (the 200 the client got) says ``internal_error`` and the bug is logged once. The
+    safety step's left the row ``200`` with no error and the connection torn off."""
+    url, store_url = gateway
+    _close_fails_once(monkeypatch, cls, "a secret bug")
+    prompt = f"call my dentist, then a bug closing ({path})"
+    body: dict[str, Any] = {"model": "masked", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 500
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()
+    assert b"secret" not in raw
+    if path == "/v1/chat/completions":
+        assert raw.endswith(b"\n\ndata: [DONE]\n\n") and raw.count(b"[DONE]") == 1
+        assert b'"error"' not in raw
+    elif path == "/v1/messages":
+        assert raw.endswith(_ENDINGS[path])
+    else:
+        *_, last = raw.rstrip(b"\n").split(b"\n\n")
+        assert last.startswith(b"event: response.failed\n")
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "internal_error")
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1  # once, with its traceback

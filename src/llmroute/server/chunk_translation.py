@@ -7,6 +7,7 @@ one chunk becomes (`_chunk`) and how the stream ends (`close`)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import (
@@ -265,22 +266,31 @@ async def translated(
     it goes on up, so that what relays the model's stream records its end as the bug's
     (`_thrown_down`), not as its client leaving. A bug of its own then ends the stream
     as a broken-off upstream's ends (`_ended_by_bug`: its API's error event, its end), the
-    client's answer read whole; one thrown in is raised on, for that step to end it."""
+    client's answer read whole; one thrown in is raised on, for that step to end it.
+    The translator is closed as ``[DONE]`` comes (and at the end of a stream without it),
+    while `events` is still open, so that a bug closing it is the stream's too; nothing
+    follows a ``[DONE]`` that went out."""
     sending = False  # at a piece that went out: what is thrown in is the next step's bug
+    ended = False  # a ``[DONE]`` went out: the client has read the stream's end
     try:
         async for event in events:
             try:
                 raw = event.encode() if isinstance(event, str) else bytes(event)
                 going: Iterable[bytes] = translator.feed(raw)
+                if raw.startswith(_DONE):  # closing twice makes nothing more
+                    going = itertools.chain(going, translator.close())
                 if before_sending is not None:
                     going = await before_sending(list(going))
                 for out in going:
                     sending = True
                     yield out
                     sending = False
+                    ended = ended or out.startswith(_DONE)
             except Exception as exc:
                 await _thrown_down(events, exc)
-                ending = None if sending else await _ended_by_bug(translator, before_sending)
+                ending = None
+                if not sending:
+                    ending = [] if ended else await _ended_by_bug(translator, before_sending)
                 if ending is None:
                     raise
                 log.error("a bug ended a stream after its answer started", exc_info=exc)
@@ -298,6 +308,8 @@ async def translated(
             await aclose()
 
 
+_DONE = b"data: [DONE]"  # a chat stream's end, as its own piece
+
 # what a bug once the answer started ends the stream with, as the fronts read it: a
 # chunk saying so (as `relay` says an upstream broke off), then its end; nothing of the
 # bug itself, which is logged
@@ -305,7 +317,7 @@ BUG_CHUNK = (
     b'data: {"error": {"message": "internal error", "type": "server_error", '
     b'"param": null, "code": "internal_error"}}\n\n'
 )
-_BUG_ENDING = BUG_CHUNK + b"data: [DONE]\n\n"
+_BUG_ENDING = BUG_CHUNK + _DONE + b"\n\n"
 
 
 async def _ended_by_bug(
