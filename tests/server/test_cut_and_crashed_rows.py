@@ -690,3 +690,40 @@ def test_a_bug_closing_a_stream_at_its_end_is_recorded_as_the_bugs(
     assert (row.status, row.error) == (200, "internal_error")
     logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
     assert len(logged) == 1  # once, with its traceback
+
+
+def test_a_bug_converting_a_stream_for_its_front_is_one_500(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream handed on, then a bug making it the Messages front's answer before it is
+    sent (its `StreamTranslator`, made to raise): the 500 is its row's alone, one request
+    line and one count among the requests, not an API error besides. Its row said 500
+    and the 500 was a request line and an ``api_errors_total`` of its own too, as one
+    after a 200 row is."""
+    caplog.set_level(logging.INFO)
+    url, store_url = gateway
+
+    def bug(*args: Any) -> None:
+        raise RuntimeError("a bug as the stream was handed on")
+
+    monkeypatch.setattr(messages_convert.StreamTranslator, "__init__", bug)
+    prompt = "a stream for the Messages front, unsent"
+    body = {
+        "model": "good",
+        "max_tokens": 500,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    answer = httpx.post(f"{url}/v1/messages", json=body, timeout=10)
+    assert answer.status_code == 500
+    row = _logged(store_url, prompt)
+    assert (row.id, row.status, row.error) == (
+        answer.headers["x-request-id"],
+        500,
+        "internal_error",
+    )
+    lines = [r.__dict__["request"] for r in caplog.records if r.name == "llmroute.requests"]
+    named = [line for line in lines if row.id in (line.get("request_id"), line.get("decision_id"))]
+    assert [line["status"] for line in named] == [500]
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    assert 'llmroute_api_errors_total{api="messages",status="500"}' not in text

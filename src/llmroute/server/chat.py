@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Scope
 
 from llmroute.decide import Router
 from llmroute.decision import Decision, SafetyOutcome
@@ -404,7 +405,9 @@ async def _serve_planned(
             done = _stream_done(
                 gateway, recorder, trace, plan, body, ts, started_ns, shadow, release, spend
             )
-            unsent = functools.partial(_unsent, gateway, opened, spend, trace, unserved, release)
+            unsent = functools.partial(
+                _unsent, request.scope, gateway, opened, spend, trace, unserved, release
+            )
             streamed = await _relayed(
                 request, opened, done, unsent, plan, lookup, spend, shadow, recorder
             )
@@ -536,6 +539,7 @@ async def _relayed(
 
 
 async def _unsent(
+    scope: Scope,
     gateway: Gateway,
     opened: Opened,
     spend: Spend,
@@ -547,7 +551,8 @@ async def _unsent(
     """A relayed stream that `exc`, a bug, kept from going out once it was handed on
     (its front's conversion): closed, its tokens given back, and its 500 logged with
     what it cost, as for a bug before it was handed on (`_relayed`). Its response, never
-    sent, would have done none of it."""
+    sent, would have done none of it. That row holds the answer's status (`recorded_as`):
+    not an error of its own besides, as one after a 200 row is."""
     try:
         with tracked(spend):
             await opened.aclose()
@@ -555,6 +560,9 @@ async def _unsent(
         if release is not None:
             release()
         await _ended_otherwise(gateway, spend, trace, unserved, True, exc)
+        ended = _ended_by(exc)
+        if ended is not None:
+            recorded_as(scope, ended[0])
 
 
 def _charge_key(request: Request, gateway: Gateway, usage: Usage | None) -> None:
