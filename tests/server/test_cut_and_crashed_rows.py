@@ -554,30 +554,42 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_with_its_apis_error_event(
     assert len(logged) == 1  # once, with its traceback
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
 def test_a_bug_reading_a_plain_chat_stream_ends_it_with_an_error_chunk(
     gateway: tuple[str, str],
     upstream: FakeUpstream,
     exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    path: str,
 ) -> None:
-    """A plain chat stream (no safety step, no front), then a bug inside `relay` on its
-    third piece (the dispatcher's metering, `StreamUsage.observe`, made to raise): the
-    client's stream ends as a broken-off upstream's does, with the error chunk saying
-    "internal error" and ``[DONE]``; the upstream stream is closed at once (the model's
-    one slot free), the row is the 200 the client got with ``internal_error`` and the
-    bug is logged once. The connection was torn off (the client's "incomplete chunked
-    read")."""
+    """A stream with no safety step, then a bug inside `relay` on its third piece (the
+    dispatcher's metering, `StreamUsage.observe`, made to raise): the client's stream
+    ends as a broken-off upstream's does, with the error chunk saying "internal error"
+    and ``[DONE]`` (a front's: its API's error event); the upstream stream is closed at
+    once (the model's one slot free), the row is the 200 the client got with
+    ``internal_error`` and the bug is logged once. The connection was torn off (the
+    client's "incomplete chunked read")."""
     url, store_url = gateway
     _fails_third(monkeypatch, StreamUsage, "observe", "a secret bug")
-    prompt = f"a plain stream {' '.join(f'w{i}' for i in range(40))}"
-    body = {"model": "slow", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    prompt = f"a plain stream {' '.join(f'w{i}' for i in range(40))} ({path})"
+    body: dict[str, Any] = {"model": "slow", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 500
     before = len(upstream.cut)
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as answer:
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
         assert answer.status_code == 200
         raw = answer.read()  # raised RemoteProtocolError: the stream was torn off
     assert b"secret" not in raw
-    assert raw.endswith(_ENDINGS["/v1/chat/completions"])
+    if path == "/v1/responses":
+        *_, last = raw.rstrip(b"\n").split(b"\n\n")
+        assert last.startswith(b"event: response.failed\n")
+    else:
+        assert raw.endswith(_ENDINGS[path])
     wait_for("the upstream stream closed", lambda: len(upstream.cut) > before, 10)
     row = _logged(store_url, prompt)
     assert (row.status, row.error, row.served_model) == (200, "internal_error", "slow")
@@ -585,7 +597,6 @@ def test_a_bug_reading_a_plain_chat_stream_ends_it_with_an_error_chunk(
     assert _server_span(exporter)["error.type"] == "internal_error"
     logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
     assert len(logged) == 1  # once, with its traceback
-    monkeypatch.undo()
     again = {"model": "slow", "messages": [{"role": "user", "content": "hello again"}]}
     assert httpx.post(f"{url}/v1/chat/completions", json=again, timeout=10).status_code == 200
 
