@@ -212,3 +212,80 @@ def test_a_late_reply_is_not_sent_again(redis_namespace: str) -> None:
 
     sep = "&" if "?" in REDIS_URL else "?"
     asyncio.run(run(f"{REDIS_URL}{sep}retry_on_timeout=false"))
+
+
+REFUSED = [
+    # a name redis-py's connections do not take: every call failed with a TypeError
+    ("foo=bar", "foo", "refuse it"),
+    ("db=0&socket_keepalive=true&health_chek_interval=5", "health_chek_interval", "refuse it"),
+    ("ssl_cert_reqs=none", "ssl_cert_reqs", "refuse it"),  # a rediss:// option on redis://
+    # a timeout: it replaced the section's timeout_s
+    ("socket_timeout=30", "socket_timeout", "timeout_s"),
+    ("socket_connect_timeout=30", "socket_connect_timeout", "timeout_s"),
+    ("timeout=30", "timeout", "timeout_s"),
+]
+
+
+@pytest.mark.parametrize(("query", "option", "why"), REFUSED)
+def test_a_url_option_redis_py_refuses_or_that_replaces_timeout_s_is_refused(
+    query: str, option: str, why: str
+) -> None:
+    """A query name redis-py's connections do not take passed every check and then
+    failed every call with a ``TypeError`` (a bug, not an outage); a timeout in the query
+    silently replaced the section's ``timeout_s`` (``?socket_timeout=30``: each call
+    waited 30 s where the registry said 0.05). Both are refused, naming the setting and
+    the option, password masked; the options redis-py takes still work (below)."""
+    url = f"redis://:hunter2@127.0.0.1:6379/0?{query}"
+    for refuse in (
+        lambda: connect(url, 0.2, "dispatch.limits.url"),
+        lambda: check_url(url, "cache.url"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"\.url=redis://:\*\*\*@.*: must not set {option}: .*{why}"
+        ) as refused:
+            refuse()
+        assert "hunter2" not in str(refused.value)
+
+
+def test_a_registry_with_an_unknown_url_option_fails_to_load_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {small: {provider: p, model: up-small, rpm: 10}}\n"
+        "routes: [{name: chitchat, examples: [hello there], target: small}]\n"
+        "default: {target: small}\n"
+        "dispatch:\n"
+        "  limits:\n"
+        "    url: 'redis://:hunter2@127.0.0.1:6379/0?max_conections=10'\n"
+        "cache: {url: 'redis://127.0.0.1:6379/0?socket_timeout=5'}\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_registry(path)
+    said = str(refused.value)
+    assert f"{path}:8: dispatch.limits.url: must not set max_conections: " in said
+    assert f"{path}:9: cache.url: must not set socket_timeout: " in said
+    assert "hunter2" not in said
+
+
+def test_the_url_options_redis_py_takes_still_work(redis_namespace: str) -> None:
+    """Options redis-py's connections take (its own parsed ones, and those it passes on
+    as they are) are not refused, and a call through them is answered."""
+    sep = "&" if "?" in REDIS_URL else "?"
+    url = (
+        f"{REDIS_URL}{sep}health_check_interval=5&socket_keepalive=true&max_connections=8"
+        "&retry_on_timeout=false&client_name=mine&socket_read_size=65536"
+    )
+    check_url(url, "cache.url")
+    assert check_url("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none", "cache.url") is None
+
+    async def run() -> bytes | None:
+        connection = connect(url, 2.0, "cache.url")
+        try:
+            await connection.client.set(f"{redis_namespace}:k", b"v")
+            value: bytes | None = await connection.client.get(f"{redis_namespace}:k")
+            return value
+        finally:
+            await connection.aclose()
+
+    assert asyncio.run(run()) == b"v"

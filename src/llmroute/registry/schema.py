@@ -1288,10 +1288,10 @@ def _state_url(value: str) -> str:
             f"(got {value.split('://')[0]!r})"
         )
     if "?" in value:  # the state package, only for a URL with a query
-        from llmroute.state.redis_conn import RESENDING_WHY, resending_option
+        from llmroute.state.redis_conn import query_refusal
 
-        if (option := resending_option(value)) is not None:
-            raise ValueError(f"must not set {option}: {RESENDING_WHY}")
+        if (why := query_refusal(value)) is not None:
+            raise ValueError(why)
     return value
 
 

@@ -27,7 +27,14 @@ So redis-py never sends a command again: a URL whose query asks it to
 (`resending_option`: ``retry_on_timeout``, ``retry_on_error``, ``retry``) is refused,
 and every connection has a ``retry`` of no retries. redis-py resends a command whose
 reply timed out or was lost, so a limit's take or hold was counted twice; the callers
-decide themselves what a lost reply means (`ReplyLost`, `sent`).
+decide themselves what a lost reply means (`ReplyLost`, `sent`). A URL's query is
+refused too (`query_refusal`) where it names a timeout (the feature's ``timeout_s`` is
+the one: redis-py let the URL's replace it) or an option redis-py's connections refuse
+(a typo: every call failed with a ``TypeError``).
+
+A script redis-py loads again (``SCRIPT LOAD`` once ``EVALSHA`` was answered
+``NOSCRIPT``: Redis restarted, or its script cache flushed) whose load is lost or cut
+is neither `ReplyLost` nor `sent`: the script's own command was refused, not made.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
@@ -50,11 +57,13 @@ __all__ = [
     "MAX_CONNECTIONS",
     "RESENDING_WHY",
     "RETRY_AFTER_S",
+    "TIMEOUT_WHY",
     "Outage",
     "RedisConnection",
     "ReplyLost",
     "client_name",
     "connect",
+    "query_refusal",
     "resending_option",
     "sent",
 ]
@@ -76,6 +85,13 @@ RESENDING_WHY = (
     "redis-py would send a command again when its reply is late or lost, so a limit "
     "or budget could be counted twice (llmroute decides itself what a lost reply "
     "means); remove it"
+)
+# redis-py's URL options that set how long a call waits: the feature's ``timeout_s``
+# does (the URL's won, silently: ``socket_timeout`` for each reply, ``timeout`` for a
+# free connection)
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout", "timeout")
+TIMEOUT_WHY = (
+    "the section's timeout_s bounds every Redis call (this would replace it); set timeout_s instead"
 )
 
 
@@ -143,16 +159,50 @@ def resending_option(url: str) -> str | None:
     return None
 
 
+def query_refusal(url: str) -> str | None:
+    """Why the query of Redis URL `url` is refused (``must not set NAME: why``), None
+    when it is not: a `resending_option`, a timeout (``socket_timeout``,
+    ``socket_connect_timeout``, ``timeout``: the feature's ``timeout_s`` is the one), or
+    a name the connections redis-py makes for the URL's scheme refuse (``?foo=bar``, an
+    ``ssl_`` option on ``redis://``: every call failed with a ``TypeError``). Names are
+    read as redis-py reads them. Without redis-py installed only the first two are told."""
+    if "?" not in url:
+        return None
+    if (option := resending_option(url)) is not None:
+        return f"must not set {option}: {RESENDING_WHY}"
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    for name in _TIMEOUTS:
+        if query.get(name):
+            return f"must not set {name}: {TIMEOUT_WHY}"
+    try:
+        from redis.asyncio.connection import BlockingConnectionPool
+        from redis.exceptions import RedisError
+    except ImportError:  # said where a client is made
+        return None
+    for name, values in query.items():
+        alone = urlunsplit(parts._replace(query=urlencode({name: values[0]})))
+        try:  # a connection is made without connecting: as each call's would be
+            BlockingConnectionPool.from_url(alone).make_connection()  # type: ignore[no-untyped-call]
+        except TypeError as exc:
+            return f"must not set {name}: redis-py's connections refuse it ({exc})"
+        except RedisError as exc:  # ``protocol=4``
+            return f"{name}: redis-py refuses its value ({exc})"
+        except ValueError:
+            continue  # a value parse_url refuses: its own message names it
+    return None
+
+
 def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
     """A client for `url` whose every call (connect included, and the wait for a free
     connection of its pool's `MAX_CONNECTIONS`) is bounded by `timeout_s`, sharing the
     pool of this event loop's other clients of `url` and `timeout_s` (opened outside an
     event loop, it has a pool of its own). Nothing connects yet. `setting` names the
-    URL's key in errors; a URL with a `resending_option` is refused. Nothing is sent
+    URL's key in errors; a URL with a `query_refusal` is refused. Nothing is sent
     twice: every connection's ``retry`` makes no retries."""
     masked = mask_url(url)
-    if (option := resending_option(url)) is not None:
-        raise ConfigError(f"{setting}={masked}: must not set {option}: {RESENDING_WHY}")
+    if (why := query_refusal(url)) is not None:
+        raise ConfigError(f"{setting}={masked}: {why}")
     try:
         import redis.asyncio as redis
     except ImportError:  # pragma: no cover - the extra is part of the test install

@@ -25,7 +25,7 @@ from llmroute.errors import ConfigError
 from llmroute.state.answering import StoreUnavailable
 from llmroute.state.listings import Cap
 from llmroute.state.memory_store import MemoryStore
-from llmroute.state.redis_conn import RESENDING_WHY, resending_option
+from llmroute.state.redis_conn import query_refusal
 from llmroute.state.redis_store import RedisStore
 from llmroute.telemetry.store.url import mask_url
 
@@ -182,8 +182,9 @@ def resolve_cache_url(
 def check_url(url: str, what: str) -> None:
     """Raise `ConfigError` (one line, password masked) for a URL no store can open: an
     unknown scheme, a port or query value Redis's client refuses (``max_connections=``),
-    an option that would make it send a command again (`resending_option`), or Redis
-    without its client installed. Nothing connects."""
+    a query option it refuses, one that would make it send a command again or replace
+    the section's ``timeout_s`` (`query_refusal`), or Redis without its client
+    installed. Nothing connects."""
     if url == "memory":
         return
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -191,8 +192,8 @@ def check_url(url: str, what: str) -> None:
             f"{what}={mask_url(url)}: must be 'memory', 'off' or a redis://, rediss:// or "
             "unix:// URL"
         )
-    if (option := resending_option(url)) is not None:
-        raise ConfigError(f"{what}={mask_url(url)}: must not set {option}: {RESENDING_WHY}")
+    if (why := query_refusal(url)) is not None:
+        raise ConfigError(f"{what}={mask_url(url)}: {why}")
     try:
         from redis.asyncio.connection import parse_url
     except ImportError:
