@@ -654,3 +654,45 @@ def test_a_take_cut_while_it_connected_is_not_given_back(redis_namespace: str) -
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == [1, 0]
+
+
+@pytest.mark.parametrize("how", ["late", "cut", "cancelled"])
+def test_a_count_whose_script_load_was_lost_is_not_given_back(how: str) -> None:
+    """Told ``NOSCRIPT`` (a Redis restarted: its scripts are gone), redis-py loads the
+    script (``SCRIPT LOAD``) and runs it again. A load whose answer was lost (late, its
+    connection reset, or its caller cancelled once it was sent) was taken for the
+    count's own: maybe made, so given back before the next count, though Redis had
+    refused the count. The give-back took another request's count: one request more
+    through that minute. Here a fresh Redis holds another gateway's count of 1."""
+    minute = int(NOW // 60)
+
+    async def go(url: str, proxy: StallProxy, raw: redis.Redis) -> list[float]:
+        limits = RedisLimits(url, 0.5 if how == "late" else 2.0, "ns", clock=lambda: NOW)
+        try:
+            assert await limits.requests("k") == 1.0  # connected; no script run yet
+            if how == "cut":
+                proxy.cut_replies(on=b"SCRIPT")
+            else:
+                proxy.stall_replies(on=b"SCRIPT")  # NOSCRIPT comes back; the load's reply not
+            if how == "cancelled":
+                asking = asyncio.ensure_future(limits.take("k", 10))
+                for _ in range(200):  # until the load reached Redis (bounded: 2 s)
+                    if raw.script_exists(limits._script.sha) == [True]:
+                        break
+                    await asyncio.sleep(0.01)
+                asking.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asking
+            else:
+                assert await limits.take("k", 10) == 0.0  # let through, uncounted
+            proxy.resume()
+            queued = float(len(limits._takes_back))
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            return [queued, await limits.take("k", 10) or 0.0, await limits.requests("k")]
+        finally:
+            await limits.aclose(0)
+
+    with private_redis() as fresh, redis.Redis.from_url(fresh) as raw:
+        raw.set(f"ns:rpm:k:{minute}", 1)
+        with stall_proxy(fresh) as (proxy, url):
+            assert asyncio.run(go(url, proxy, raw)) == [0.0, 2.0, 2.0]

@@ -1,7 +1,9 @@
 """A TCP proxy on 127.0.0.1 in front of a real server (the tests' Redis), which can
 `stall`: it keeps its connections open but passes nothing on, either way, until it
 `resume`s, as a server that stopped answering does; or `cut_replies`: a connection is
-reset where its reply would come back, once the server has made the command. One
+reset where its reply would come back, once the server has made the command. Replies
+can be held or cut from a given command on (`stall_replies`'s and `cut_replies`' `on`:
+``b"SCRIPT"``, the reply to the first command that holds it, and those after). One
 gateway pointed at it sees its Redis hang for as long as a test needs, while every
 other client of that Redis (other tests, running alongside) is served as usual, which
 ``CLIENT PAUSE`` cannot do. And `silent_server`: one that never answers at all (an
@@ -23,9 +25,10 @@ _POLL_S = 0.05
 
 
 class StallProxy:
-    """Forwards each connection to `target` (host, port) on two threads."""
+    """Forwards each connection to `target` (host, port; or a Unix socket's path) on
+    two threads."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -34,6 +37,8 @@ class StallProxy:
         self._replying = threading.Event()  # server to client
         self._replying.set()
         self._cutting = threading.Event()  # a reply resets its connection instead
+        # what a command holding these bytes sets off, before it is passed on
+        self._on: tuple[bytes, threading.Event, bool] | None = None
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -43,18 +48,29 @@ class StallProxy:
         self._flowing.clear()
         self._replying.clear()
 
-    def stall_replies(self) -> None:
+    def stall_replies(self, on: bytes | None = None) -> None:
         """Commands still reach the server, but its replies are held: a call made
-        there whose client gives up waiting for the answer."""
-        self._replying.clear()
+        there whose client gives up waiting for the answer. With `on`, from the reply
+        to the first command that holds those bytes."""
+        self._set(self._replying, False, on)
 
-    def cut_replies(self) -> None:
+    def cut_replies(self, on: bytes | None = None) -> None:
         """Commands still reach the server, but where a reply comes back its client's
         connection is reset instead (and the server's closed): a call the server made
-        whose client sees the connection lost after it was sent."""
-        self._cutting.set()
+        whose client sees the connection lost after it was sent. With `on`, from the
+        reply to the first command that holds those bytes."""
+        self._set(self._cutting, True, on)
+
+    def _set(self, event: threading.Event, value: bool, on: bytes | None) -> None:
+        if on is not None:
+            self._on = (on, event, value)
+        elif value:
+            event.set()
+        else:
+            event.clear()
 
     def resume(self) -> None:
+        self._on = None
         self._cutting.clear()
         self._flowing.set()
         self._replying.set()
@@ -75,7 +91,7 @@ class StallProxy:
             except OSError:
                 return
             try:
-                server = socket.create_connection(self.target, timeout=5)
+                server = _connected(self.target)
             except OSError:
                 client.close()
                 continue
@@ -87,6 +103,24 @@ class StallProxy:
             ):
                 pump = (src, dst, gate, gate is self._replying)
                 threading.Thread(target=self._pump, args=pump, daemon=True).start()
+
+    def _cut(self, data: bytes, src: socket.socket, dst: socket.socket, replies: bool) -> bool:
+        """Whether `data` read from `src` resets the connection rather than going on to
+        `dst` (a reply, while `cut_replies`). A command holding the bytes that
+        `stall_replies` or `cut_replies` was given sets that off first."""
+        if not replies:
+            if (on := self._on) is not None and on[0] in data:
+                self._on = None
+                self._set(on[1], on[2], None)
+            return False
+        if not self._cutting.is_set():
+            return False
+        with contextlib.suppress(OSError):  # a reset (RST), not a close (FIN)
+            dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        for sock in (dst, src):
+            with contextlib.suppress(OSError):
+                sock.close()
+        return True
 
     def _pump(
         self, src: socket.socket, dst: socket.socket, gate: threading.Event, replies: bool
@@ -106,12 +140,7 @@ class StallProxy:
                 break
             if not data:
                 break
-            if replies and self._cutting.is_set():
-                with contextlib.suppress(OSError):  # a reset (RST), not a close (FIN)
-                    dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                for sock in (dst, src):
-                    with contextlib.suppress(OSError):
-                        sock.close()
+            if self._cut(data, src, dst, replies):
                 return
             while not gate.wait(_POLL_S):  # read as it stalled: held until resumed
                 if self._closed.is_set():
@@ -124,11 +153,29 @@ class StallProxy:
             dst.shutdown(socket.SHUT_WR)
 
 
+def _connected(target: tuple[str, int] | str) -> socket.socket:
+    if isinstance(target, tuple):
+        return socket.create_connection(target, timeout=5)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(target)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @contextmanager
 def stall_proxy(url: str) -> Iterator[tuple[StallProxy, str]]:
-    """A `StallProxy` in front of the Redis at `url`, and the URL that goes through it."""
+    """A `StallProxy` in front of the Redis at `url` (a ``unix://`` one too), and the
+    ``redis://`` URL that goes through it."""
     parts = urlsplit(url)
-    proxy = StallProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    if parts.scheme == "unix":
+        proxy = StallProxy(parts.path)
+        parts = parts._replace(scheme="redis", path="/0")
+    else:
+        proxy = StallProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
     netloc = f"127.0.0.1:{proxy.port}"
     if parts.username or parts.password:
         netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"

@@ -14,7 +14,8 @@ twice. One asked whose answer did not come (in time, or before its connection wa
 `llmroute.state.redis_conn.ReplyLost`) may have been made: `maybe_made`. An error
 *reply* (``OOM``, ``READONLY``, ``WRONGTYPE``...) proves Redis answers: that call
 fails (`StoreUnavailable.replied`), nothing else does, and no pause follows
-(``NOSCRIPT`` never gets here: redis-py loads the script and runs it again). Some say
+(``NOSCRIPT`` never gets here: redis-py loads the script and runs it again; a load
+whose answer is lost is a failure, not `maybe_made`: the script was refused). Some say
 Redis refuses for now, not for good (`StoreUnavailable.transient`: ``READONLY`` from a
 replica until a failover ends, ``OOM`` until memory is freed, ``BUSY`` while a script
 runs long, ``MISCONF`` while saves fail, ``TRYAGAIN``, ``MASTERDOWN``, ``CLUSTERDOWN``,

@@ -285,6 +285,20 @@ def _client_class() -> type[Any]:
         """The connection was lost once the command was sent: it may have been made."""
 
     class Client(redis.Redis):
+        async def script_load(self, script: Any) -> Any:
+            """redis-py's, whose failure is not the script's command's: a script runs
+            its load once that command was refused (``NOSCRIPT``), not made, so a load
+            lost (late, its connection lost) is a plain ``ConnectionError`` and a
+            cancellation while its reply is awaited is not `sent`."""
+            try:
+                return await super().script_load(script)
+            except (ReplyLost, exceptions.TimeoutError) as exc:
+                raise Lost(f"{exc} (loading a script: its command was not made)") from exc
+            except asyncio.CancelledError as exc:
+                with contextlib.suppress(AttributeError):
+                    delattr(exc, _SENT)
+                raise
+
         async def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
             try:
                 return await super().parse_response(connection, command_name, **options)
