@@ -547,3 +547,52 @@ def test_a_stream_closed_unread_or_left_midway_gives_its_slot_back_at_once(
     models_seen, (_, usage) = asyncio.run(go())
     assert models_seen == ["b", "a"]
     assert usage is not None and usage.prompt_tokens > 0  # charged, if only estimated
+
+
+def test_a_cancelled_admissions_rpm_count_is_given_back(
+    upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """A deployment with a ``max_in_flight`` (or ``tpm``) counted in Redis is admitted
+    whole, shielded from its caller: a request cancelled meanwhile (its client hung up)
+    had its slot and tpm hold given back once the admission ended, but its rpm count
+    stayed, a request never sent upstream held against the deployment's rpm for up to
+    two minutes. It is given back too, as a cancelled rpm take is."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"  a: {{provider: up, model: a-{tag}, rpm: 50, max_in_flight: 2}}\n"
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    def counted() -> list[int]:
+        """The deployment's rpm count (all minutes) and its slots taken."""
+        rpm = [int(raw.get(k) or 0) for k in raw.scan_iter(f"{redis_namespace}:rpm:*")]
+        slots = [raw.zcard(k) for k in raw.scan_iter(f"{redis_namespace}:inflight:*")]
+        return [sum(rpm), sum(slots)]
+
+    async def go(url: str, proxy: StallProxy) -> list[int]:
+        limits = f"  limits: {{url: '{url}', namespace: {redis_namespace}, timeout_s: 2}}"
+        dispatcher = _dispatcher(upstream, models, "a", limits)
+        try:
+            await dispatcher.complete(plan_for("a"), _body())  # its scripts loaded
+            assert counted() == [1, 0]
+            proxy.stall_replies(on=b":rpm:")  # the rpm take is made; its answer held
+            asking = asyncio.ensure_future(dispatcher.complete(plan_for("a"), _body()))
+            for _ in range(200):  # until Redis counted it (bounded: 2 s)
+                if counted()[0] == 2:
+                    break
+                await asyncio.sleep(0.01)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            proxy.resume()
+            for _ in range(200):  # the admission ends, then is undone (bounded: 2 s)
+                if counted() == [1, 0]:
+                    break
+                await asyncio.sleep(0.01)
+            return counted()
+        finally:
+            await dispatcher.aclose()
+
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(url, proxy)) == [1, 0]
+    finally:
+        raw.close()

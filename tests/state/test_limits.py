@@ -53,7 +53,7 @@ class Clock:
 
 def _takes(limits: MemoryLimits | RedisLimits, key: str, rpm: int, n: int) -> list[bool]:
     async def go() -> list[bool]:
-        return [await limits.acquire(key, rpm) for _ in range(n)]
+        return [await limits.acquire(key, rpm) is not None for _ in range(n)]
 
     return asyncio.run(go())
 
@@ -84,7 +84,7 @@ def test_redis_counts_are_shared(redis_namespace: str) -> None:
             clock.now += 60 + 30  # half the last minute left: 3 / 2 = 1.5 counted
             taken += [await two.acquire("k", 3), await one.acquire("k", 3)]
             taken.append(await one.acquire("k", 3))
-            return taken
+            return [each is not None for each in taken]
         finally:
             await one.aclose()
             await two.aclose()
@@ -100,7 +100,7 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     async def go() -> list[bool]:
         limits = RedisLimits(url, 0.5, "ns")
         try:
-            return [await limits.acquire("k", 1) for _ in range(3)]
+            return [await limits.acquire("k", 1) is not None for _ in range(3)]
         finally:
             await limits.aclose()
 
@@ -1199,3 +1199,37 @@ def test_a_slot_taken_whose_answer_came_too_late_is_given_back(redis_namespace: 
 
     with stall_proxy(REDIS_URL) as (stalled, url):
         assert asyncio.run(go(url)) == 0
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_request_acquire_counted_is_given_back_in_its_minute(
+    backend: str, redis_namespace: str
+) -> None:
+    """`acquire` says the minute it counted the request in; `release_request` takes it
+    back out of that minute, even once the next has begun (then from the previous
+    minute's count), and of none that has left the window."""
+    clock = Clock(1_800_000_000.0)
+
+    async def go() -> list[float]:
+        if backend == "memory":
+            limits: MemoryLimits | RedisLimits = MemoryLimits(clock)
+        else:
+            limits = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)
+        try:
+            first, second = await limits.acquire("k", 5), await limits.acquire("k", 5)
+            assert first == second == int(clock.now // 60)
+            await limits.release_request("k", first)
+            seen = [await limits.requests("k")]
+            clock.now += 60  # the next minute: the last one still weighs fully
+            await limits.release_request("k", second)
+            seen.append(await limits.requests("k"))
+            old = await limits.acquire("k", 5)
+            assert old is not None
+            clock.now += 120  # past the window: nothing to take out
+            await limits.release_request("k", old)
+            seen.append(await limits.requests("k"))
+            return seen
+        finally:
+            await limits.aclose()
+
+    assert asyncio.run(go()) == [1.0, 0.0, 0.0]

@@ -179,13 +179,13 @@ class Deployment:
         if slot != UNCOUNTED_SLOT and self.limits is not None:
             await self.limits.give_slot(self.key, slot)
 
-    async def acquire(self, tokens: int = 0) -> int | None:
+    async def acquire(self, tokens: int = 0) -> tuple[int, int] | None:
         """Take one request from the deployment's limits, holding its estimated prompt
-        `tokens` against its `tpm` until `release`: the minute they went into
-        (`NOT_HELD` when none were), or None when it is at either limit (nothing is
-        taken then)."""
+        `tokens` against its `tpm` until `release`: the minutes they and the request
+        went into (each `NOT_HELD` when not counted), or None when it is at either
+        limit (nothing is taken then)."""
         if self.limits is None:
-            return NOT_HELD
+            return NOT_HELD, NOT_HELD
         held = NOT_HELD
         if self.tpm is not None:
             if tokens > 0:
@@ -195,8 +195,10 @@ class Deployment:
                 held = held_in
             elif await self.limits.tokens(self.key) >= self.tpm:
                 return None
-        if self.rpm is None or await self.limits.acquire(self.key, self.rpm):
-            return held
+        if self.rpm is None:
+            return held, NOT_HELD
+        if (counted := await self.limits.acquire(self.key, self.rpm)) is not None:
+            return held, counted
         await self.release(held, tokens)
         return None
 
@@ -204,6 +206,12 @@ class Deployment:
         """Give back what `acquire` held (the answer's real tokens are counted apart)."""
         if held != NOT_HELD and self.limits is not None:
             await self.limits.release_tokens(self.key, held, tokens)
+
+    async def uncount(self, counted: int) -> None:
+        """Give back the request `acquire` counted in minute `counted` (it went no
+        further)."""
+        if counted != NOT_HELD and self.limits is not None:
+            await self.limits.release_request(self.key, counted)
 
     async def used(self, tokens: int) -> None:
         """Count an answer's tokens against the deployment's `tpm`."""
@@ -398,11 +406,14 @@ def _after_read(
     _kept(_after_call(deployment, held, tokens, slot))
 
 
-async def _after_call(deployment: Deployment, held: int, tokens: int, slot: str | None) -> None:
-    """Give back what admitting a call took: its token hold and (unless a stream keeps
-    it) its slot."""
+async def _after_call(
+    deployment: Deployment, held: int, tokens: int, slot: str | None, counted: int = NOT_HELD
+) -> None:
+    """Give back what admitting a call took: its token hold, (unless a stream keeps it)
+    its slot, and the request's rpm count when it is `counted` (it was never sent)."""
     try:
         await deployment.release(held, tokens)
+        await deployment.uncount(counted)
     finally:
         if slot is not None:
             await deployment.give_slot(slot)
@@ -489,7 +500,7 @@ class DeploymentPool:
             if isinstance(admitted, str):
                 stopped.add(admitted)
                 continue
-            slot, held = admitted
+            slot, held, _ = admitted
             kept = False
             reading: asyncio.Future[Any] | None = None
             try:
@@ -653,11 +664,16 @@ def stream_ended(deployment: Deployment, error: BaseException | None) -> None:
         breaker.release()
 
 
+# What an admitted call took (`_admit`): its slot, the minute its tokens were held in,
+# the minute its request was counted in.
+_Admitted = tuple[str, int, int]
+
+
 async def _admitted(
     deployment: Deployment, tokens: int, lease_s: float = SLOT_LEASE_S
-) -> tuple[str, int] | str:
-    """`_admit`, whose slot and token hold are given back if the caller is cancelled
-    while Redis answers (the admission finishes on its own, then is undone)."""
+) -> _Admitted | str:
+    """`_admit`, whose slot, token hold and rpm count are given back if the caller is
+    cancelled while Redis answers (the admission finishes on its own, then is undone)."""
     if not deployment.remote:
         return await _admit(deployment, tokens, lease_s)
     task = _kept(_admit(deployment, tokens, lease_s))
@@ -668,25 +684,26 @@ async def _admitted(
         raise
 
 
-def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[tuple[str, int] | str]) -> None:
-    """Give back what an admission whose caller was cancelled took."""
+def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[_Admitted | str]) -> None:
+    """Give back what an admission whose caller was cancelled took, its rpm count too:
+    its request goes no further (as a cancelled rpm take is, `RedisLimits.take`)."""
     if done.cancelled() or done.exception() is not None:
         return
     admitted = done.result()
     if isinstance(admitted, str):
         return
-    slot, held = admitted
+    slot, held, counted = admitted
     deployment.breaker.release()
-    _kept(_after_call(deployment, held, tokens, slot))
+    _kept(_after_call(deployment, held, tokens, slot, counted))
 
 
 async def _admit(
     deployment: Deployment, tokens: int, lease_s: float = SLOT_LEASE_S
-) -> tuple[str, int] | str:
-    """Whether a call may go to `deployment` now: its in-flight slot (leased for
-    `lease_s`) and its held tokens, or why not (``open`` breaker, ``busy``: every slot
-    taken, ``limited``: at its rpm or tpm). What was taken for a refused call is given
-    back."""
+) -> _Admitted | str:
+    """Whether a call may go to `deployment` now: what it took (its in-flight slot,
+    leased for `lease_s`, its held tokens, its rpm count), or why not (``open``
+    breaker, ``busy``: every slot taken, ``limited``: at its rpm or tpm). What was
+    taken for a refused call is given back."""
     if deployment.link is not None:
         await deployment.link.sync()
     if not deployment.breaker.allow():
@@ -695,12 +712,12 @@ async def _admit(
     if slot is None:
         deployment.breaker.release()
         return "busy"
-    held = await deployment.acquire(tokens)
-    if held is None:
+    taken = await deployment.acquire(tokens)
+    if taken is None:
         deployment.breaker.release()
         await deployment.give_slot(slot)
         return "limited"
-    return slot, held
+    return slot, *taken
 
 
 def _next_may_answer(exc: ProviderError) -> bool:

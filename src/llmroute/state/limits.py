@@ -319,9 +319,17 @@ class RateLimits(Protocol):
         """False while the store is taken for down (its reads then say nothing)."""
         ...
 
-    async def acquire(self, key: str, per_minute: int) -> bool: ...
+    async def acquire(self, key: str, per_minute: int) -> int | None:
+        """Take one request: the minute it was counted in (`NOT_HELD` when it was let
+        through uncounted), for `release_request`; None at the limit."""
+        ...
 
     async def take(self, key: str, per_minute: int) -> float | None: ...
+
+    async def release_request(self, key: str, minute: int) -> None:
+        """Take a request `acquire` counted back out of its minute (its request went
+        no further)."""
+        ...
 
     async def spent(self, key: str, period: str) -> float: ...
 
@@ -429,8 +437,19 @@ class MemoryLimits:
         self._slots: dict[str, dict[int, float]] = {}  # key → {slot: when its lease lapses}
         self._next_slot = 0
 
-    async def acquire(self, key: str, per_minute: int) -> bool:
-        return await self.take(key, per_minute) is not None
+    async def acquire(self, key: str, per_minute: int) -> int | None:
+        minute = _window(self._clock())[0]
+        return None if await self.take(key, per_minute) is None else minute
+
+    async def release_request(self, key: str, minute: int) -> None:
+        """As `release_tokens`, for one request."""
+        now, _ = _window(self._clock())
+        with self._lock:
+            this, previous = _rolled(self._counts.get(key), now)
+            if minute == now:
+                self._counts[key] = (now, this - 1, previous)
+            elif minute == now - 1:
+                self._counts[key] = (now, this, previous - 1)
 
     async def take(self, key: str, per_minute: int) -> float | None:
         """`acquire`, saying how many requests the window holds with this one (None when
@@ -641,12 +660,24 @@ class RedisLimits:
     def answering(self) -> bool:
         return not self._outage.down()
 
-    async def acquire(self, key: str, per_minute: int) -> bool:
-        return await self.take(key, per_minute) is not None
+    async def acquire(self, key: str, per_minute: int) -> int | None:
+        minute, taken = await self._take(key, per_minute)
+        return None if taken is None else minute
 
     async def take(self, key: str, per_minute: int) -> float | None:
+        return (await self._take(key, per_minute))[1]
+
+    async def release_request(self, key: str, minute: int) -> None:
+        if minute == NOT_HELD:
+            return
+        if not await self._given_back(self._taken_back(key, minute)):
+            self._later(self._takes_back, (key, minute))
+
+    async def _take(self, key: str, per_minute: int) -> tuple[int, float | None]:
+        """The minute `take` counted in (`NOT_HELD` when it let the request through
+        uncounted), and what `take` says."""
         if self._outage.down() or not await self._give_back_pending():
-            return 0.0  # let through, count unknown
+            return NOT_HELD, 0.0  # let through, count unknown
         minute, weight = _window(self._clock())
         keys = [f"{self._prefix}{key}:{minute}", f"{self._prefix}{key}:{minute - 1}"]
         try:
@@ -659,17 +690,17 @@ class RedisLimits:
                 # (a take refused or never made, given back all the same, lets one more
                 # request through that minute, as a Redis that does not answer does)
                 self._later(self._takes_back, (key, minute))
-            return 0.0
+            return NOT_HELD, 0.0
         except asyncio.CancelledError as exc:
             if sent(exc):  # its request goes no further: given back, as a lost one is
                 self._later(self._takes_back, (key, minute))
             raise
         if taken is None:
-            return None
+            return minute, None
         try:
-            return float(taken)
+            return minute, float(taken)
         except (TypeError, ValueError):
-            return 0.0
+            return minute, 0.0
 
     async def spent(self, key: str, period: str) -> float:
         if self._outage.down() or not await self._settle_pending():
