@@ -495,13 +495,27 @@ def test_an_error_reply_redis_py_raises_as_a_connection_error_was_not_made() -> 
     was sent (`ReplyLost`: maybe made), so while Redis loaded each take, tpm hold and
     slot queued a give-back of a count never made, each made once it had loaded: one
     more request through per refused one, for every rpm and tpm key counted meanwhile.
-    An error reply is Redis's answer that it did not make the command."""
+    An error reply is Redis's answer that it did not make the command. ``LOADING``
+    refuses every call, so it counts as Redis down (paused for, not an error reply
+    that fails its call alone: nor one that "refuses for now", whose pattern never saw
+    it)."""
 
     async def go(url: str) -> tuple[bool, list[int]]:
         redis_conn = connect(url, 2.0, "test")
+        answering = Answering.of(redis_conn, 2.0)
         try:
             with pytest.raises(redis.BusyLoadingError) as refused:
                 await redis_conn.client.incr("k")
+            with pytest.raises(StoreUnavailable) as down:
+                async with answering():
+                    await redis_conn.client.incr("k")
+            failed = down.value
+            assert (failed.replied, failed.transient, failed.maybe_made) == (False,) * 3
+            assert "BusyLoadingError" in str(failed)
+            with pytest.raises(StoreUnavailable) as paused:  # down: not asked again yet
+                async with answering():
+                    pytest.fail("asked while Redis was taken for down")
+            assert paused.value.paused_s > 0
         finally:
             await redis_conn.aclose()
         limits = RedisLimits(url, 2.0, "ns", clock=lambda: NOW)

@@ -44,9 +44,11 @@ __all__ = ["Answering", "StoreUnavailable", "note_failure"]
 # The codes of the error replies that refuse for now, where redis-py has no class of
 # its own for them (`RedisConnection.transient`): first in the reply, or after a "-"
 # where Redis before 7 wraps a script's error in its own ("ERR Error running script
-# ...: -READONLY ...").
+# ...: -READONLY ..."). Not ``LOADING``: redis-py raises it as a ``ConnectionError``
+# (``BusyLoadingError``), never a reply here; every call is refused then, so Redis is
+# taken for down, and paused for, as when it does not answer.
 _TRANSIENT = re.compile(
-    r"(?:^|: -)(?:BUSY|MISCONF|NOREPLICAS|OOM|READONLY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN|LOADING) "
+    r"(?:^|: -)(?:BUSY|MISCONF|NOREPLICAS|OOM|READONLY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN) "
 )
 
 
