@@ -710,3 +710,48 @@ def test_a_count_whose_script_load_was_lost_is_not_given_back(how: str) -> None:
         raw.set(f"ns:rpm:k:{minute}", 1)
         with stall_proxy(fresh) as (proxy, url):
             assert asyncio.run(go(url, proxy, raw)) == [0.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("kind", ["take", "tokens"])
+def test_a_give_back_whose_caller_is_cancelled_before_sending_it_is_kept(
+    kind: str, redis_namespace: str
+) -> None:
+    """A queued rpm or tpm give-back (a DECRBY, harmful made twice) whose caller is
+    cancelled while it is made was dropped, taken as maybe made; but one cancelled
+    before its command was sent (here: reconnecting, the first count after the
+    outage that queued it) was not made: dropped, its count stayed for its minute. It
+    is kept, and made by the next count."""
+    minute = int(NOW // 60)
+    raw = redis.Redis.from_url(REDIS_URL)
+    counted = f"{redis_namespace}:{'rpm' if kind == 'take' else 'tpm'}:k:{minute}"
+
+    async def go(url: str, proxy: StallProxy) -> list[int]:
+        limits = RedisLimits(url, 2.0, redis_namespace, clock=lambda: NOW)
+        try:
+            assert await limits.requests("k") == 0.0  # connected
+            proxy.cut_replies()  # made; its connection reset once it was sent
+            if kind == "take":
+                assert await limits.take("k", 10) == 0.0
+            else:
+                assert await limits.hold_tokens("k", 100, 1000) == NOT_HELD
+            queued = len(limits._takes_back) + len(limits._tokens_back)
+            proxy.resume()
+            proxy.stall()  # a new connection's handshake hangs
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            asking = asyncio.ensure_future(limits.take("other", 10))
+            await asyncio.sleep(0.2)  # making the give-back first: connecting
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            kept = len(limits._takes_back) + len(limits._tokens_back)
+            proxy.resume()
+            await limits.take("other", 10)  # the next count makes it first
+            return [queued, kept, int(raw.get(counted) or 0)]
+        finally:
+            await limits.aclose(0)
+
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(url, proxy)) == [1, 1, 0]
+    finally:
+        raw.close()

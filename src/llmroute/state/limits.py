@@ -1082,17 +1082,18 @@ class RedisLimits:
     ) -> bool:
         """`give` awaited; `item` back at the head of `queue` unless it was made
         (`_put_back`: the one dropped if the queue filled meanwhile). When the
-        caller is cancelled meanwhile (its client hung up) the command may have reached
-        Redis all the same: it goes back only when making it `again` is harmless (a
-        slot's ZREM; a budget settle, by its tombstone); a token hold's DECRBY twice
-        would give another request's tokens back, so it is dropped (its tokens count
-        until their minute passes), and so is a take's (as is one whose answer was lost:
-        `_released`)."""
+        caller is cancelled once the command was sent (its client hung up) it may have
+        reached Redis all the same: it goes back only when making it `again` is
+        harmless (a slot's ZREM; a budget settle, by its tombstone); a token hold's
+        DECRBY twice would give another request's tokens back, so it is dropped (its
+        tokens count until their minute passes), and so is a take's (as is one whose
+        answer was lost: `_released`). One cancelled before it was sent (connecting,
+        waiting for a connection) was not made: it goes back."""
         made = False
         try:
             made = await give
-        except asyncio.CancelledError:
-            if again:
+        except asyncio.CancelledError as exc:
+            if again or not sent(exc):
                 self._put_back(queue, item)
             raise
         if not made:
