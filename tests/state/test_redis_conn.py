@@ -11,7 +11,14 @@ from redis_service import REDIS_URL
 
 from llmroute.errors import ConfigError
 from llmroute.registry import ConfigErrors, load_registry
-from llmroute.state.redis_conn import MAX_CONNECTIONS, RedisConnection, client_name, connect
+from llmroute.state import redis_conn
+from llmroute.state.redis_conn import (
+    MAX_CONNECTIONS,
+    RedisConnection,
+    client_name,
+    connect,
+    resending_option,
+)
 from llmroute.state.stores import check_url
 
 
@@ -289,3 +296,24 @@ def test_the_url_options_redis_py_takes_still_work(redis_namespace: str) -> None
             await connection.aclose()
 
     assert asyncio.run(run()) == b"v"
+
+
+@pytest.mark.parametrize("older", [False, True])
+@pytest.mark.parametrize("value", ["false", "No", "0", "off", "OFF", "true", "yes", "2", "x"])
+def test_retry_on_timeout_is_read_as_the_installed_redis_py_reads_it(
+    value: str, older: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``retry_on_timeout=off`` is false to redis-py 8, true to 5 (``OFF`` was not among
+    its false strings: it resent, and the URL was let through): refused exactly when
+    the installed one would resend. `older`: redis-py 5's false strings."""
+    from redis.asyncio import connection
+
+    if older:
+        monkeypatch.setattr(connection, "FALSE_STRINGS", ("0", "F", "FALSE", "N", "NO"))
+    redis_conn._false.cache_clear()
+    try:
+        url = f"redis://127.0.0.1:6379/0?retry_on_timeout={value}"
+        resends = bool(connection.parse_url(url).get("retry_on_timeout"))
+        assert (resending_option(url) == "retry_on_timeout") is resends
+    finally:
+        redis_conn._false.cache_clear()

@@ -78,9 +78,10 @@ MAX_CONNECTIONS = 64
 
 _PoolKey = tuple[str, float, asyncio.AbstractEventLoop]
 # redis-py's URL options that make it send a command again (its ``to_bool`` reads these
-# values of ``retry_on_timeout`` as false: that one asks for what is done anyway)
+# values of ``retry_on_timeout`` as false, where it is not installed: that one asks for
+# what is done anyway)
 _RESENDING = ("retry_on_timeout", "retry_on_error", "retry")
-_FALSE = frozenset({"0", "F", "FALSE", "N", "NO", "OFF"})
+_FALSE = frozenset({"0", "F", "FALSE", "N", "NO"})
 RESENDING_WHY = (
     "redis-py would send a command again when its reply is late or lost, so a limit "
     "or budget could be counted twice (llmroute decides itself what a lost reply "
@@ -147,16 +148,27 @@ def client_name() -> str:
 def resending_option(url: str) -> str | None:
     """The query option of Redis URL `url` that would make redis-py send a command again
     (``retry_on_timeout`` not false, ``retry_on_error``, ``retry``), None when there is
-    none. The query is read as redis-py reads it (names decoded, a name's first value);
-    redis-py need not be installed."""
+    none. The query is read as redis-py reads it (names decoded, a name's first value,
+    false as the installed redis-py reads it: ``off`` is only in newer ones); redis-py
+    need not be installed."""
     if "?" not in url:
         return None
     query = parse_qs(urlsplit(url).query)
     for name in _RESENDING:
         values = query.get(name)
-        if values and not (name == "retry_on_timeout" and values[0].upper() in _FALSE):
+        if values and not (name == "retry_on_timeout" and values[0].upper() in _false()):
             return name
     return None
+
+
+@functools.cache
+def _false() -> frozenset[str]:
+    """The values of a boolean URL option the installed redis-py reads as false."""
+    try:
+        from redis.asyncio.connection import FALSE_STRINGS
+    except ImportError:
+        return _FALSE
+    return frozenset(FALSE_STRINGS)
 
 
 def query_refusal(url: str) -> str | None:
