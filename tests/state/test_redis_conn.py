@@ -230,6 +230,9 @@ REFUSED = [
     ("socket_timeout=30", "socket_timeout", "timeout_s"),
     ("socket_connect_timeout=30", "socket_connect_timeout", "timeout_s"),
     ("timeout=30", "timeout", "timeout_s"),
+    # taken by redis-py, as strings: any value decodes replies, or replaces our hook
+    ("decode_responses=false", "decode_responses", "as bytes"),
+    ("redis_connect_func=x", "redis_connect_func", "itself"),
 ]
 
 

@@ -94,6 +94,13 @@ _TIMEOUTS = ("socket_timeout", "socket_connect_timeout", "timeout")
 TIMEOUT_WHY = (
     "the section's timeout_s bounds every Redis call (this would replace it); set timeout_s instead"
 )
+# options redis-py's connections take that would break what llmroute relies on (any
+# value: redis-py passes them on as strings, and "false" is a true one)
+_RELIED_ON = {
+    "decode_responses": "llmroute reads Redis's replies as bytes (a stored binary value "
+    "failed to decode)",
+    "redis_connect_func": "llmroute sets it itself (it names each connection)",
+}
 
 
 class _Pool:
@@ -174,8 +181,9 @@ def _false() -> frozenset[str]:
 def query_refusal(url: str) -> str | None:
     """Why the query of Redis URL `url` is refused (``must not set NAME: why``), None
     when it is not: a `resending_option`, a timeout (``socket_timeout``,
-    ``socket_connect_timeout``, ``timeout``: the feature's ``timeout_s`` is the one), or
-    a name the connections redis-py makes for the URL's scheme refuse (``?foo=bar``, an
+    ``socket_connect_timeout``, ``timeout``: the feature's ``timeout_s`` is the one), one
+    llmroute relies on (``decode_responses``, ``redis_connect_func``), or a name the
+    connections redis-py makes for the URL's scheme refuse (``?foo=bar``, an
     ``ssl_`` option on ``redis://``: every call failed with a ``TypeError``). Names are
     read as redis-py reads them. Without redis-py installed only the first two are told."""
     if "?" not in url:
@@ -187,6 +195,9 @@ def query_refusal(url: str) -> str | None:
     for name in _TIMEOUTS:
         if query.get(name):
             return f"must not set {name}: {TIMEOUT_WHY}"
+    for name, why in _RELIED_ON.items():
+        if query.get(name):
+            return f"must not set {name}: {why}"
     try:
         from redis.asyncio.connection import BlockingConnectionPool
         from redis.exceptions import RedisError
