@@ -755,3 +755,39 @@ def test_a_give_back_whose_caller_is_cancelled_before_sending_it_is_kept(
             assert asyncio.run(go(url, proxy)) == [1, 1, 0]
     finally:
         raw.close()
+
+
+def test_a_count_that_timed_out_while_connecting_is_not_given_back(redis_namespace: str) -> None:
+    """A take, tpm hold or slot whose timeout came while its connection was still being
+    made (Redis slow to accept or to answer the handshake) was taken as maybe made, as
+    one whose reply came late: a give-back of a count never sent was queued, and made
+    once Redis answered (another request's count taken back). Only a timeout once the
+    command was sent is maybe made. (And a queued give-back that timed out so was taken
+    as made, and dropped: its count stayed for its minute.)"""
+
+    def queued(limits: RedisLimits) -> list[int]:
+        return [len(limits._takes_back), len(limits._tokens_back), len(limits._slots_back)]
+
+    async def go(url: str, proxy: StallProxy) -> list[list[int]]:
+        limits = RedisLimits(url, 0.3, redis_namespace, clock=lambda: NOW)
+        try:
+            proxy.stall()  # not connected yet: the handshake hangs
+            assert await limits.take("k", 10) == 0.0
+            seen = [queued(limits)]
+            await asyncio.sleep(limits._outage.left_s() + 0.05)
+            assert await limits.hold_tokens("k", 100, 1000) == NOT_HELD
+            seen.append(queued(limits))
+            await asyncio.sleep(limits._outage.left_s() + 0.05)
+            assert await limits.take_slot("d", 3) == UNCOUNTED_SLOT
+            seen.append(queued(limits))
+            limits._takes_back.append(("k", int(NOW // 60)))  # one that was made
+            await asyncio.sleep(limits._outage.left_s() + 0.05)
+            assert await limits.take("k", 10) == 0.0  # making it first times out
+            seen.append(queued(limits))
+            return seen
+        finally:
+            proxy.resume()
+            await limits.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == [[0, 0, 0]] * 3 + [[1, 0, 0]]

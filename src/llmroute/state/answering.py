@@ -58,10 +58,10 @@ class StoreUnavailable(Exception):
     asking); it is asked again after about this many seconds. `replied`: Redis answered
     this call with an error (it is not down); `transient`: one that refuses for now
     (``READONLY``, ``OOM``...), made again later it may go through. `maybe_made`: asked,
-    and no answer came (its timeout, even one while connecting; or, once the command was
-    sent, cut short or its connection lost): the command may have been made all the
-    same. Without it, nothing was made (refused unasked, or before the command was sent:
-    Redis refused to connect, a call cut while it connected)."""
+    and no answer came once the command was sent (its timeout, cut short, or its
+    connection lost): the command may have been made all the same. Without it, nothing
+    was made (refused unasked, or before the command was sent: Redis refused to connect
+    or was slow to, a call cut while it connected)."""
 
     def __init__(
         self,

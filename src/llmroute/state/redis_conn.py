@@ -13,9 +13,10 @@ LIST`` shows which process holds it.
 
 A connection lost while a command waits for its reply (reset, or closed by the server,
 once the command was sent) raises `ReplyLost`, a redis-py ``ConnectionError``: Redis
-may have made the command, as when its reply comes too late; one lost before it was
-sent (refused, reset while connecting) cannot have been made. redis-py tells them apart
-only by where it raised (``parse_response`` reads the reply once the command is sent),
+may have made the command; so does a reply that comes too late (a redis-py
+``TimeoutError`` too). One lost or timed out before it was sent (refused, reset or slow
+while connecting) cannot have been made. redis-py tells them apart only by where it
+raised (``parse_response`` reads the reply once the command is sent),
 so the client `connect` makes says so (a pipeline's is not told apart: no caller gives
 back what one counted), and marks a cancellation that came while the reply was awaited
 (`sent`: its caller gave up, its client hung up, once the command was asked). The
@@ -246,7 +247,9 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
             exceptions.TryAgainError,
             exceptions.ClusterDownError,  # and MASTERDOWN
         ),
-        (redis.TimeoutError, TimeoutError, ReplyLost),
+        # a redis-py timeout once the command was sent is a `ReplyLost`; one before it
+        # (connecting) is not: nothing was made
+        (TimeoutError, ReplyLost),
     )
     key = _pool_key(url, timeout_s)
     with _pools_lock:
@@ -276,15 +279,17 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
 
 
 class ReplyLost(Exception):
-    """A connection lost once its command was sent: raised as a redis-py
-    ``ConnectionError`` that is one too (`_client_class`)."""
+    """No reply to a command once it was sent: its connection lost, raised as a
+    redis-py ``ConnectionError`` that is one too, or too late, as a redis-py
+    ``TimeoutError`` (`_client_class`)."""
 
 
 @functools.cache
 def _client_class() -> type[Any]:
-    """The async client `connect` makes: redis-py's, whose connection lost while a
-    command waits for its reply raises `ReplyLost` (`from` redis-py's error); an error
-    reply redis-py raises as a ``ConnectionError`` is left as it is (not made)."""
+    """The async client `connect` makes: redis-py's, whose connection lost or timeout
+    while a command waits for its reply raises `ReplyLost` (`from` redis-py's error);
+    an error reply redis-py raises as a ``ConnectionError`` is left as it is (not
+    made)."""
     import redis.asyncio as redis
     from redis import exceptions
     from redis.exceptions import ConnectionError as Lost
@@ -306,6 +311,9 @@ def _client_class() -> type[Any]:
 
     class LostAfterSending(Lost, ReplyLost):
         """The connection was lost once the command was sent: it may have been made."""
+
+    class LateAfterSending(exceptions.TimeoutError, ReplyLost):
+        """No reply in time once the command was sent: it may have been made."""
 
     class Client(redis.Redis):
         async def script_load(self, script: Any) -> Any:
@@ -329,6 +337,10 @@ def _client_class() -> type[Any]:
                 if isinstance(exc, (ReplyLost, *replies)):
                     raise
                 raise LostAfterSending(f"{exc} (once the command was sent)") from exc
+            except exceptions.TimeoutError as exc:
+                if isinstance(exc, ReplyLost):
+                    raise
+                raise LateAfterSending(f"{exc} (once the command was sent)") from exc
             except asyncio.CancelledError as exc:
                 setattr(exc, _SENT, True)  # an attribute of ours on redis-py's way out
                 raise
