@@ -116,7 +116,14 @@ def _tried(names: Path, packages: tuple[str, ...]) -> list[str]:
         (["route", "--help"], (*ML_STACK, "numpy", "httpx", "onnxruntime", "llmroute.registry")),
         (
             ["route", "-r", str(ROOT / "examples" / "echo.yaml"), "write a python function"],
-            (*ML_STACK, *SERVER, "llmroute.state", "llmroute.dispatch", "llmroute.providers"),
+            # its plan (the fallbacks --explain shows), not the dispatcher that runs it
+            (
+                *ML_STACK,
+                *SERVER,
+                "llmroute.state",
+                "llmroute.dispatch.dispatcher",
+                "llmroute.providers",
+            ),
         ),
     ],
     ids=["help", "route-help", "route"],

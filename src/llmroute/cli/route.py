@@ -22,7 +22,8 @@ from llmroute.untrusted_json import has_surrogate
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     from llmroute.decide import Router
     from llmroute.decision import Decision
-    from llmroute.registry.schema import LlmFallback
+    from llmroute.dispatch.plan import Plan
+    from llmroute.registry.schema import ApiKey, LlmFallback
 
     Refine = Callable[[Decision, str], Decision]
 
@@ -42,8 +43,21 @@ def route(
     registry: RegistryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show each layer, the top routes and the margin.")
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show each layer, the top routes, the margin and the fallback chain.",
+        ),
     ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="NAME",
+            help="Decide as the gateway does for client key NAME (auth.keys[].name): its "
+            "requests stay inside its pool.",
+        ),
+    ] = None,
     no_llm: Annotated[
         bool,
         typer.Option("--no-llm", help="Skip the LLM router (llm_fallback): decide offline."),
@@ -56,25 +70,61 @@ def route(
     from llmroute.decide import Router
 
     router = Router.from_yaml(resolve_registry(registry))
-    llm = None if no_llm else _llm_settings(router)
+    client = None if key is None else _client_key(router, key)
+    llm = None if no_llm else _llm_settings(router, client)
     with _llm_refiner(router, llm) as refine:
         if text is None or text == "-":
-            _route_stdin(router, explain, refine, llm)
+            _route_stdin(router, explain, refine, llm, client)
             return
         decision = router.decide(text)
         if refine is not None:
             decision = refine(decision, text)
+    plan = _plan(router, decision, client)
     if as_json:
-        print(json.dumps(decision.to_dict(), ensure_ascii=False))
+        print(json.dumps(plan.to_dict(), ensure_ascii=False))
     elif explain:
-        _print_explain(decision, llm)
+        _print_explain(router, plan, llm)
     else:
-        print(_one_line(decision))
+        print(_one_line(plan.decision))
 
 
-def _llm_settings(router: Router) -> LlmFallback | None:
+def _client_key(router: Router, name: str) -> ApiKey:
+    auth = router.loaded.registry.auth
+    keys = () if auth is None else auth.keys
+    for key in keys:
+        if key.name == name:
+            return key
+    known = ", ".join(k.name for k in keys) or "none: the registry has no auth section"
+    fail(f"--key {name!r}: no such key in auth.keys (keys: {known})")
+
+
+def _plan(router: Router, decision: Decision, client: ApiKey | None, line: int = 0) -> Plan:
+    """The plan dispatch would follow (`plan_of`), inside `client`'s pool when it has one
+    (`within_pool`, as the gateway keeps it there); a plan with no model inside fails as
+    the gateway's 403 does."""
+    from llmroute.dispatch.plan import plan_of, pool_refusal, within_pool
+
+    plan = plan_of(router, decision)
+    if client is None or client.pool is None:
+        return plan
+    default = router.loaded.registry.default
+    kept = within_pool(plan, client.pool, client.name, default.target, default.policy)
+    if kept is None:
+        fail(
+            (f"stdin line {line}: " if line else "") + pool_refusal(plan, client.pool, client.name)
+        )
+    return kept
+
+
+def _llm_settings(router: Router, client: ApiKey | None) -> LlmFallback | None:
+    """The LLM router's settings when it is on, and its model inside `client`'s pool
+    (the gateway does not ask it for such a key's requests)."""
     settings = router.loaded.registry.llm_fallback
-    return settings if settings is not None and settings.enabled else None
+    if settings is None or not settings.enabled:
+        return None
+    if client is not None and client.pool is not None and settings.model not in client.pool:
+        return None
+    return settings
 
 
 @contextmanager
@@ -110,24 +160,34 @@ def _llm_refiner(router: Router, settings: LlmFallback | None) -> Iterator[Refin
 
 
 def _route_stdin(
-    router: Router, explain: bool, refine: Refine | None, llm: LlmFallback | None
+    router: Router,
+    explain: bool,
+    refine: Refine | None,
+    llm: LlmFallback | None,
+    client: ApiKey | None,
 ) -> None:
     prompts = _read_stdin_lines()
     show_progress = len(prompts) >= _PROGRESS_AFTER and err_console.is_terminal
     outcomes: Counter[str] = Counter()
     with Progress(console=err_console, transient=True, disable=not show_progress) as progress:
         task = progress.add_task("routing", total=len(prompts))
-        for chunk in _chunks(prompts, _BATCH):
-            for text, decision in zip(chunk, router.decide_many(chunk), strict=True):
+        for start, chunk in _chunks(prompts, _BATCH):
+            for number, text, decision in zip(
+                range(start + 1, start + len(chunk) + 1),
+                chunk,
+                router.decide_many(chunk),
+                strict=True,
+            ):
                 if refine is not None:
                     decision = refine(decision, text)
                     outcome = _llm_outcome(decision)
                     if outcome is not None:
                         outcomes[outcome] += 1
+                plan = _plan(router, decision, client, number)
                 if explain:
-                    _print_explain(decision, llm)
+                    _print_explain(router, plan, llm)
                 else:
-                    sys.stdout.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
+                    sys.stdout.write(json.dumps(plan.to_dict(), ensure_ascii=False) + "\n")
             progress.advance(task, len(chunk))
     if explain and llm is not None and prompts:
         Console(highlight=False, soft_wrap=True, emoji=False).print(
@@ -180,9 +240,9 @@ def _read_stdin_lines() -> list[str]:
     return lines
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[str]]]:
     for start in range(0, len(items), size):
-        yield items[start : start + size]
+        yield start, items[start : start + size]
 
 
 def _one_line(decision: Decision) -> str:
@@ -199,9 +259,10 @@ def _one_line(decision: Decision) -> str:
     return line
 
 
-def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
+def _print_explain(router: Router, plan: Plan, llm: LlmFallback | None = None) -> None:
     from llmroute.decision import Outcome
 
+    decision = plan.decision
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     console.print(f"[bold]{escape(_one_line(decision))}[/]")
     console.print(f"reason: {escape(decision.reason)}")
@@ -240,11 +301,22 @@ def _print_explain(decision: Decision, llm: LlmFallback | None = None) -> None:
             console.print(f"out-of-scope class score {oos:.3f} (a route must beat it)")
     if llm is not None:
         console.print(escape(_llm_line(decision, llm)))
+    console.print(escape(_fallbacks_line(router, plan)))
     margin = "n/a" if decision.margin is None else f"{decision.margin:.3f}"
     console.print(
         f"margin {margin} · encode {decision.encode_us:.0f} µs · total "
         f"{decision.total_us:.0f} µs · registry {decision.registry_version} · id {decision.id}"
     )
+
+
+def _fallbacks_line(router: Router, plan: Plan) -> str:
+    """The models dispatch would try after the first, or why it would try none."""
+    from llmroute.dispatch.plan import alone_because
+
+    if plan.fallbacks:
+        tiers = " (the cascade's tiers, escalated to)" if plan.cascade is not None else ""
+        return f"fallbacks: {' -> '.join(plan.fallbacks)}{tiers}"
+    return f"fallbacks: none ({alone_because(plan, router.loaded.registry.default)})"
 
 
 def _llm_line(decision: Decision, llm: LlmFallback) -> str:

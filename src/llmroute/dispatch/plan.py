@@ -34,10 +34,13 @@ __all__ = [
     "PINNED",
     "ModelNotAString",
     "Plan",
+    "alone_because",
     "aplan_request",
     "default_plan",
     "difficulty_model",
+    "plan_of",
     "plan_request",
+    "pool_refusal",
     "within_pool",
 ]
 
@@ -87,6 +90,21 @@ class Plan:
         fallback, and no context or content fallback of its policy either (its text must
         not reach an unguarded model)."""
         return _guarded(self.decision)
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        """The models dispatch tries after the first, in order: the cascade's later tiers
+        when it runs one, else the rest of the chain; none when safety blocked it."""
+        if self.decision.blocked:
+            return ()
+        if self.cascade is not None:
+            return tuple(tier.model for tier in self.cascade.tiers[1:])
+        return self.chain[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision's JSON (`Decision.to_dict`) and `fallbacks`: what ``/v1/route``
+        and ``llmroute route --json`` answer."""
+        return {**self.decision.to_dict(), "fallbacks": list(self.fallbacks)}
 
     def outgoing(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send upstream: with PII redacted when the safety policy says so.
@@ -172,6 +190,14 @@ def within_pool(
     return Plan(decision, chain, plan.policy, cascade, pool)
 
 
+def pool_refusal(plan: Plan, pool: tuple[str, ...], owner: str) -> str:
+    """What a request is told when `within_pool` found no model of `plan` inside `pool`."""
+    return (
+        f"key {owner!r} may not be served by {', '.join(plan.chain)} "
+        f"(route {plan.decision.route!r}); its pool: {', '.join(pool)}"
+    )
+
+
 def _rerouteable(decision: Decision) -> bool:
     """Whether the router chose the route (the client asked for ``auto`` or a difficulty
     router), so that another model may serve: not a route or model the client named
@@ -212,7 +238,13 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
         requested = AUTO
     if not isinstance(requested, str):
         raise ModelNotAString("'model' must be a string")
-    decision = _decide(router, requested, body, headers)
+    return plan_of(router, _decide(router, requested, body, headers))
+
+
+def plan_of(router: Router, decision: Decision) -> Plan:
+    """The plan for `decision`, however it was made (`plan_request`'s, or the CLI's
+    ``llmroute route``, which decides on text): a route's chain, the default's
+    (`default_plan`), or the model alone (pinned, named by a rule, guarded)."""
     if decision.route == DEFAULT_LAYER:
         return default_plan(router.loaded.registry.default, decision)
     route = _route(router, decision.route)
@@ -236,6 +268,32 @@ def default_plan(default: Default, decision: Decision) -> Plan:
         return Plan(decision, (decision.model,), default.policy)
     fallbacks = tuple(m for m in default.policy.fallback if m != decision.model)
     return Plan(decision, (decision.model, *fallbacks), default.policy)
+
+
+def alone_because(plan: Plan, default: Default) -> str | None:
+    """Why `plan` has no fallback, in words (None when it has one), for an operator
+    asking why a request ended where it did: blocked, guarded, pinned, named by a rule,
+    its fallbacks outside the key's pool, or none in its policy (`default`, the
+    registry's, tells the default's policy from a route's)."""
+    if plan.fallbacks:
+        return None
+    decision = plan.decision
+    if decision.blocked:
+        return "blocked by safety: nothing is sent"
+    if plan.guarded:
+        return f"guarded: safety sent the request to {decision.model}, which serves it alone"
+    if plan.policy is None:
+        if decision.layer == PIN_LAYER:
+            return f"pinned: the request named {decision.model}, which is tried alone"
+        rule = decision.route.removeprefix("rule:")
+        return f"rule-named: rule {rule!r} names {decision.model}, which is tried alone"
+    owner = "the default" if plan.policy is default.policy else f"route {decision.route!r}"
+    others = [m for m in plan.policy.fallback if m != decision.model]
+    if not others:
+        return f"{owner} has no policy.fallback" + (
+            f" but {decision.model}" if plan.policy.fallback else ""
+        )
+    return f"the key's pool leaves out {owner}'s fallbacks ({', '.join(others)})"
 
 
 def _guarded(decision: Decision) -> bool:

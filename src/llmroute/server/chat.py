@@ -1024,7 +1024,7 @@ async def route_only(request: Request) -> Response:
     except _GoneWhilePlanning as gone:
         plan, answer = gone.plan, Response(status_code=CLIENT_CLOSED)
     else:
-        answer = JSONResponse(plan.decision.to_dict(), headers=decision_headers(plan.decision))
+        answer = JSONResponse(plan.to_dict(), headers=decision_headers(plan.decision))
     recorder = recorder_of(request, tags=tags)
     if recorder is not None:
         recorder.decided(gateway.router, plan.decision, body, ts=ts, started_ns=started_ns)

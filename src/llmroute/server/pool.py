@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from starlette.types import Scope
 
-from llmroute.dispatch.plan import Plan, within_pool
+from llmroute.dispatch.plan import Plan, pool_refusal, within_pool
 from llmroute.registry.schema import Default
 from llmroute.server.auth import api_key_of
 from llmroute.server.errors import GatewayError
@@ -39,11 +39,9 @@ def keep_in_pool(scope: Scope, plan: Plan, default: Default | None = None) -> Pl
     target, policy = (None, None) if default is None else (default.target, default.policy)
     kept = within_pool(plan, key.pool, key.name, target, policy)
     if kept is None:
-        tried = ", ".join(plan.chain)
         raise GatewayError(
             403,
-            f"key {key.name!r} may not be served by {tried} (route {plan.decision.route!r}); "
-            f"its pool: {', '.join(key.pool)}",
+            pool_refusal(plan, key.pool, key.name),
             param="model",
             code="model_not_allowed",
         )

@@ -1,0 +1,155 @@
+"""`llmroute route` shows the fallback chain dispatch would follow (`--explain`'s
+``fallbacks:`` line, `--json`'s ``fallbacks``), run as a user runs it: a route's chain,
+the default's, none for a guarded reroute or a rule-named model (and why), and a
+client key's pool (`--key`) leaving part of the chain out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_route_cli import llmroute
+
+REGISTRY = """
+encoder: builtin:static
+intent: {method: knn, k: 1}
+providers:
+  p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  small: {provider: p, model: s}
+  large: {provider: p, model: l}
+  spare: {provider: p, model: x}
+  guarded: {provider: p, model: g}
+routes:
+  - name: code
+    examples: [debug this SQL query, write a python function]
+    target: large
+    policy: {fallback: [small, spare]}
+  - name: chat
+    examples: [hi there, how are you]
+    target: small
+rules:
+  - {name: to-large, when: {keywords: [acme]}, target: large}
+default: {target: small, policy: {fallback: [spare, large]}}
+safety:
+  injection: {enabled: false}
+  profiles: {standard: {pii: {route: guarded}}}
+auth:
+  keys:
+    - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, pool: [small, guarded]}
+    - {name: spare-only, key_env: LLMROUTE_TEST_SPARE_KEY, pool: [spare, large]}
+"""
+
+CODE = "debug this SQL query"
+UNCLAIMED = "weather on mars"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fallbacks") / "registry.yaml"
+    path.write_text(REGISTRY)
+    return path
+
+
+def _explained(registry: Path, text: str, *args: str) -> tuple[str, str]:
+    """The decision's first line and the ``fallbacks:`` line of `--explain`."""
+    result = llmroute("route", "-r", str(registry), "--explain", *args, text)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    (fallbacks,) = [line for line in lines if line.startswith("fallbacks:")]
+    return lines[0], fallbacks
+
+
+def _json(registry: Path, text: str, *args: str) -> dict[str, object]:
+    result = llmroute("route", "-r", str(registry), "--json", *args, text)
+    assert result.returncode == 0, result.stderr
+    decision: dict[str, object] = json.loads(result.stdout)
+    return decision
+
+
+def test_a_routes_chain_and_the_defaults(registry: Path) -> None:
+    first, fallbacks = _explained(registry, CODE)
+    assert first.startswith("code -> large ")
+    assert fallbacks == "fallbacks: small -> spare"
+    first, fallbacks = _explained(registry, UNCLAIMED)
+    assert first.startswith("default -> small ")
+    assert fallbacks == "fallbacks: spare -> large"
+    assert _json(registry, CODE)["fallbacks"] == ["small", "spare"]
+    assert _json(registry, UNCLAIMED)["fallbacks"] == ["spare", "large"]
+
+
+def test_none_and_why(registry: Path) -> None:
+    first, fallbacks = _explained(registry, f"{CODE} for bob@example.com")
+    assert first.startswith("code -> guarded ")
+    assert fallbacks == (
+        "fallbacks: none (guarded: safety sent the request to guarded, which serves it alone)"
+    )
+    assert _json(registry, f"{CODE} for bob@example.com")["fallbacks"] == []
+    assert _explained(registry, "acme wants this")[1] == (
+        "fallbacks: none (rule-named: rule 'to-large' names large, which is tried alone)"
+    )
+    assert _explained(registry, "hi there")[1] == (
+        "fallbacks: none (route 'chat' has no policy.fallback)"
+    )
+
+
+def test_a_keys_pool_leaves_part_of_the_chain_out(registry: Path) -> None:
+    """As the gateway keeps the key's requests inside its pool: the route's target
+    outside it, its first fallback inside serves and the other is left out."""
+    first, fallbacks = _explained(registry, CODE, "--key", "narrow")
+    assert first.startswith("code -> small ")
+    assert (
+        fallbacks == "fallbacks: none (the key's pool leaves out route 'code''s fallbacks (spare))"
+    )
+    assert _json(registry, CODE, "--key", "narrow")["fallbacks"] == []
+    # nothing of route chat's chain inside: the default's chain inside the pool serves it
+    decision = _json(registry, "hi there", "--key", "spare-only")
+    assert (decision["model"], decision["fallbacks"]) == ("spare", ["large"])
+    assert _json(registry, CODE, "--key", "spare-only")["fallbacks"] == ["spare"]
+
+
+def test_a_key_whose_pool_holds_nothing_of_the_chain_is_refused_as_the_gateway_does(
+    registry: Path,
+) -> None:
+    """Safety sent the request to a guarded model outside the pool: nothing else may
+    serve it (the gateway's 403)."""
+    pii = f"{CODE} for bob@example.com"
+    result = llmroute("route", "-r", str(registry), "--key", "spare-only", pii)
+    assert result.returncode == 2
+    said = " ".join(result.stderr.split())
+    assert said == (
+        "error: key 'spare-only' may not be served by guarded (route 'code'); "
+        "its pool: spare, large"
+    )
+    unknown = llmroute("route", "-r", str(registry), "--key", "wide", CODE)
+    assert unknown.returncode == 2
+    assert "--key 'wide': no such key in auth.keys (keys: narrow, spare-only)" in unknown.stderr
+    # the one-line answer is the decision inside the pool
+    plain = llmroute("route", "-r", str(registry), "--key", "narrow", CODE)
+    assert plain.stdout.startswith("code -> small "), plain.stderr
+
+
+def test_stdin_lines_carry_their_fallbacks(registry: Path) -> None:
+    result = llmroute(
+        "route", "-r", str(registry), "--key", "spare-only", stdin=f"{CODE}\nhi there\n".encode()
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["model"], d["fallbacks"]) for d in lines] == [
+        ("large", ["spare"]),
+        ("spare", ["large"]),
+    ]
+    stdin = f"hi\n{CODE} for bob@example.com\n".encode()
+    refused = llmroute("route", "-r", str(registry), "--key", "spare-only", stdin=stdin)
+    assert refused.returncode == 2
+    assert "stdin line 2: key 'spare-only' may not be served by guarded" in refused.stderr
+
+
+def test_a_blocked_request_has_none(tmp_path: Path) -> None:
+    """Nothing is sent, so nothing is fallen back to (the route's chain is not)."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY.replace("{pii: {route: guarded}}", "{pii: block}"))
+    first, fallbacks = _explained(path, f"{CODE} for bob@example.com")
+    assert first.startswith("code -> large ") and "BLOCKED by safety" in first
+    assert fallbacks == "fallbacks: none (blocked by safety: nothing is sent)"
