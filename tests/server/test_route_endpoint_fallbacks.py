@@ -5,7 +5,9 @@ leaving part of a chain out."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -92,3 +94,81 @@ def test_a_keys_pool_drops_part_of_the_chain(gateway: Served) -> None:
     refused = _route(gateway, f"{CODE} for bob@example.com", SPARE_KEY)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "model_not_allowed"
+
+
+DIFFICULTY = """
+encoder: builtin:static
+intent: {method: knn, k: 1}
+providers:
+  p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  small: {provider: p, model: s}
+  large: {provider: p, model: l}
+  mid: {provider: p, model: m}
+  spare: {provider: p, model: x}
+routes:
+  - {name: code, examples: [debug this SQL query, write a python function], target: mid}
+default:
+  target: spare
+  difficulty: {router: %(router)s, strong: large, weak: small, threshold: %(threshold)s}
+  policy: {fallback: [large]}
+auth:
+  keys:
+    - {name: picks, key_env: LLMROUTE_TEST_PICKS_KEY, pool: [small, large]}
+    - {name: target, key_env: LLMROUTE_TEST_TARGET_KEY, pool: [spare]}
+"""
+PICKS_KEY = "sk-picks-31622776601"
+TARGET_KEY = "sk-target-24494897427"
+
+
+@pytest.fixture(scope="module")
+def difficulty_router(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from llmroute.cli._app import run
+
+    folder = tmp_path_factory.mktemp("difficulty")
+    data = folder / "labels.jsonl"
+    rows = (
+        {"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True} for i in range(60)
+    )
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = folder / "router"
+    assert (
+        run(["train", "difficulty", "--data", str(data), "--router", "random", "-o", str(out)]) == 0
+    )
+    return str(out)
+
+
+@pytest.mark.parametrize(("threshold", "pick"), [("1000", "small"), ("-1000", "large")])
+def test_a_pool_fall_to_the_default_is_served_by_its_difficulty_routers_pick(
+    difficulty_router: str, threshold: str, pick: str, tmp_path: Path
+) -> None:
+    """Route code's model is outside the key's pool: the default serves the request, as
+    it serves an unclaimed one, on the model its difficulty router picks for it (weak
+    below the threshold, strong above), then its fallbacks inside the pool. It was
+    the default's target (outside the pool here): a 403, the picks never tried."""
+    text = DIFFICULTY % {"router": difficulty_router, "threshold": threshold}
+    env = {
+        "LLMROUTE_TEST_PICKS_KEY": PICKS_KEY,
+        "LLMROUTE_TEST_TARGET_KEY": TARGET_KEY,
+        "LLMROUTE_TELEMETRY_URL": "off",
+    }
+    with serve_text(text, tmp_path, env=env) as served:
+        unclaimed = _route(served, "weather on mars", PICKS_KEY).json()
+        assert (unclaimed["layer"], unclaimed["model"]) == ("difficulty", pick)
+        answer = _route(served, CODE, PICKS_KEY)
+        assert answer.status_code == 200, answer.text
+        decision = answer.json()
+        fallbacks = [] if pick == "large" else ["large"]
+        assert (decision["route"], decision["model"], decision["fallbacks"]) == (
+            "code",
+            pick,
+            fallbacks,
+        )
+        assert decision["reason"].endswith(
+            f"route 'code' has no model in key 'picks''s pool: served by the default, {pick}"
+        )
+        # the pick outside the pool: the default's target is still tried, as before
+        for text in (CODE, "weather on mars"):
+            kept = _route(served, text, TARGET_KEY).json()
+            assert (kept["model"], kept["fallbacks"]) == ("spare", []), kept
+        assert kept["reason"].endswith("served by the default, spare")

@@ -79,7 +79,7 @@ def route(
         decision = router.decide(text)
         if refine is not None:
             decision = refine(decision, text)
-    plan = _plan(router, decision, client)
+    plan = _plan(router, decision, text, client)
     if as_json:
         print(json.dumps(plan.to_dict(), ensure_ascii=False))
     elif explain:
@@ -98,17 +98,26 @@ def _client_key(router: Router, name: str) -> ApiKey:
     fail(f"--key {name!r}: no such key in auth.keys (keys: {known})")
 
 
-def _plan(router: Router, decision: Decision, client: ApiKey | None, line: int = 0) -> Plan:
+def _plan(
+    router: Router, decision: Decision, text: str, client: ApiKey | None, line: int = 0
+) -> Plan:
     """The plan dispatch would follow (`plan_of`), inside `client`'s pool when it has one
     (`within_pool`, as the gateway keeps it there); a plan with no model inside fails as
     the gateway's 403 does."""
-    from llmroute.dispatch.plan import plan_of, pool_refusal, within_pool
+    from llmroute.dispatch.plan import (
+        default_pick,
+        falls_to_default,
+        plan_of,
+        pool_refusal,
+        within_pool,
+    )
 
     plan = plan_of(router, decision)
     if client is None or client.pool is None:
         return plan
     default = router.loaded.registry.default
-    kept = within_pool(plan, client.pool, client.name, default.target, default.policy)
+    pick = default_pick(router, text, {}) if falls_to_default(plan, client.pool) else None
+    kept = within_pool(plan, client.pool, client.name, default.target, default.policy, pick)
     if kept is None:
         fail(
             (f"stdin line {line}: " if line else "") + pool_refusal(plan, client.pool, client.name)
@@ -183,7 +192,7 @@ def _route_stdin(
                     outcome = _llm_outcome(decision)
                     if outcome is not None:
                         outcomes[outcome] += 1
-                plan = _plan(router, decision, client, number)
+                plan = _plan(router, decision, text, client, number)
                 if explain:
                     _print_explain(router, plan, llm)
                 else:

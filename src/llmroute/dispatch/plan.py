@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmroute.decide import DEFAULT_LAYER, Router
+from llmroute.decide import DEFAULT_LAYER, RequestInput, Router
 from llmroute.decision import Decision
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
+from llmroute.layers.base import DecisionContext
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Default, Model, Route, RoutePolicy
 
@@ -34,10 +35,13 @@ __all__ = [
     "PINNED",
     "ModelNotAString",
     "Plan",
+    "adefault_pick",
     "alone_because",
     "aplan_request",
+    "default_pick",
     "default_plan",
     "difficulty_model",
+    "falls_to_default",
     "plan_of",
     "plan_request",
     "pool_refusal",
@@ -148,33 +152,36 @@ def within_pool(
     owner: str,
     default: str | None = None,
     default_policy: RoutePolicy | None = None,
+    pick: str | None = None,
 ) -> Plan | None:
     """`plan` kept inside `pool`, the models client key `owner` may reach: its chain
     without the models outside it, the decision's model the first one left (its reason
     says so when that changed it), its cascade only when every tier and every verifier
     gate's model is inside.
 
-    With no model of the chain inside, a *routed* request (not one that named a route or
-    a model, nor one safety sent to a guarded model) is served by the default's chain
-    inside the pool: `default`, the registry's default target, then the fallbacks of
-    `default_policy` (the default's policy, which the plan then carries), those outside
-    left out, as a route's are; None when none is inside. A blocked plan is returned as
-    it is: nothing will be sent, and the client should hear why (the policy), not where
-    it may not go."""
+    With no model of the chain inside, a *routed* request (`falls_to_default`) is served
+    by the default's chain inside the pool: `pick`, the model the default picks for it
+    (`default_pick`: its difficulty router's strong or weak model), then `default`, the
+    registry's default target, then the fallbacks of `default_policy` (the default's
+    policy, which the plan then carries), those outside left out, as a route's are; None
+    when none is inside. A blocked plan is returned as it is: nothing will be sent, and
+    the client should hear why (the policy), not where it may not go."""
     if plan.decision.blocked:
         return replace(plan, pool=pool)
     chain = tuple(m for m in plan.chain if m in pool)
     decision = plan.decision
     if not chain:
-        if default is None or not _rerouteable(decision):
+        if default is None or not falls_to_default(plan, pool):
             return None
         fallbacks = () if default_policy is None else default_policy.fallback
-        chain = tuple(m for m in dict.fromkeys((default, *fallbacks)) if m in pool)
+        firsts = tuple(dict.fromkeys((pick or default, default)))
+        chain = tuple(m for m in dict.fromkeys((*firsts, *fallbacks)) if m in pool)
         if not chain:
             return None
-        served = f"the default, {default}"
-        if chain[0] != default:
-            served = f"the default's fallback {chain[0]} ({default} is outside it)"
+        served = f"the default, {chain[0]}"
+        if chain[0] not in firsts:
+            outside = f"{firsts[0]} is" if len(firsts) == 1 else f"{' and '.join(firsts)} are"
+            served = f"the default's fallback {chain[0]} ({outside} outside it)"
         reason = (
             f"{decision.reason}; route {decision.route!r} has no model in key {owner!r}'s "
             f"pool: served by {served}"
@@ -196,6 +203,39 @@ def pool_refusal(plan: Plan, pool: tuple[str, ...], owner: str) -> str:
         f"key {owner!r} may not be served by {', '.join(plan.chain)} "
         f"(route {plan.decision.route!r}); its pool: {', '.join(pool)}"
     )
+
+
+def falls_to_default(plan: Plan, pool: tuple[str, ...]) -> bool:
+    """Whether `within_pool` sends `plan` to the default: not blocked, no model of its
+    chain inside `pool`, and routed (`_rerouteable`)."""
+    decision = plan.decision
+    if decision.blocked or any(m in pool for m in plan.chain):
+        return False
+    return _rerouteable(decision)
+
+
+def default_pick(router: Router, body: RequestInput, headers: Mapping[str, str]) -> str:
+    """The model the default picks for a request it serves that no layer sent it (a
+    key's pool sent it there, `within_pool`): its difficulty router's strong or weak
+    model by the request's score, as for a request no route claims; else (no difficulty
+    router, nothing to score) its target."""
+    target = router.loaded.registry.default.target
+    layer = router.difficulty
+    if layer is None:
+        return target
+    ctx = DecisionContext(router.request(body, headers=headers), router.encoder.encode)
+    verdict = layer.evaluate(ctx).verdict
+    return target if verdict is None else verdict.model
+
+
+async def adefault_pick(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    """`default_pick` for an event loop: in a worker thread where `aplan_request`
+    decides in one (the encoder's call would stop the loop)."""
+    if router.difficulty is not None and (
+        prompt_chars(body) > OFF_LOOP_CHARS or getattr(router.encoder, "remote", False)
+    ):
+        return await asyncio.to_thread(default_pick, router, body, headers)
+    return default_pick(router, body, headers)
 
 
 def _rerouteable(decision: Decision) -> bool:

@@ -728,7 +728,7 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         key = api_key_of(request.scope)
         client = key.name if key is not None else None
         plan = await gateway.affinity.apply(plan, body, request.headers, client)
-    planned = keep_in_pool(request.scope, plan, gateway.router.loaded.registry.default)
+    planned = await keep_in_pool(request.scope, plan, gateway.router, body, request.headers)
     # gone while the request was decided (a long prompt's scan, a remote encoder): nothing
     # was sent, so nothing is charged. Asked only after a plan that took a while: the
     # check costs a fifth of a fast decision (anyio's cancel scope), and a client gone

@@ -6,17 +6,27 @@ context fallbacks, cascade tiers and their verifier gates, the LLM router, shado
 and embeddings. A decision whose model is outside the pool is served by the first model
 of its chain inside it (the decision says so in its reason); with none inside, a routed
 request (``auto``, a difficulty router) is served by the default's chain inside the
-pool (its target, then its ``policy.fallback``, those outside skipped), and any other
+pool (the model it picks for the request, then its target and ``policy.fallback``,
+those outside skipped), and any other
 request — one that named a route or a model, or one safety sent to a guarded model — is
 refused with 403 ``model_not_allowed`` before anything is sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.types import Scope
 
-from llmroute.dispatch.plan import Plan, pool_refusal, within_pool
-from llmroute.registry.schema import Default
+from llmroute.decide import Router
+from llmroute.dispatch.plan import (
+    Plan,
+    adefault_pick,
+    falls_to_default,
+    pool_refusal,
+    within_pool,
+)
 from llmroute.server.auth import api_key_of
 from llmroute.server.errors import GatewayError
 
@@ -29,15 +39,21 @@ def may_reach(scope: Scope, model: str) -> bool:
     return key is None or key.pool is None or model in key.pool
 
 
-def keep_in_pool(scope: Scope, plan: Plan, default: Default | None = None) -> Plan:
+async def keep_in_pool(
+    scope: Scope, plan: Plan, router: Router, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> Plan:
     """`plan` kept inside the request's key's pool (itself without one); a routed request
-    with no chain model inside goes to `default` (the registry's: its target, then its
-    fallbacks, those inside the pool) when one of them is inside."""
+    with no chain model inside goes to the registry's default (the model it picks for
+    the request, `adefault_pick`, then its target and fallbacks, those inside the pool)
+    when one of them is inside."""
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
-    target, policy = (None, None) if default is None else (default.target, default.policy)
-    kept = within_pool(plan, key.pool, key.name, target, policy)
+    default = router.loaded.registry.default
+    pick = None
+    if falls_to_default(plan, key.pool):
+        pick = await adefault_pick(router, body, headers)
+    kept = within_pool(plan, key.pool, key.name, default.target, default.policy, pick)
     if kept is None:
         raise GatewayError(
             403,
