@@ -51,6 +51,10 @@ models:
   cutoff: {provider: fake, model: "cutoff?finish=length", price: {input: 1, output: 2}}
   good: {provider: fake, model: good-up, price: {input: 10, output: 30}}
   slow: {provider: fake, model: "slow?gap=0.05", max_in_flight: 1, price: {input: 1, output: 2}}
+  undone: {provider: fake, model: "undone?nodone=1", price: {input: 1, output: 2}}
+  undone-bare: {provider: fake, model: "undone?nodone=1&nousage=1", price: {input: 1, output: 2}}
+  reset-after: {provider: fake, model: "whole?after=reset", price: {input: 1, output: 2}}
+  garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
 routes:
   - name: falling
     examples: ["plan a trip to Rome"]
@@ -67,6 +71,10 @@ routes:
   - name: masked
     examples: ["call my dentist"]
     target: slow
+    policy: {safety: masking}
+  - name: masked-undone
+    examples: ["phone my plumber"]
+    target: undone
     policy: {safety: masking}
 default: {target: good}
 safety:
@@ -738,3 +746,102 @@ def test_a_bug_converting_a_stream_for_its_front_is_one_500(
     assert [line["status"] for line in named] == [500]
     text = httpx.get(f"{url}/metrics", timeout=5).text
     assert 'llmroute_api_errors_total{api="messages",status="500"}' not in text
+
+
+def _stream(url: str, path: str, model: str, prompt: str, **extra: Any) -> bytes:
+    """The whole stream `model` answers `prompt` with, by `path` (200)."""
+    body: dict[str, Any] = {"model": model, "stream": True, **extra}
+    if path == "/v1/responses":
+        body["input"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 500
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        return answer.read()
+
+
+def _ends_whole(raw: bytes) -> None:
+    """`raw`, a chat stream, ends on its one ``[DONE]``, with no error event."""
+    assert raw.endswith(b"\n\ndata: [DONE]\n\n") and raw.count(b"[DONE]") == 1
+    assert b'"error"' not in raw
+
+
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [
+        ("reset-after", "/v1/chat/completions"),
+        ("garbage-after", "/v1/chat/completions"),
+        ("reset-after", "/v1/messages"),
+    ],
+)
+def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+    model: str,
+    path: str,
+) -> None:
+    """An upstream stream broken (its connection cut; an event that is not JSON) once its
+    ``[DONE]`` had gone out to the client: nothing follows that ``[DONE]``, and the row
+    and the span are a whole stream's (200, no error), the break a warning. relay sent
+    its broke-off error chunk and a second ``[DONE]``, and the row said
+    ``stream_interrupted`` for a whole answer."""
+    url, store_url = gateway
+    prompt = f"a whole stream, then a break ({model}, {path})"
+    raw = _stream(url, path, model, prompt)
+    if path == "/v1/chat/completions":
+        _ends_whole(raw)
+    else:
+        assert raw.endswith(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, None, model)
+    assert row.tokens_in and row.tokens_out
+    wait_for("the request span", lambda: _server_spans(exporter), 10)
+    (span,) = _server_spans(exporter)
+    assert span.status.status_code is StatusCode.UNSET
+    said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("model", ["undone", "undone-bare"])
+def test_a_stream_ending_on_its_finish_reason_gets_its_done(
+    gateway: tuple[str, str], model: str
+) -> None:
+    """An upstream stream that ends on its finish reason (and its usage chunk, or none)
+    with no ``[DONE]`` (as some OpenAI-compatible servers do), no bug at all: the
+    client's stream ends with the usage chunk it asked for (the gateway's, when the
+    upstream sent none) and ``[DONE]``, as OpenAI's clients expect. It ended on what
+    the upstream sent last, with no ``[DONE]`` (and no usage chunk when it sent none)."""
+    url, store_url = gateway
+    prompt = f"a stream with no end of its own ({model})"
+    raw = _stream(
+        url, "/v1/chat/completions", model, prompt, stream_options={"include_usage": True}
+    )
+    _ends_whole(raw)
+    *_, usage, _done, _end = raw.split(b"\n\n")
+    chunk = json.loads(usage.removeprefix(b"data: "))
+    assert chunk["choices"] == [] and chunk["usage"]["prompt_tokens"]
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, None)
+
+
+def test_a_bug_closing_a_stream_with_no_done_is_recorded_as_the_bugs(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream with no ``[DONE]`` of its own, its answer edited by the safety step,
+    then a bug closing that step at its end (`StreamEdit.close`, made to raise): the
+    client's stream ends read whole on its one ``[DONE]``, the row (the 200 the client
+    got) says ``internal_error`` and the bug is logged once. The row said 200 with no
+    error and the connection was torn off."""
+    url, store_url = gateway
+    _close_fails_once(monkeypatch, StreamEdit, "a secret bug")
+    prompt = "phone my plumber, a stream with no end of its own"
+    raw = _stream(url, "/v1/chat/completions", "masked-undone", prompt)
+    assert b"secret" not in raw
+    _ends_whole(raw)
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "internal_error")
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1  # once, with its traceback

@@ -57,6 +57,9 @@ error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to
 ``gap=S`` a stream waits S seconds before each word; ``stall=S`` after its first word;
 ``reasoning=TEXT`` answers with DeepSeek's ``reasoning_content`` TEXT (a stream: one
 delta of it before the words);
+``nodone=1`` a stream ends after its finish reason (and usage chunk) with no ``[DONE]``, as
+some OpenAI-compatible servers do; ``after=reset|garbage`` a stream breaks once its
+``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut;
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
@@ -710,16 +713,30 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     for piece in _halves(word + " ") if "split" in faults else [word + " "]:
                         self._write_chunk(_chunk(model, {"content": piece}, None))
                     sent += 1
-                self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
-                if usage:
-                    self._write_chunk(_chunk(model, None, None, usage=True))
-                self._write_chunk(b"data: [DONE]\n\n")
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
+                self._ending(model, faults, usage)
             except (BrokenPipeError, ConnectionResetError):
                 with upstream.lock:
                     upstream.cut.append((model, sent))
                 self.close_connection = True
+
+        def _ending(self, model: str, faults: dict[str, str], usage: bool) -> None:
+            """A whole stream's end: its finish reason, usage chunk and ``[DONE]`` (none
+            with ``nodone``), then its body's end. ``after=``: then broken, its connection
+            cut before the body's end (``reset``), or an event that is not JSON before
+            that (``garbage``)."""
+            self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
+            if usage:
+                self._write_chunk(_chunk(model, None, None, usage=True))
+            if "nodone" not in faults:
+                self._write_chunk(b"data: [DONE]\n\n")
+            if "after" in faults:
+                if faults["after"] == "garbage":
+                    self._write_chunk(b"data: {not json\n\n")
+                time.sleep(0.1)  # what went before read before the cut, as `mid` waits
+                self.close_connection = True
+                return
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
         @staticmethod
         def _pause_before(sent: int, faults: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from llmroute.providers.google_auth import AdcTokens
 from llmroute.providers.token_transport import TokenTransport
 from llmroute.providers.tool_ids import openai_tool_ids
 from llmroute.registry.schema import Provider, env_headers
+from llmroute.sse import DONE
 from llmroute.verbatim_json import Verbatim
 
 __all__ = ["OpenAICompatProvider"]
@@ -138,7 +139,9 @@ class OpenAICompatProvider:
         first-token limit runs; the gateway sends keep-alives of its own. A stream that
         ends after its first event with neither a finish reason nor ``[DONE]`` (a proxy
         that closed it cleanly midway) raises too: the answer was cut short, and the
-        client is told so instead of taking it as whole."""
+        client is told so instead of taking it as whole. One that ends on its finish
+        reason with no ``[DONE]`` (some OpenAI-compatible servers) gets one, as every
+        provider's stream ends (the usage chunk added before it, the fronts closed at it)."""
         return self._events(_CHAT, self._chat(model, body), timeouts)
 
     def stream_text(
@@ -151,7 +154,7 @@ class OpenAICompatProvider:
     async def _events(
         self, path: str, payload: dict[str, Any], timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        started = finished = False
+        started = finished = ended = False
         async with self._http.events(path, payload, timeouts) as events:
             async for raw in events:
                 # an error or unreadable event raises: before the first, another model
@@ -161,9 +164,12 @@ class OpenAICompatProvider:
                     continue  # a keep-alive, an id alone: nothing of the answer
                 started = True
                 finished = finished or _finishes(event)
+                ended = ended or event.startswith(b"data: [DONE]")
                 yield event
         if started and not finished:
             raise ProviderError(self.name, "the stream ended before its finish reason or [DONE]")
+        if started and not ended:  # a server that ends on its finish reason: ours says it
+            yield DONE
 
     async def aclose(self) -> None:
         await self._http.aclose()

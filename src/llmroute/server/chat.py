@@ -1041,7 +1041,8 @@ async def relay(
     opened: Opened, done: StreamDone | None = None, collect: bool = False
 ) -> AsyncIterator[bytes]:
     """The stream's events; an upstream failure mid-stream ends it with an error event
-    and ``[DONE]`` (the status line has gone out, so nothing is retried silently), and
+    and ``[DONE]`` (the status line has gone out, so nothing is retried silently; one
+    after its ``[DONE]`` went out sends nothing more and is a whole stream's end), and
     so does a bug reading it (`BUG_CHUNK`: nothing of the bug, which is logged; after
     ``[DONE]`` went out, nothing more). `done` is told how it ended
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
@@ -1064,10 +1065,14 @@ async def relay(
             ended = ended or event.startswith(b"data: [DONE]")
         error = None
     except ProviderError as exc:
-        error = "stream_interrupted"
-        log.warning("stream from %s broke off: %s", opened.model, exc)
-        yield _BROKE_OFF  # one piece: the fronts translate event by event
-        yield b"data: [DONE]\n\n"
+        if ended:  # the client read its whole answer, recorded as such: nothing follows
+            error = None
+            log.warning("stream from %s broke off after its end: %s", opened.model, exc)
+        else:
+            error = "stream_interrupted"
+            log.warning("stream from %s broke off: %s", opened.model, exc)
+            yield _BROKE_OFF  # one piece: the fronts translate event by event
+            yield b"data: [DONE]\n\n"
     except Exception as exc:
         # a bug, recorded as the request's end, not as its client leaving: one thrown
         # in by `translated` (the safety step, a front's conversion) is raised on, for
