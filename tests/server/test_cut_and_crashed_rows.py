@@ -36,6 +36,7 @@ from llmroute.server import app as app_module
 from llmroute.server import chat, messages_convert
 from llmroute.server.responses_stream import ResponsesStream
 from llmroute.telemetry import recorder as recorder_module
+from llmroute.telemetry import tracing as tracing_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.report import is_fallback
 from llmroute.telemetry.store import open_store
@@ -111,13 +112,38 @@ def gateway(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[str, str]]:
     """(the gateway's URL, its decision log's URL), its spans to `exporter`."""
+    with _serving(REGISTRY, upstream, exporter, tmp_path, monkeypatch) as served:
+        yield served
+
+
+@pytest.fixture
+def cached_gateway(
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, str]]:
+    """`gateway`, with a response cache in its memory."""
+    registry = REGISTRY + "cache: {ttl_s: 300}\n"
+    with _serving(registry, upstream, exporter, tmp_path, monkeypatch) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(
+    registry_text: str,
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, str]]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(app_module, "tracing_from_env", lambda: Tracing(provider))
     store_url = f"sqlite:///{tmp_path / 'log.db'}"
     monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", store_url)
     registry = tmp_path / "registry.yaml"
-    registry.write_text(REGISTRY % {"url": upstream.url})
+    registry.write_text(registry_text % {"url": upstream.url})
     try:
         with serve_in_thread(app_module.create_app(str(registry))) as url:
             yield url, store_url
@@ -845,3 +871,74 @@ def test_a_bug_closing_a_stream_with_no_done_is_recorded_as_the_bugs(
     assert (row.status, row.error) == (200, "internal_error")
     logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
     assert len(logged) == 1  # once, with its traceback
+
+
+def _counted_once(url: str, part: str) -> None:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    assert f'llmroute_telemetry_errors_total{{part="{part}"}} 1.0' in text
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["served", "cached"])
+def test_a_bug_tracing_an_answered_request_keeps_its_answer(
+    cached_gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cached: bool,
+) -> None:
+    """A request answered and its 200 row written (by the model, or from the cache),
+    then a bug setting its span's outcome (`_outcome_attributes`, made to raise): the
+    client gets its answer, the span ends all the same, and the bug is logged once and
+    counted (``llmroute_telemetry_errors_total{part="span"}``). The client got a 500
+    that no row or request line held."""
+    url, store_url = cached_gateway
+    prompt = f"hello there, a tracing bug (cached {cached})"
+    body = {"model": "good", "messages": [{"role": "user", "content": prompt}]}
+    if cached:
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).status_code == 200
+        wait_for("the first span", lambda: _server_spans(exporter), 10)
+
+    def bug(record: Any) -> dict[str, Any]:
+        raise RuntimeError("a secret bug")
+
+    monkeypatch.setattr(tracing_module, "_outcome_attributes", bug)
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+    assert answer.headers["x-llmroute-cache"] == ("hit" if cached else "miss")
+    wait_for("the span ended", lambda: len(_server_spans(exporter)) == 1 + cached, 10)
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1
+    _counted_once(url, "span")
+    row = _logged(store_url, prompt)
+    assert row.status == 200
+
+
+def test_a_bug_recording_a_stream_ends_its_span_and_is_counted(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream read whole, then a bug writing its record (`Recorder.finished`, made to
+    raise for the stream's 200): the client has its whole answer, the request span
+    ends, failed by the bug (its type), the bug is logged once and counted
+    (``llmroute_telemetry_errors_total{part="record"}``), and the model's one slot is
+    free. The span was never ended."""
+    url, _ = gateway
+    real = recorder_module.Recorder.finished
+
+    def bug(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("stream") and kwargs.get("status") == 200:
+            raise RuntimeError("a secret bug")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(recorder_module.Recorder, "finished", bug)
+    raw = _stream(url, "/v1/chat/completions", "slow", "a stream, then a bug recording it")
+    _ends_whole(raw)
+    wait_for("the request span", lambda: _server_spans(exporter), 10)
+    assert _server_span(exporter)["error.type"] == "RuntimeError"
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1
+    _counted_once(url, "record")
+    again = {"model": "slow", "messages": [{"role": "user", "content": "hello again"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=again, timeout=10).status_code == 200

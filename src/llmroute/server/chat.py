@@ -230,9 +230,29 @@ async def _edited(request: Request, safety: SafetyOutcome | None, response: Resp
     profile edits answers."""
     if safety is None or not (safety.restore or safety.answer_mask is not None):
         return response
-    metrics = getattr(request.app.state, "metrics", None)
-    counted = metrics.answer_pii if isinstance(metrics, GatewayMetrics) else None
+    metrics = _metrics_of(request)
+    counted = metrics.answer_pii if metrics is not None else None
     return await _for_client(response, safety, counted)
+
+
+def _metrics_of(request: Request) -> GatewayMetrics | None:
+    """The gateway's metrics (None in an app without them)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    return metrics if isinstance(metrics, GatewayMetrics) else None
+
+
+def _span_ended(
+    trace: RequestTrace, record: DecisionRecord | None, metrics: GatewayMetrics | None
+) -> None:
+    """`trace` finished with `record`, an answered request's: a bug there is logged and
+    counted (``llmroute_telemetry_errors_total{part="span"}``), not the request's, whose
+    answer is made and recorded (it was a 500 that no row or request line held)."""
+    try:
+        trace.finish(record)
+    except Exception:
+        log.exception("tracing an answered request failed")
+        if metrics is not None:
+            metrics.telemetry_error("span")
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +396,7 @@ async def _serve_planned(
     if plan.decision.blocked:
         log_blocked(gateway.router, plan.decision, body)
     recorder = recorder_of(request, tags=tags)
+    metrics = _metrics_of(request)
     stream = body.get("stream") is True
     trace = tracing_of(request).start_request(
         plan.decision,
@@ -388,7 +409,7 @@ async def _serve_planned(
     try:
         lookup = await _look_up(request, gateway, plan, body, stream)
         if lookup is not None and lookup.answer is not None:
-            hit = _from_cache(gateway, recorder, trace, plan, body, lookup, ts, started_ns)
+            hit = _from_cache(gateway, recorder, trace, metrics, plan, body, lookup, ts, started_ns)
             return hit, False
         shadow = (
             gateway.shadow is not None
@@ -403,7 +424,17 @@ async def _serve_planned(
                     request, gateway.dispatcher.open_stream(plan, body)
                 )
             done = _stream_done(
-                gateway, recorder, trace, plan, body, ts, started_ns, shadow, release, spend
+                gateway,
+                recorder,
+                trace,
+                metrics,
+                plan,
+                body,
+                ts,
+                started_ns,
+                shadow,
+                release,
+                spend,
             )
             unsent = functools.partial(
                 _unsent, request.scope, gateway, opened, spend, trace, unserved, release
@@ -471,7 +502,7 @@ async def _serve_planned(
         tried = (*served.attempts, on) if served.attempts else ()
         await _ended_otherwise(gateway, spend, trace, unserved, stream, exc, tried)
         raise
-    trace.finish(record)
+    _span_ended(trace, record, metrics)
     # a bug from here on (the answer's headers or JSON, the cache, the shadow) is a 500
     # the record does not hold: a request line and an API error of its own
     recorded_as(request.scope, 200)
@@ -742,6 +773,7 @@ def _from_cache(
     gateway: Gateway,
     recorder: Recorder | None,
     trace: RequestTrace,
+    metrics: GatewayMetrics | None,
     plan: Plan,
     body: dict[str, Any],
     lookup: CacheLookup,
@@ -781,7 +813,7 @@ def _from_cache(
             cache_hit=True,
             answer=cached_text(answer) if recorder.wants_answers else None,
         )
-    trace.finish(record)
+    _span_ended(trace, record, metrics)
     return response
 
 
@@ -923,6 +955,7 @@ def _stream_done(
     gateway: Gateway,
     recorder: Recorder | None,
     trace: RequestTrace,
+    metrics: GatewayMetrics | None,
     plan: Plan,
     body: dict[str, Any],
     ts: float,
@@ -937,7 +970,9 @@ def _stream_done(
     ``ttft_ms`` is when its first event went out (`first_ns`, `perf_counter_ns`), None
     when none did: not its hand-over, which for a stream silent past
     ``dispatch.stream_hold_s`` is the hold, whether an event came after it or not. Its
-    usage is split by model with what `spend` counted as it opened (a cascade's tiers)."""
+    usage is split by model with what `spend` counted as it opened (a cascade's tiers).
+    A bug recording it (its row, its span) is logged and counted in `metrics`: the client
+    has its answer; the span ends all the same, failed by a bug in the record."""
     told = False
 
     def done(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
@@ -949,26 +984,33 @@ def _stream_done(
         if release is not None:
             release()
         record = None
-        if recorder is not None:
-            record = recorder.finished(
-                gateway.router,
-                plan.decision,
-                body,
-                ts=ts,
-                started_ns=started_ns,
-                status=200,
-                served_model=opened.model,
-                deployment=opened.deployment,
-                error=error,
-                usage=opened.usage,
-                attempts=opened.attempts,
-                stream=True,
-                ttft_ms=first_ms,
-                shadow=shadow,
-                answer=text or None,
-                by_model=paid_by_model(spend, opened.model, opened.usage),
-            )
-        trace.finish(record)
+        try:
+            if recorder is not None:
+                record = recorder.finished(
+                    gateway.router,
+                    plan.decision,
+                    body,
+                    ts=ts,
+                    started_ns=started_ns,
+                    status=200,
+                    served_model=opened.model,
+                    deployment=opened.deployment,
+                    error=error,
+                    usage=opened.usage,
+                    attempts=opened.attempts,
+                    stream=True,
+                    ttft_ms=first_ms,
+                    shadow=shadow,
+                    answer=text or None,
+                    by_model=paid_by_model(spend, opened.model, opened.usage),
+                )
+        except Exception as exc:  # the span, the only trace left, names the bug
+            log.exception("recording the stream of %s failed", opened.model)
+            if metrics is not None:
+                metrics.telemetry_error("record")
+            trace.fail(exc)
+            return
+        _span_ended(trace, record, metrics)
         if shadow and error is None and gateway.shadow is not None:
             gateway.shadow.submit(plan.decision, plan.outgoing(body), opened.model, text, ts)
 

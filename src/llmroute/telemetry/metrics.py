@@ -44,6 +44,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``answer_pii_total{type}``: PII spans redacted from answers on their way to the
   client (a safety profile's ``answer_pii``; llmroute.safety.answer_pii);
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
+- ``telemetry_errors_total{part="span|record"}``: bugs recording an answered request,
+  logged, the answer served all the same;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``affinity_total{outcome}``: requests conversation affinity applied to
   (llmroute.dispatch.affinity);
@@ -528,6 +530,14 @@ class GatewayMetrics:
         self._dropped = _Children(
             counter("llmroute_telemetry_dropped", "Decision-log records dropped", ("reason",))
         )
+        self._telemetry_errors = _Children(
+            counter(
+                "llmroute_telemetry_errors",
+                "Bugs recording an answered request (its span, its record): logged, the "
+                "answer served all the same",
+                ("part",),
+            )
+        )
         self._shadow = _Children(
             counter("llmroute_shadow", "Shadow requests by outcome", ("outcome",))
         )
@@ -804,6 +814,12 @@ class GatewayMetrics:
         self._dropped(reason).inc(n)
 
     telemetry_dropped = on_drop  # the name `llmroute.telemetry.service` passes to the writer
+
+    def telemetry_error(self, part: str) -> None:
+        """A bug recording an answered request, logged and swallowed: ``span`` (its span's
+        outcome: the span ended without it) or ``record`` (its decision record: no row,
+        no request line, not in these metrics)."""
+        self._telemetry_errors(part).inc()
 
     def depth_reporter(self) -> Callable[[int], None]:
         """One decision-log writer's ``on_depth``: the gauge is the sum of the queues of

@@ -129,21 +129,24 @@ class _SpanTrace(RequestTrace):
         client's request refused: a bad body, a key over its limit, a blocked prompt) or
         a client that hung up (499, or a stream it left) leaves the status unset, as
         OpenTelemetry's HTTP server convention says, and its code goes to
-        ``llmroute.error``."""
+        ``llmroute.error``. The span ends even when setting its outcome fails (a bug,
+        raised on)."""
         if self._ended:
             return
         self._ended = True
         span = self.span
-        if record is not None:
-            span.set_attributes(_outcome_attributes(record))
-            if _failed(record):
-                from opentelemetry.trace import Status, StatusCode
+        try:
+            if record is not None:
+                span.set_attributes(_outcome_attributes(record))
+                if _failed(record):
+                    from opentelemetry.trace import Status, StatusCode
 
-                span.set_attribute("error.type", record.error or str(record.status))
-                span.set_status(Status(StatusCode.ERROR, record.error))
-            elif record.error is not None:
-                span.set_attribute("llmroute.error", record.error)
-        span.end()
+                    span.set_attribute("error.type", record.error or str(record.status))
+                    span.set_status(Status(StatusCode.ERROR, record.error))
+                elif record.error is not None:
+                    span.set_attribute("llmroute.error", record.error)
+        finally:
+            span.end()
 
     def fail(self, error: BaseException, record: DecisionRecord | None = None) -> None:
         if self._ended:
