@@ -742,3 +742,33 @@ def test_request_spans_carry_their_outcome_with_the_decision_log_off(
         assert attrs(span)["http.response.status_code"] == 200
         assert attrs(span)["gen_ai.response.model"] == attrs(span)["gen_ai.request.model"]
         assert attrs(span)["gen_ai.usage.input_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("attempts", "failed"),
+    [
+        (("small escalated: heuristic (refusal)",), None),
+        (("small escalated: heuristic (refusal)", "medium escalated: verifier (p=0.2)"), None),
+        (("small escalated: heuristic (refusal)", "large via fake (HTTP 500)"), 1),
+        (("small via fake (HTTP 500)", "small-b escalated: verifier (p=0.2)"), 1),
+        (("small escalated: heuristic (refusal)", "large via fake (cancelled)"), None),
+        # a model whose name says "escalated" failed: a failure, not a tier passed over
+        (("cascade-escalated via fake (HTTP 500)",), 1),
+    ],
+)
+def test_failed_attempts_counts_no_cascade_escalation(
+    tracing: Tracing,
+    exporter: InMemorySpanExporter,
+    attempts: tuple[str, ...],
+    failed: int | None,
+) -> None:
+    """A tier a cascade escalated from answered (paid for, its answer passed over): no
+    failure, as ``llmroute_escalations_total`` and the report count it; the span's
+    ``llmroute.failed_attempts`` counts only the calls that failed."""
+    d = decision()
+    record = DecisionRecord(
+        d, ts=0.0, status=200, latency_ms=3.0, served_model="large", attempts=attempts
+    )
+    tracing.start_request(d).finish(record)
+    (span,) = by_name(exporter.get_finished_spans())["chat a"]
+    assert attrs(span).get("llmroute.failed_attempts") == failed

@@ -49,7 +49,7 @@ from llmroute.decision import Decision, Outcome
 from llmroute.dispatch.spend import failed_attempts
 from llmroute.errors import ProviderError
 from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
-from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord
+from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord, escalations
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -541,12 +541,20 @@ def _outcome_attributes(record: DecisionRecord) -> dict[str, Any]:
         attributes["llmroute.cost_usd"] = record.cost_usd
     if record.ttft_ms is not None:
         attributes["llmroute.ttft_ms"] = record.ttft_ms
-    failed = failed_attempts(record.attempts)
+    failed = _failures(record.attempts)
     if failed:
         attributes["llmroute.failed_attempts"] = failed
     if record.stream:
         attributes["llmroute.stream"] = True
     return attributes
+
+
+def _failures(attempts: tuple[str, ...]) -> int:
+    """How many of a request's `attempts` failed: not the tiers a cascade escalated from
+    (answered, their answers passed over: `escalations`), nor the call a cut request was
+    cut on (`failed_attempts`)."""
+    kept = attempts[: failed_attempts(attempts)]  # (the cut entry is the last)
+    return len(kept) - escalations(kept)
 
 
 def _layer_spans(tracer: Tracer, parent: Any, decision: Decision, start_ns: int) -> None:
