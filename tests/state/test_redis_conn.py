@@ -320,3 +320,11 @@ def test_retry_on_timeout_is_read_as_the_installed_redis_py_reads_it(
         assert (resending_option(url) == "retry_on_timeout") is resends
     finally:
         redis_conn._false.cache_clear()
+
+
+@pytest.mark.parametrize("url", [" redis://:s3cr3t-pw@h:6379/0", "redis:/:s3cr3t-pw@h:6379/0"])
+def test_a_mistyped_redis_urls_error_holds_no_password(url: str) -> None:
+    """The URL a user mistyped is the one its error names: masked all the same."""
+    with pytest.raises(ConfigError) as raised:
+        check_url(url, "cache.url")
+    assert "s3cr3t-pw" not in str(raised.value) and "***" in str(raised.value)

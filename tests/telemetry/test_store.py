@@ -706,10 +706,40 @@ def test_dropped_schema_is_an_error_then_migrate_recreates_it(
             "https://h/v1?client_secret=S&X-Amz-Signature=T",
             "https://h/v1?client_secret=***&X-Amz-Signature=***",
         ),
+        ("postgresql://u:pw@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+        (
+            "postgresql://u:pw@h/db?application_name=a@b",
+            "postgresql://u:***@h/db?application_name=a@b",
+        ),
+        ("postgresql://h:5432/db?user=a@b", "postgresql://h:5432/db?user=a@b"),
+        # an unescaped "/" in the password (libpq reads no password then, but it is one)
+        ("postgresql://u:pa/ss@h/db", "postgresql://u:***@h/db"),
+        # what the errors of a mistyped URL show: a blank before it, a slash short
+        (" postgresql://u:pw@h/db", " postgresql://u:***@h/db"),
+        ("postgresql:/u:pw@h/db", "postgresql:/u:***@h/db"),
+        ("redis:/:pw@h:6379", "redis:/:***@h:6379"),
+        ("u:pw@h/db", "u:***@h/db"),
+        ("postgresql://h/d@b", "postgresql://h/d@b"),
+        ("https://h/v1/@scope/a:b@c", "https://h/v1/@scope/a:b@c"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        " postgresql:/u:s3cr3t-pw@h/db",
+        "postgresql:/u:s3cr3t-pw@h/db",
+        "postgresq://u:s3cr3t-pw@h/db",
+    ],
+)
+def test_a_mistyped_urls_error_holds_no_password(url: str) -> None:
+    """The URL a user mistyped is the one its error names: masked all the same."""
+    with pytest.raises(ConfigError) as raised:
+        open_store(url)
+    assert "s3cr3t-pw" not in str(raised.value) and "***" in str(raised.value)
 
 
 def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,9 +38,14 @@ LOG_OFF_HOW = (
 # they take.
 ANSWER_TIMEOUT_S = 60.0
 _OFF = frozenset({"", "off", "none"})
+# a scheme as mistyped too (a blank before it, a slash short): its error shows the URL
+_SCHEME = r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:/+)?)"
 # up to the last "@" before the path: libpq reads a password up to the first "@" or
 # "/" ("#" and "?" are part of it), so one holding those, or an unescaped "@", was shown
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)@")
+_USERINFO = re.compile(_SCHEME + r"([^/]*)@")
+# else a scheme, a "user:" and a password holding an unescaped "/", up to the last "@"
+# before a query
+_SLASHED = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*:/+)([^?#@:/]*:[^?#]*)@")
 # password, and libpq's sslpassword (the client key's passphrase)
 _PASSWORD_PARAM = re.compile(r"(?i)\b(\w*password|passwd)=[^&\s]*")
 # keys in a query string: Azure's api-key and code, SAS signatures, access tokens
@@ -57,7 +62,10 @@ def mask_url(url: str) -> str:
         user, sep, _ = match.group(2).partition(":")
         return f"{match.group(1)}{user}{':***' if sep else ''}@"
 
-    masked = _PASSWORD_PARAM.sub(r"\1=***", _USERINFO.sub(userinfo, url, count=1))
+    masked, found = _USERINFO.subn(userinfo, url, count=1)
+    if not found:
+        masked = _SLASHED.sub(userinfo, url, count=1)
+    masked = _PASSWORD_PARAM.sub(r"\1=***", masked)
     return _SECRET_PARAM.sub(r"\1=***", masked) if "=" in masked else masked
 
 
