@@ -8,7 +8,11 @@ fake upstream whose model has `max_in_flight` set. Then it checks what must hold
   back (a burst of streams held open fills exactly the cap, the next spills over; with
   Redis limits, no slot left in Redis); with Redis limits the slow model also has a hard
   budget (far from spent), and no hold of it is left once everything has ended;
-- every request in the decision log (SQLite), none lost, whatever its ending;
+- every request in the decision log (SQLite), none lost, whatever its ending: each is
+  sent with ``x-llmroute-tags: chaos=ID`` (a batch line with ``tags``), and one with no
+  row, or two, is named with its kind and what its client saw; but a client that gave
+  up before its request was written whole (a pool, connect or write timeout: its 2 ms
+  timeout on a loaded machine) may have sent the gateway nothing, and may have none;
 - no 5xx but the 503 of a pinned model at its cap, no traceback in the gateway's log.
 
 With ``--upstream-faults`` every fourth request goes instead (whole, patiently) to a
@@ -49,8 +53,10 @@ still being continued, as the bound says it will).
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. Its Redis keys (all under a namespace of its own, ``chaos-…``) are
-deleted at the end, unless ``--keep`` (then the namespace is printed). It found the
-Redis slot leak fixed on 2026-12-04 (docs/benchmarks.md).
+deleted at the end, unless ``--keep`` (then the namespace is printed). The decision log,
+the gateway's log and its last metrics are kept in ``--keep``'s folder, or, when a check
+failed, in a ``chaos-kept-…`` one it prints. It found the Redis slot leak fixed on
+2026-12-04 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -148,7 +154,7 @@ def _registry(url: str, db: Path, args: argparse.Namespace, namespace: str, gen:
     }
 
 
-async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
+async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int, ledger: Ledger) -> str:
     """One whole request to a misbehaving upstream's route: ``fault NAME ok`` when it was
     answered by the fallback, or (a stream that had begun) ended with the gateway's
     error event; ``fault NAME wrong: ...`` otherwise."""
@@ -156,14 +162,19 @@ async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
     broken_ok = FAULTS[name][1]
     stream = rng.random() < 0.5
     body = {"model": f"f-{name}", "messages": [{"role": "user", "content": f"{name} {i}"}]}
+    rid = f"f{i}"
+    headers = ledger.send(rid, f"fault {name} {'stream' if stream else 'whole'}")
     if not stream:
-        r = await client.post("/v1/chat/completions", json=body, timeout=20.0)
+        r = await client.post("/v1/chat/completions", json=body, timeout=20.0, headers=headers)
+        ledger.saw(rid, str(r.status_code))
         served = r.headers.get("x-llmroute-model")
         expected = {name, "spill"} if name == "cut" else {"spill"}
         fine = r.status_code == 200 and served in expected and "choices" in r.json()
         return f"fault {name} {'ok' if fine else f'wrong: {r.status_code} {served}'}"
-    async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+    sent = {**body, "stream": True}
+    async with client.stream("POST", "/v1/chat/completions", json=sent, headers=headers) as r:
         text = (await r.aread()).decode()
+    ledger.saw(rid, f"stream {r.status_code}")
     errored = '"error"' in text
     served = r.headers.get("x-llmroute-model")
     fine = r.status_code == 200 and text.rstrip().endswith("data: [DONE]")
@@ -175,7 +186,32 @@ async def _faulty(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
 TURNS = 3
 
 
-async def _conversation(client: httpx.AsyncClient, i: int) -> str:
+class Ledger:
+    """Every request the run sends, by the id its ``x-llmroute-tags: chaos=ID`` carries
+    into its decision-log row: its kind and what its client saw, so that a request
+    without a row (or with two) is named, not only counted."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[str]] = {}
+
+    def send(self, request_id: str, kind: str) -> dict[str, str]:
+        """`request_id` about to be sent as `kind`: the headers that tag it."""
+        self.sent[request_id] = [kind, "no answer"]
+        return {TAGS: f"chaos={request_id}"}
+
+    def saw(self, request_id: str, outcome: str) -> None:
+        self.sent[request_id][1] = outcome
+
+
+TAGS = "x-llmroute-tags"
+GAVE_UP = "gave up"
+# a client that gave up before its request was written whole (waiting for a connection,
+# opening one, writing it: a 2 ms timeout on a loaded machine) may have sent the gateway
+# nothing, or part of it (answered 499 before any decision, in llmroute_api_errors_total)
+NOT_WRITTEN = tuple(f"{GAVE_UP} ({t})" for t in ("PoolTimeout", "ConnectTimeout", "WriteTimeout"))
+
+
+async def _conversation(client: httpx.AsyncClient, i: int, ledger: Ledger) -> str:
     """A three-turn Responses conversation (the second turn streamed), each turn
     continuing the last by id, or, every other time, kept by the Conversations API:
     ``conversation ok`` when every turn was answered and kept and the whole conversation
@@ -193,7 +229,7 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
             body["conversation"] = conversation
         elif previous is not None:
             body["previous_response_id"] = previous
-        made = await _turn(client, body, turn, conversation is not None)
+        made = await _turn(client, body, turn, conversation is not None, ledger, f"c{i}t{turn}")
         if isinstance(made, str):
             return f"conversation wrong: turn {turn} {made}"
         response = made
@@ -212,10 +248,13 @@ async def _conversation(client: httpx.AsyncClient, i: int) -> str:
     return "conversation ok"
 
 
-async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+async def _streamed(
+    client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any] | str:
     """`body` streamed: the response its ``response.completed`` event holds, or what went
     wrong."""
-    async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
+    sent = {**body, "stream": True}
+    async with client.stream("POST", "/v1/responses", json=sent, headers=headers) as r:
         text = (await r.aread()).decode()
     finals = [
         json.loads(line[6:])["response"]
@@ -229,25 +268,41 @@ async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str
 
 
 async def _turn(
-    client: httpx.AsyncClient, body: dict[str, Any], turn: int, kept_by_conversation: bool
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    turn: int,
+    kept_by_conversation: bool,
+    ledger: Ledger,
+    rid: str,
 ) -> dict[str, Any] | str:
     """One turn: the second streamed, the third made in the background (a resumed
     background stream where the Conversations API keeps it), the first plain."""
+    kinds = ["responses", "responses stream"]
+    kinds.append("responses background " + ("stream" if kept_by_conversation else "polled"))
+    headers = ledger.send(rid, kinds[turn])
+    made: dict[str, Any] | str
     if turn == 1:
-        return await _streamed(client, body)
-    if turn == 2:
-        return await (_resumed if kept_by_conversation else _in_background)(client, body)
-    r = await client.post("/v1/responses", json=body, timeout=20.0)
-    made: dict[str, Any] | str = r.json() if r.status_code == 200 else str(r.status_code)
+        made = await _streamed(client, body, headers)
+    elif turn == 2:
+        make = _resumed if kept_by_conversation else _in_background
+        made = await make(client, body, headers)
+    else:
+        r = await client.post("/v1/responses", json=body, timeout=20.0, headers=headers)
+        made = r.json() if r.status_code == 200 else str(r.status_code)
+    ledger.saw(rid, made if isinstance(made, str) else f"200 {made.get('status')}")
     return made
 
 
-async def _resumed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+async def _resumed(
+    client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any] | str:
     """`body` made as a background stream, left after its third event and resumed from
     there (bounded): the response its ``response.completed`` holds, or what went wrong."""
     seen, response_id = -1, None
     sent = {**body, "background": True, "stream": True}
-    async with client.stream("POST", "/v1/responses", json=sent, timeout=20.0) as r:
+    async with client.stream(
+        "POST", "/v1/responses", json=sent, timeout=20.0, headers=headers
+    ) as r:
         if r.status_code != 200:
             return f"background stream {r.status_code}"
         async for line in r.aiter_lines():
@@ -272,10 +327,13 @@ async def _resumed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str,
     return response
 
 
-async def _in_background(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any] | str:
+async def _in_background(
+    client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any] | str:
     """`body` made in the background, polled (bounded) until it is done: the response, or
     what went wrong."""
-    r = await client.post("/v1/responses", json={**body, "background": True}, timeout=20.0)
+    sent = {**body, "background": True}
+    r = await client.post("/v1/responses", json=sent, timeout=20.0, headers=headers)
     if r.status_code != 200:
         return f"background {r.status_code} {_code(r)}"
     response: dict[str, Any] = r.json()
@@ -309,7 +367,11 @@ async def _batch(client: httpx.AsyncClient, k: int, faults: bool) -> str:
     lines = []
     for n in range(BATCH_LINES):
         model = f"f-{list(FAULTS)[n % len(FAULTS)]}" if faults and n % 4 == 3 else "r"
-        body = {"model": model, "messages": [{"role": "user", "content": f"batch {k} line {n}"}]}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": f"batch {k} line {n}"}],
+            "tags": [f"chaos=b{k}-{n}"],  # its record's, beside the gateway's batch=ID
+        }
         line = {"custom_id": f"b{k}-{n}", "method": "POST", "url": "/v1/chat/completions"}
         lines.append(json.dumps({**line, "body": body}))
     content = ("\n".join(lines) + "\n").encode()
@@ -342,32 +404,42 @@ async def _batch(client: httpx.AsyncClient, k: int, faults: bool) -> str:
     return "batch ok"
 
 
-async def _one(client: httpx.AsyncClient, rng: random.Random, i: int) -> str:
-    """One request of a random kind; what became of it."""
+async def _one(client: httpx.AsyncClient, rng: random.Random, i: int, ledger: Ledger) -> str:
+    """One request of a random kind; what became of it (in `ledger` too, with how a
+    client that gave up timed out: before its request was written whole, or after)."""
+    try:
+        outcome = await _one_sent(client, rng, i, ledger)
+    except httpx.TimeoutException as exc:
+        ledger.saw(f"q{i}", f"{GAVE_UP} ({type(exc).__name__})")
+        return GAVE_UP
+    ledger.saw(f"q{i}", outcome)
+    return outcome
+
+
+async def _one_sent(client: httpx.AsyncClient, rng: random.Random, i: int, ledger: Ledger) -> str:
     kind = rng.random()
     body: dict[str, Any] = {
         "model": rng.choice(["auto", "slow", "r"]),
         "messages": [{"role": "user", "content": f"{WORDS} {i if i % 5 else 0}"}],
     }
-    try:
-        if kind < 0.6:
-            body["stream"] = True
-            cut = kind < 0.4  # most streams are cut after a few events
-            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                seen = 0
-                async for _ in r.aiter_lines():
-                    seen += 1
-                    if cut and seen > rng.randint(1, 10):
-                        return "stream cut"
-                return f"stream {r.status_code}"
-        timeout = rng.uniform(0.002, 0.2) if kind < 0.8 else 20.0
-        r = await client.post("/v1/chat/completions", json=body, timeout=timeout)
-        return str(r.status_code)
-    except httpx.TimeoutException:
-        return "gave up"
+    if kind < 0.6:
+        body["stream"] = True
+        cut = kind < 0.4  # most streams are cut after a few events
+        headers = ledger.send(f"q{i}", f"chat stream{' to cut' if cut else ''}")
+        async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+            seen = 0
+            async for _ in r.aiter_lines():
+                seen += 1
+                if cut and seen > rng.randint(1, 10):
+                    return "stream cut"
+            return f"stream {r.status_code}"
+    timeout = rng.uniform(0.002, 0.2) if kind < 0.8 else 20.0
+    headers = ledger.send(f"q{i}", f"chat, client timeout {timeout:.3f} s")
+    r = await client.post("/v1/chat/completions", json=body, timeout=timeout, headers=headers)
+    return str(r.status_code)
 
 
-async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]:
+async def _load(url: str, args: argparse.Namespace, reload: Any, ledger: Ledger) -> Counter[str]:
     rng = random.Random(args.seed)
     limits = httpx.Limits(max_connections=args.concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=20, limits=limits) as client:
@@ -376,10 +448,10 @@ async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]
         async def guarded(i: int) -> str:
             async with gate:
                 if args.upstream_faults and i % 4 == 3:
-                    return await _faulty(client, rng, i)
+                    return await _faulty(client, rng, i, ledger)
                 if args.responses and i % 4 == 1:
-                    return await _conversation(client, i)
-                return await _one(client, rng, i)
+                    return await _conversation(client, i, ledger)
+                return await _one(client, rng, i, ledger)
 
         tasks = [asyncio.create_task(guarded(i)) for i in range(args.requests)]
         if args.batches:
@@ -391,7 +463,7 @@ async def _load(url: str, args: argparse.Namespace, reload: Any) -> Counter[str]
         return Counter(await asyncio.gather(*tasks))
 
 
-async def _burst(url: str) -> list[str]:
+async def _burst(url: str, ledger: Ledger) -> list[str]:
     """CAP + 1 streams held open at once: which model served each."""
     async with httpx.AsyncClient(base_url=url, timeout=20) as client:
         hold = asyncio.Event()
@@ -402,11 +474,15 @@ async def _burst(url: str) -> list[str]:
                 "stream": True,
                 "messages": [{"role": "user", "content": f"{WORDS} burst {n}"}],
             }
-            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            headers = ledger.send(f"burst{n}", "chat stream held open")
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body, headers=headers
+            ) as r:
                 model = r.headers.get("x-llmroute-model", "?")
                 async for _ in r.aiter_lines():
                     await hold.wait()
-                return model
+            ledger.saw(f"burst{n}", f"stream {r.status_code} {model}")
+            return model
 
         tasks = [asyncio.create_task(one(n)) for n in range(CAP + 1)]
         await asyncio.sleep(1.0)
@@ -544,12 +620,13 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
                 partial.write_text(text)
                 partial.replace(registry)
 
+            ledger = Ledger()
             started = time.perf_counter()
-            outcomes = asyncio.run(_load(url, args, reload))
+            outcomes = asyncio.run(_load(url, args, reload, ledger))
             seconds = time.perf_counter() - started
             time.sleep(3)  # the decision log's writer and any give-back finish
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
-            burst = asyncio.run(_burst(url))
+            burst = asyncio.run(_burst(url, ledger))
             kept = _redis_kept(args.limits, namespace) if args.key_bound else None
         finally:
             proc.terminate()
@@ -571,14 +648,30 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
             batch_rows = conn.execute(
                 "SELECT count(*) FROM decisions WHERE coalesce(tags, '') LIKE '%batch=%'"
             ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT tags, id, status, error FROM decisions "
+                "WHERE coalesce(tags, '') NOT LIKE '%batch=%'"
+            ).fetchall()
+            batch_records = _records_by_id(
+                conn.execute(
+                    "SELECT tags, id, status, error FROM decisions "
+                    "WHERE coalesce(tags, '') LIKE '%batch=%'"
+                ).fetchall()
+            )
         server_log = log_path.read_text(errors="replace")
-        if args.keep is not None:  # the decision log and the gateway's, for a post-mortem
-            args.keep.mkdir(parents=True, exist_ok=True)
-            shutil.copy(db, args.keep / "log.db")
-            shutil.copy(log_path, args.keep / "serve.log")
+        records = _records_by_id(rows)
+        # the decision log and the gateway's, for a post-mortem: kept where --keep says,
+        # else until the checks have passed (a failed run's are kept)
+        keep = args.keep or Path(tempfile.mkdtemp(prefix="chaos-kept-"))
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(db, keep / "log.db")
+        shutil.copy(log_path, keep / "serve.log")
+        (keep / "metrics.txt").write_text(metrics)
     conversations = sum(1 for i in range(args.requests) if args.responses and i % 4 == 1)
     sent = args.requests + CAP + 1 + (TURNS - 1) * conversations
     statuses = {k: v for k, v in outcomes.items()}
+    not_written = [rid for rid in ledger.sent if rid not in records]
+    batch_lines = [f"b{k}-{n}" for k in range(BATCHES) for n in range(BATCH_LINES)]
     bad_5xx = sum(v for k, v in log_rows.items() if k.startswith("5") and k != "503 upstream_error")
     result: dict[str, Any] = {
         "requests": args.requests,
@@ -589,11 +682,32 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "client_outcomes": statuses,
         "decision_log": log_rows,
         "logged_of_sent": f"{sum(log_rows.values())} of {sent}",
+        # each by its chaos=ID tag: what was sent and what its client saw
+        "sent_not_logged": {
+            rid: " / ".join(ledger.sent[rid]) for rid in ledger.sent if rid not in records
+        },
+        "logged_more_than_once": {
+            rid: [" ".join(r) for r in rows] for rid, rows in records.items() if len(rows) > 1
+        },
+        "logged_not_sent": {
+            rid: [" ".join(r) for r in rows]
+            for rid, rows in records.items()
+            if rid not in ledger.sent
+        },
+        "logs_kept_in": str(keep),
+        # how the clients that gave up timed out (before their request was written
+        # whole, or after), and the requests answered 499 before any decision
+        "gave_up_by": dict(Counter(o for _, o in ledger.sent.values() if o.startswith(GAVE_UP))),
+        "api_errors_499": _api_errors(metrics, "499"),
         "in_flight_after": in_flight[0] if in_flight else None,
         "redis_slots_left": _redis_slots(args.limits, namespace),
         "redis_budget_holds_left_and_spent": _redis_holds(args.limits, namespace),
         "burst_models": burst,
         "batch_requests_logged": batch_rows,
+        # by their chaos=ID tags: none may be missing (one a worker had in flight as it
+        # stopped, or re-sent, may be logged twice)
+        "batch_lines_not_logged": sorted(set(batch_lines) - set(batch_records)),
+        "batch_lines_logged_twice_or_more": sum(1 for r in batch_records.values() if len(r) > 1),
         "redis_responses_listed_kept_whole": kept,
         # a batch running on a registry that a reload replaced goes on under the new one
         "batch_runs_moved_by_reloads": server_log.count("goes on under registry version"),
@@ -603,7 +717,8 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "nothing in flight": result["in_flight_after"] == 0.0,
         "every slot free": burst == sorted(["slow"] * CAP + ["spill"])
         and result["redis_slots_left"] in (None, 0),
-        "every request logged": sum(log_rows.values()) == sent,
+        "every request logged": sum(log_rows.values()) + len(not_written) == sent
+        and _all_logged(ledger, records),
         "no 5xx but a pinned model at its cap": bad_5xx == 0,
         "no traceback": result["tracebacks"] == 0,
         "every hard-budget hold settled": result["redis_budget_holds_left_and_spent"] is None
@@ -628,9 +743,46 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         checks["every batch completed with one 200 answer per request"] = made == {
             "batch ok": BATCHES
         }
-        checks["every batch request logged"] = batch_rows >= BATCHES * BATCH_LINES
+        checks["every batch request logged"] = batch_rows >= BATCHES * BATCH_LINES and set(
+            batch_records
+        ) == set(batch_lines)
     result["checks"] = checks
+    if args.keep is None and all(checks.values()):
+        shutil.rmtree(keep)
+        result["logs_kept_in"] = None
     return result
+
+
+def _api_errors(metrics: str, status: str) -> float:
+    """``llmroute_api_errors_total`` for `status`, every api: requests answered with it
+    before any decision (a 499: the client gone before its body was read)."""
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("llmroute_api_errors_total{") and f'status="{status}"' in line
+    )
+
+
+def _records_by_id(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[str, ...]]]:
+    """The decision-log rows (tags, id, status, error) by the ``chaos=ID`` tag their
+    request was sent with (``untagged`` for a row without one)."""
+    records: dict[str, list[tuple[str, ...]]] = {}
+    for tags, decision, status, error in rows:
+        ids = [t[6:] for t in json.loads(tags or "[]") if t.startswith("chaos=")]
+        row = (str(decision), str(status), str(error or ""))
+        records.setdefault(ids[0] if ids else "untagged", []).append(row)
+    return records
+
+
+def _all_logged(ledger: Ledger, records: dict[str, list[tuple[str, ...]]]) -> bool:
+    """Whether every request sent has exactly one record (one whose client gave up before
+    it was written whole, at most one), and every record a request."""
+    unlogged = (rid for rid in ledger.sent if rid not in records)
+    return (
+        set(records) <= set(ledger.sent)
+        and all(len(r) == 1 for r in records.values())
+        and all(ledger.sent[rid][1] in NOT_WRITTEN for rid in unlogged)
+    )
 
 
 def main() -> None:
