@@ -1,12 +1,16 @@
 """A client that hangs up is a 499 wherever it leaves: before its whole body came (not
-a 500 with a traceback), and while its request is dispatched even when a library
-swallows the cancel that stops the work (Python 3.11's `asyncio.wait_for`, around every
-command redis-py sends: CPython gh-86296)."""
+a 500 with a traceback), as soon as it has sent it all (its decision logged, once), and
+while its request is dispatched even when a library swallows the cancel that stops the
+work (Python 3.11's `asyncio.wait_for`, around every command redis-py sends: CPython
+gh-86296)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,63 @@ def test_a_client_gone_before_its_whole_body_came_is_a_499_not_a_500(tmp_path: P
         'llmroute_api_errors_total{api="responses",status="499"} 1.0',
     ]
     assert "unhandled error" not in log and "Traceback" not in log
+
+
+# the echo model answers after 2 s: every client below has long gone by then
+_SLOW_ECHO = ECHO_ONLY.replace("{kind: echo}", "{kind: echo, delay_s: 2}").replace(
+    "telemetry: {enabled: false}\n", ""
+)
+_BODIES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {"model": "small", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"model": "small", "input": "hi"},
+    "/v1/messages": {
+        "model": "small",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+}
+
+
+def _tags_logged(db: Path) -> list[tuple[str, int, str]]:
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        try:
+            return con.execute("select tags, status, error from decisions").fetchall()
+        except sqlite3.OperationalError:  # not made yet
+            return []
+
+
+def test_a_client_gone_once_its_whole_request_came_is_logged_once(tmp_path: Path) -> None:
+    # the chaos benchmark's clients that give up after a few ms: one that gave up after
+    # its request was written whole must be in the decision log (one that gave up
+    # before, opening its connection, sent nothing)
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    sent = []
+    with serve_text(_SLOW_ECHO, tmp_path, env=env) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        for n in range(4):
+            for path, body in _BODIES.items():
+                tag = f"gone={path.rsplit('/', 1)[1]}-{n}"
+                data = json.dumps(body).encode()
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nx-llmroute-tags: {tag}\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n"
+                )
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.sendall(head.encode() + data)  # all of it, then gone at once
+                sent.append(json.dumps([tag]))
+
+        def all_logged() -> bool:
+            return len(_tags_logged(db)) >= len(sent)
+
+        wait_for("every request logged", all_logged, 20, served.log)
+        time.sleep(0.5)  # a second row for any of them would be written by now
+        lines = _metric_lines(served.url)
+    assert sorted(_tags_logged(db)) == sorted((t, 499, "client_disconnected") for t in sent)
+    assert lines == []  # none answered 499 before its decision
 
 
 async def _gone() -> dict[str, Any]:
