@@ -132,6 +132,10 @@ class SafetyOutcome:
     decisive: tuple[str, ...] = field(default=(), repr=False)
     # top-level body fields rewritten because they held PII (end-user ids, metadata)
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
+    # what the detectors saw (the injection scan, the PII spans' places and types, no
+    # text), whatever the profile made of it: another profile is applied to it
+    # (`SafetyLayer.also_under`) without running them again
+    detected: Any = field(default=None, repr=False, compare=False)
 
     @property
     def blocked(self) -> bool:

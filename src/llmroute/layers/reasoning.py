@@ -37,7 +37,9 @@ from llmroute.reasoning.artifact import ReasoningScorer, builtin_scorer_dir, loa
 from llmroute.registry import Registry
 from llmroute.token_estimate import CHARS_PER_TOKEN
 
-__all__ = ["DEFAULT_TRIGGERS", "ReasoningLayer", "build_reasoning_layer"]
+__all__ = ["DEFAULT_TRIGGERS", "REASONING_LAYER", "ReasoningLayer", "build_reasoning_layer"]
+
+REASONING_LAYER = "reasoning"
 
 DEFAULT_TRIGGERS: tuple[str, ...] = (
     r"\bprove\s+(?:that|it|this|the)\b",
@@ -75,7 +77,7 @@ class ReasoningLayer:
     """The gate; see the module docstring. `tiers` maps route names to their reasoning
     tier; `default_tier` serves requests no route decided."""
 
-    name = "reasoning"
+    name = REASONING_LAYER
     always_runs = True
 
     def __init__(

@@ -41,9 +41,10 @@ from llmroute.encoders.scripts import ScriptCheck
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
+from llmroute.request import RouteRequest
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.injection import InjectionDetector, builtin_detector_dir, load_detector
-from llmroute.safety.pii import PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, Redactor
+from llmroute.safety.pii import PII_TYPES, PLACEHOLDER, PhoneBudget, PiiDetector, PiiSpan, Redactor
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import window_spans
 
@@ -93,6 +94,52 @@ class _Scan:
 
 _NOTHING = _Scan()
 
+_Profile = tuple[str, SafetyProfile, AnswerMask | None]  # a profile's name, it, its mask
+
+
+@dataclass(frozen=True, slots=True)
+class _Detected:
+    """What the detectors saw in one request, whatever a profile does with it: the
+    injection scan, and the spans the PII detector found by the order it read the texts
+    (those it found none in left out)."""
+
+    scan: _Scan
+    spans: Mapping[int, tuple[PiiSpan, ...]]
+
+
+class _Found:
+    """The PII detector's `find` for one request, keeping the spans it found (`spans`);
+    or, given those of an earlier pass over the same request, answering from them: the
+    texts are the same, read in the same order, whatever the profile."""
+
+    __slots__ = ("_calls", "_detector", "spans")
+
+    def __init__(
+        self, detector: PiiDetector | None, kept: Mapping[int, tuple[PiiSpan, ...]] | None = None
+    ) -> None:
+        self._detector = None if kept is not None else detector
+        self.spans: Mapping[int, tuple[PiiSpan, ...]] = {} if kept is None else kept
+        self._calls = 0
+
+    def find(self, text: str, budget: PhoneBudget) -> list[PiiSpan]:
+        call, self._calls = self._calls, self._calls + 1
+        if self._detector is None:
+            return list(self.spans.get(call, ()))
+        spans = self._detector.find(text, budget)
+        if spans:
+            assert isinstance(self.spans, dict)
+            self.spans[call] = tuple(spans)
+        return spans
+
+
+def _stricter(first: Action, then: Action) -> Action:
+    """The stricter action (`_SEVERITY`'s order), `then` on a tie."""
+
+    def severity(action: Action) -> int:
+        return _SEVERITY["route" if isinstance(action, RouteTo) else action]
+
+    return first if severity(first) > severity(then) else then
+
 
 def _call(action: Action, fired: str) -> _Call:
     if isinstance(action, RouteTo):
@@ -134,6 +181,7 @@ class SafetyLayer:
         self._scan_injection = frozenset(settings.injection.scan)
         self._scan_pii = frozenset(settings.pii.scan)
         self._scripts = scripts
+        self._merged: dict[str, _Profile] = {}  # `_stricter`'s, by their names
 
     @property
     def threshold(self) -> float | None:
@@ -141,17 +189,82 @@ class SafetyLayer:
 
     def profile_for(self, ctx: DecisionContext) -> tuple[str, SafetyProfile]:
         """The profile of the route decided; with none decided, the default's."""
-        route = _DEFAULT_ROUTE if ctx.verdict is None else ctx.verdict.route
-        name = self._route_profiles.get(route, self._settings.profile)
+        name = self.profile_of(_DEFAULT_ROUTE if ctx.verdict is None else ctx.verdict.route)
         return name, self._settings.profiles[name]
+
+    def profile_of(self, route: str) -> str:
+        """The name of `route`'s profile (``default``: the default's)."""
+        return self._route_profiles.get(route, self._settings.profile)
 
     def evaluate(self, ctx: DecisionContext) -> LayerResult:
         profile_name, profile = self.profile_for(ctx)
         segments = segments_of(ctx.request)
+        scan = self._scan_for_injection(ctx, segments)
+        mask = self._answer_masks.get(profile_name)
+        found = _Found(self._pii)
+        ctx.safety, detail = self._outcome(
+            ctx.request,
+            segments,
+            _Detected(scan, found.spans),
+            found,
+            (profile_name, profile, mask),
+        )
+        return LayerResult(annotated=True, detail=detail)
+
+    def also_under(
+        self, outcome: SafetyOutcome, request: RouteRequest, name: str
+    ) -> tuple[SafetyOutcome, Mapping[str, Any]] | None:
+        """`outcome`, this layer's for `request`, with profile `name` applied as well, and
+        its signal's detail: each finding gets the stricter of the two profiles' actions
+        (an answer's PII masked when either masks it, restored when either restores),
+        from what the detectors saw then: nothing is scanned or embedded again. None when
+        `name` is `outcome`'s profile already (or `outcome` is not this layer's)."""
+        detected = outcome.detected
+        if name == outcome.profile or not isinstance(detected, _Detected):
+            return None
+        merged = self._stricter(outcome.profile, name)
+        found = _Found(self._pii, detected.spans)
+        return self._outcome(request, segments_of(request), detected, found, merged)
+
+    def _stricter(self, first: str, then: str) -> _Profile:
+        """Profiles `first` and `then` as one (``first+then``), each action the stricter
+        of the two (`then`'s on a tie: two reroutes), made once per pair."""
+        key = f"{first}+{then}"
+        made = self._merged.get(key)
+        if made is None:
+            a, b = self._settings.profiles[first], self._settings.profiles[then]
+            profile = SafetyProfile(
+                injection=_stricter(a.injection, b.injection),
+                pii={t: _stricter(a.pii_action(t), b.pii_action(t)) for t in PII_TYPES},
+                unscanned=_stricter(a.unscanned, b.unscanned),
+                unread_scripts=_stricter(a.unread_scripts, b.unread_scripts),
+                restore=a.restore or b.restore,
+                answer_pii={
+                    t: "redact" if "redact" in (a.answer_action(t), b.answer_action(t)) else "allow"
+                    for t in PII_TYPES
+                },
+            )
+            mask = None
+            if self._pii is not None and profile.masks_answers:
+                mask = AnswerMask(self._pii, profile)
+            made = self._merged[key] = (key, profile, mask)
+        return made
+
+    def _outcome(
+        self,
+        request: RouteRequest,
+        segments: Sequence[Segment],
+        detected: _Detected,
+        found: _Found,
+        profile_of: _Profile,
+    ) -> tuple[SafetyOutcome, Mapping[str, Any]]:
+        """The outcome of `profile_of` (its name, itself, its answers' mask) on what the
+        detectors saw (`detected`; the PII spans read through `found`), and the detail
+        of the layer's signal."""
+        profile_name, profile, mask = profile_of
+        scan = detected.scan
         calls: list[_Call] = []
         detail: dict[str, Any] = {"profile": profile_name}
-
-        scan = self._scan_for_injection(ctx, segments)
         score, n_windows, unscanned = scan.score, scan.windows, scan.unscanned
         if score is not None:
             detail["injection_score"] = round(score, 4)
@@ -169,10 +282,10 @@ class SafetyLayer:
         # the tags the request already holds: only a PII detector issues placeholders
         redactor = Redactor(_placeholders_in(segments) if self._pii is not None else ())
         budget = PhoneBudget()  # one for the request's texts, fields included
-        counts, replacements = self._scan_for_pii(segments, profile, calls, redactor, budget)
+        counts, replacements = self._scan_for_pii(segments, profile, calls, redactor, budget, found)
         if counts:
             detail["pii"] = dict(counts)
-        fields = self._scan_fields(ctx.request.body, profile, redactor, budget)
+        fields = self._scan_fields(request.body, profile, redactor, budget, found)
         if fields:
             detail["fields"] = list(fields)
 
@@ -185,11 +298,11 @@ class SafetyLayer:
             )
         )
         redacted = restore = None
-        if replacements and action != "block" and ctx.request.body is not None:
-            redacted = replace_texts(ctx.request.body, replacements)
+        if replacements and action != "block" and request.body is not None:
+            redacted = replace_texts(request.body, replacements)
         if (replacements or fields) and action != "block" and profile.restore:
             restore = MappingProxyType(redactor.originals)
-        ctx.safety = SafetyOutcome(
+        outcome = SafetyOutcome(
             profile=profile_name,
             action=action,
             fired=fired,
@@ -201,10 +314,11 @@ class SafetyLayer:
             model=model,
             redacted_body=redacted,
             restore=restore,
-            answer_mask=self._answer_masks.get(profile_name) if action != "block" else None,
+            answer_mask=mask if action != "block" else None,
             decisive=decisive,
             # a blocked request sends nothing, but is logged: its end user as a pseudonym
             fields=MappingProxyType(fields) if fields else None,
+            detected=detected,
         )
         detail["action"] = action
         if fired:
@@ -212,7 +326,7 @@ class SafetyLayer:
         detail["summary"] = _summary(action, fired, score, self._threshold, counts, scan)
         if fields:
             detail["summary"] += f"; PII in {', '.join(fields)}: rewritten"
-        return LayerResult(annotated=True, detail=MappingProxyType(detail))
+        return outcome, MappingProxyType(detail)
 
     def _scan_for_injection(self, ctx: DecisionContext, segments: Sequence[Segment]) -> _Scan:
         """Rules on each scanned text, then the classifier on the windows of them all,
@@ -293,13 +407,13 @@ class SafetyLayer:
         calls: list[_Call],
         redactor: Redactor,
         budget: PhoneBudget,
+        found: _Found,
     ) -> tuple[dict[str, int], dict[Place, str]]:
         """PII counts by type; the redacted text of each segment with a span to redact
         (`redactor` keeps each placeholder issued, with the value it replaced)."""
-        detector = self._pii
         counts: dict[str, int] = {}
         replacements: dict[Place, str] = {}
-        if detector is None:
+        if self._pii is None:
             return counts, replacements
         called: set[str] = set()
 
@@ -307,7 +421,7 @@ class SafetyLayer:
             """The spans of `text` the profile redacts; every finding counted and its
             action noted."""
             to_redact = []
-            for span in detector.find(text, budget):
+            for span in found.find(text, budget):
                 counts[span.type] = counts.get(span.type, 0) + 1
                 action = profile.pii_action(span.type)
                 if action == "redact":
@@ -335,6 +449,7 @@ class SafetyLayer:
         profile: SafetyProfile,
         redactor: Redactor,
         budget: PhoneBudget,
+        found: _Found,
     ) -> dict[str, Any]:
         """The body's own fields that go upstream beside the messages, rewritten where
         they hold PII the profile does not allow: the end-user identifiers (``user``,
@@ -343,13 +458,12 @@ class SafetyLayer:
         as OpenAI and Anthropic ask of callers (an e-mail address is the usual user id);
         ``metadata`` values have their spans replaced by placeholders. A field is never a
         reason to block or reroute: rewritten, it no longer holds the value."""
-        detector = self._pii
-        if detector is None or body is None:
+        if self._pii is None or body is None:
             return {}
 
         def held(text: str) -> list[PiiSpan]:
-            found = detector.find(text, budget)
-            return [s for s in found if profile.pii_action(s.type) != "allow"]
+            spans = found.find(text, budget)
+            return [s for s in spans if profile.pii_action(s.type) != "allow"]
 
         fields: dict[str, Any] = {}
         for key in _IDENTIFIERS:
