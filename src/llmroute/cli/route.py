@@ -102,26 +102,17 @@ def _plan(
     router: Router, decision: Decision, text: str, client: ApiKey | None, line: int = 0
 ) -> Plan:
     """The plan dispatch would follow (`plan_of`), inside `client`'s pool when it has one
-    (`within_pool`, as the gateway keeps it there); a plan with no model inside fails as
-    the gateway's 403 does."""
-    from llmroute.dispatch.plan import (
-        default_pick,
-        falls_to_default,
-        plan_of,
-        pool_refusal,
-        within_pool,
-    )
+    (`keep_within`, as the gateway keeps it there: a fall to the default with its safety
+    policy and reasoning tier); a plan nothing inside may serve fails as the gateway's
+    403 does."""
+    from llmroute.dispatch.plan import keep_within, plan_of
 
     plan = plan_of(router, decision)
     if client is None or client.pool is None:
         return plan
-    default = router.loaded.registry.default
-    pick = default_pick(router, text, {}) if falls_to_default(plan, client.pool) else None
-    kept = within_pool(plan, client.pool, client.name, default.target, default.policy, pick)
-    if kept is None:
-        fail(
-            (f"stdin line {line}: " if line else "") + pool_refusal(plan, client.pool, client.name)
-        )
+    kept = keep_within(router, plan, client.pool, client.name, text, {})
+    if isinstance(kept, str):
+        fail((f"stdin line {line}: " if line else "") + kept)
     return kept
 
 

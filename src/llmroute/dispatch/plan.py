@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 from llmroute.decide import DEFAULT_LAYER, RequestInput, Router
-from llmroute.decision import Decision
+from llmroute.decision import Decision, LayerSignal, Outcome
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
@@ -35,16 +37,17 @@ __all__ = [
     "PINNED",
     "ModelNotAString",
     "Plan",
-    "adefault_pick",
+    "akeep_within",
     "alone_because",
     "aplan_request",
-    "default_pick",
     "default_plan",
     "difficulty_model",
     "falls_to_default",
+    "keep_within",
     "plan_of",
     "plan_request",
     "pool_refusal",
+    "to_default",
     "within_pool",
 ]
 
@@ -153,6 +156,7 @@ def within_pool(
     default: str | None = None,
     default_policy: RoutePolicy | None = None,
     pick: str | None = None,
+    tier: str | None = None,
 ) -> Plan | None:
     """`plan` kept inside `pool`, the models client key `owner` may reach: its chain
     without the models outside it, the decision's model the first one left (its reason
@@ -161,10 +165,12 @@ def within_pool(
 
     With no model of the chain inside, a *routed* request (`falls_to_default`) is served
     by the default's chain inside the pool: `pick`, the model the default picks for it
-    (`default_pick`: its difficulty router's strong or weak model), then `default`, the
+    (`to_default`: its difficulty router's strong or weak model), then `default`, the
     registry's default target, then the fallbacks of `default_policy` (the default's
     policy, which the plan then carries), those outside left out, as a route's are; None
-    when none is inside. A blocked plan is returned as it is: nothing will be sent, and
+    when none is inside. `tier`, the default's reasoning tier for a request that needs
+    it, comes before them all (as it replaces the pick of a request no route claims).
+    A blocked plan is returned as it is: nothing will be sent, and
     the client should hear why (the policy), not where it may not go."""
     if plan.decision.blocked:
         return replace(plan, pool=pool)
@@ -174,7 +180,7 @@ def within_pool(
         if default is None or not falls_to_default(plan, pool):
             return None
         fallbacks = () if default_policy is None else default_policy.fallback
-        firsts = tuple(dict.fromkeys((pick or default, default)))
+        firsts = tuple(dict.fromkeys(m for m in (tier, pick or default, default) if m))
         chain = tuple(m for m in dict.fromkeys((*firsts, *fallbacks)) if m in pool)
         if not chain:
             return None
@@ -214,28 +220,153 @@ def falls_to_default(plan: Plan, pool: tuple[str, ...]) -> bool:
     return _rerouteable(decision)
 
 
-def default_pick(router: Router, body: RequestInput, headers: Mapping[str, str]) -> str:
-    """The model the default picks for a request it serves that no layer sent it (a
-    key's pool sent it there, `within_pool`): its difficulty router's strong or weak
-    model by the request's score, as for a request no route claims; else (no difficulty
-    router, nothing to score) its target."""
-    target = router.loaded.registry.default.target
-    layer = router.difficulty
-    if layer is None:
-        return target
-    ctx = DecisionContext(router.request(body, headers=headers), router.encoder.encode)
-    verdict = layer.evaluate(ctx).verdict
-    return target if verdict is None else verdict.model
+def keep_within(
+    router: Router,
+    plan: Plan,
+    pool: tuple[str, ...],
+    owner: str,
+    body: RequestInput,
+    headers: Mapping[str, str],
+) -> Plan | str:
+    """`plan` kept inside `pool`, client key `owner`'s (`within_pool`), or the message
+    of its refusal when nothing may serve it. A routed request none of whose chain is
+    inside is the default's (`falls_to_default`), and the default serves it as its own
+    (`to_default`): its safety profile applied too (the stricter action wins: a block
+    or a guarded model of the default's holds), its reasoning tier first when the gate
+    found reasoning needed, then the model its difficulty router picks, its target and
+    its fallbacks, those inside the pool."""
+    default = router.loaded.registry.default
+    if not falls_to_default(plan, pool):
+        kept = within_pool(plan, pool, owner, default.target, default.policy)
+        return pool_refusal(plan, pool, owner) if kept is None else kept
+    decision, pick = to_default(router, plan.decision, body, headers)
+    lead = f"route {decision.route!r} has no model in key {owner!r}'s pool"
+    safety = decision.safety
+    if safety is not None and safety.blocked:
+        why = f"{lead}, and the default's safety policy blocks it (profile {safety.profile!r})"
+        blocked = replace(decision, reason=f"{decision.reason}; {why}")
+        return Plan(blocked, plan.chain, default.policy, None, pool)
+    if safety is not None and safety.model is not None:
+        guarded = safety.model
+        sent = f"the default's safety policy (profile {safety.profile!r}) sends it to {guarded}"
+        if guarded not in pool:
+            refused = f"key {owner!r} may not be served by {guarded}: {lead}, and {sent}"
+            return f"{refused}; its pool: {', '.join(pool)}"
+        reason = f"{decision.reason}; {lead}: {sent}"
+        return Plan(replace(decision, reason=reason), (guarded,), default.policy, None, pool)
+    tier = None if decision.reasoning is None else decision.reasoning.tier
+    moved = replace(plan, decision=decision)
+    kept = within_pool(moved, pool, owner, default.target, default.policy, pick, tier)
+    if kept is None:
+        return pool_refusal(plan, pool, owner)
+    if safety is not None and safety is not plan.decision.safety:
+        checked = f"; the default's safety profile applied too ({safety.profile}: {safety.action})"
+        kept = replace(kept, decision=replace(kept.decision, reason=kept.decision.reason + checked))
+    return kept
 
 
-async def adefault_pick(router: Router, body: Mapping[str, Any], headers: Mapping[str, str]) -> str:
-    """`default_pick` for an event loop: in a worker thread where `aplan_request`
-    decides in one (the encoder's call would stop the loop)."""
-    if router.difficulty is not None and (
-        prompt_chars(body) > OFF_LOOP_CHARS or getattr(router.encoder, "remote", False)
+async def akeep_within(
+    router: Router,
+    plan: Plan,
+    pool: tuple[str, ...],
+    owner: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> Plan | str:
+    """`keep_within` for an event loop: a fall to the default in a worker thread where
+    `aplan_request` decides in one (a long prompt's safety pass; a remote encoder, when
+    the decision kept no embedding for the difficulty router to score)."""
+    if falls_to_default(plan, pool) and (
+        prompt_chars(body) > OFF_LOOP_CHARS
+        or (
+            getattr(router.encoder, "remote", False)
+            and router.difficulty is not None
+            and plan.decision.embedding is None
+        )
     ):
-        return await asyncio.to_thread(default_pick, router, body, headers)
-    return default_pick(router, body, headers)
+        return await asyncio.to_thread(keep_within, router, plan, pool, owner, body, headers)
+    return keep_within(router, plan, pool, owner, body, headers)
+
+
+def to_default(
+    router: Router, decision: Decision, body: RequestInput, headers: Mapping[str, str]
+) -> tuple[Decision, str]:
+    """`decision`, of a routed request the default is to serve (a key's pool sent it
+    there), with the default's guards, and the model the default picks for it (its
+    difficulty router's strong or weak model by the request's score, as for a request no
+    route claims; else its target). The safety outcome gets the default's profile as
+    well (`SafetyLayer.also_under`: the stricter action of the two for each finding, a
+    guarded model's reroute setting the model); the reasoning gate's verdict, the same
+    for any route, gets the default's ``reasoning_target`` for tier. Nothing is embedded
+    or scanned again: the difficulty router scores the decision's embedding."""
+    # the layers' modules: not imported with this one (the CLI's, the SDK's)
+    from llmroute.layers.reasoning import REASONING_LAYER
+    from llmroute.layers.safety import SafetyLayer
+
+    start = time.perf_counter_ns()
+    default = router.loaded.registry.default
+    request = router.request(body, headers=headers)
+    ctx = DecisionContext(request, router.encoder.encode, decision.embedding)
+    pick = default.target
+    if router.difficulty is not None:
+        verdict = router.difficulty.evaluate(ctx).verdict
+        pick = pick if verdict is None else verdict.model
+    signals = decision.signals
+    safety = decision.safety
+    layer = next((g for g in router.guards if isinstance(g, SafetyLayer)), None)
+    if safety is not None and layer is not None:
+        applied = layer.also_under(safety, request, layer.profile_of(DEFAULT_LAYER))
+        if applied is not None:
+            safety, detail = applied
+            signals = _with_detail(signals, layer.name, lambda _: detail)
+    reasoning, model = decision.reasoning, decision.model
+    if reasoning is not None and safety is not None and safety.blocked:
+        reasoning = None  # as the gate does for a blocked request
+        skipped = {"skipped": "blocked by safety"}
+        signals = _with_detail(signals, REASONING_LAYER, lambda _: skipped, Outcome.PASSED)
+    elif reasoning is not None:
+        tier = default.reasoning_target if reasoning.needed else None
+        reasoning = replace(reasoning, tier=tier)
+        signals = _with_detail(signals, REASONING_LAYER, lambda was: _tiered(was, tier))
+    if safety is not None and safety.model is not None:
+        model = safety.model
+    moved = replace(
+        decision,
+        model=model,
+        signals=signals,
+        encode_us=decision.encode_us + ctx.encode_us,
+        total_us=decision.total_us + (time.perf_counter_ns() - start) / 1000.0,
+        safety=safety,
+        reasoning=reasoning,
+    )
+    return moved, pick
+
+
+def _tiered(detail: Mapping[str, Any], tier: str | None) -> dict[str, Any]:
+    """The reasoning signal's `detail` naming `tier` (none: no tier)."""
+    out = {k: v for k, v in detail.items() if k != "tier"}
+    if tier is not None:
+        out["tier"] = tier
+    return out
+
+
+def _with_detail(
+    signals: tuple[LayerSignal, ...],
+    layer: str,
+    detail: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    outcome: Outcome | None = None,
+) -> tuple[LayerSignal, ...]:
+    """`signals` with `layer`'s detail made anew from what it was (and its `outcome`)."""
+    return tuple(
+        replace(
+            s,
+            detail=MappingProxyType(dict(detail(s.detail))),
+            outcome=s.outcome if outcome is None else outcome,
+        )
+        if s.layer == layer
+        else s
+        for s in signals
+    )
 
 
 def _rerouteable(decision: Decision) -> bool:

@@ -6,8 +6,9 @@ context fallbacks, cascade tiers and their verifier gates, the LLM router, shado
 and embeddings. A decision whose model is outside the pool is served by the first model
 of its chain inside it (the decision says so in its reason); with none inside, a routed
 request (``auto``, a difficulty router) is served by the default's chain inside the
-pool (the model it picks for the request, then its target and ``policy.fallback``,
-those outside skipped), and any other
+pool (its reasoning tier when the request needs one, the model it picks for the
+request, then its target and ``policy.fallback``, those outside skipped) under the
+default's safety profile too (the stricter action wins), and any other
 request — one that named a route or a model, or one safety sent to a guarded model — is
 refused with 403 ``model_not_allowed`` before anything is sent.
 """
@@ -20,13 +21,7 @@ from typing import Any
 from starlette.types import Scope
 
 from llmroute.decide import Router
-from llmroute.dispatch.plan import (
-    Plan,
-    adefault_pick,
-    falls_to_default,
-    pool_refusal,
-    within_pool,
-)
+from llmroute.dispatch.plan import Plan, akeep_within
 from llmroute.server.auth import api_key_of
 from llmroute.server.errors import GatewayError
 
@@ -43,24 +38,15 @@ async def keep_in_pool(
     scope: Scope, plan: Plan, router: Router, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> Plan:
     """`plan` kept inside the request's key's pool (itself without one); a routed request
-    with no chain model inside goes to the registry's default (the model it picks for
-    the request, `adefault_pick`, then its target and fallbacks, those inside the pool)
-    when one of them is inside."""
+    with no chain model inside is served by the registry's default as its own, with the
+    default's safety policy and reasoning tier (`akeep_within`), when a model of its
+    chain is inside; 403 ``model_not_allowed`` when nothing may serve it."""
     key = api_key_of(scope)
     if key is None or key.pool is None:
         return plan
-    default = router.loaded.registry.default
-    pick = None
-    if falls_to_default(plan, key.pool):
-        pick = await adefault_pick(router, body, headers)
-    kept = within_pool(plan, key.pool, key.name, default.target, default.policy, pick)
-    if kept is None:
-        raise GatewayError(
-            403,
-            pool_refusal(plan, key.pool, key.name),
-            param="model",
-            code="model_not_allowed",
-        )
+    kept = await akeep_within(router, plan, key.pool, key.name, body, headers)
+    if isinstance(kept, str):
+        raise GatewayError(403, kept, param="model", code="model_not_allowed")
     return kept
 
 
