@@ -1233,3 +1233,30 @@ def test_a_request_acquire_counted_is_given_back_in_its_minute(
             await limits.aclose()
 
     assert asyncio.run(go()) == [1.0, 0.0, 0.0]
+
+
+def test_a_request_counted_as_its_minute_turns_is_given_back_from_that_minute() -> None:
+    """The memory `acquire` read the clock twice: once for the minute it says, once for
+    the one it counts in. A request counted as a minute turned was said to be in the
+    minute before, and `release_request` took one out of that minute's count (another
+    request's) while its own stayed."""
+    turn = 1_800_000_000.0 // 60 * 60 + 60  # a minute begins
+    reads: deque[float] = deque()
+    now = [turn - 30]
+
+    def clock() -> float:
+        return reads.popleft() if reads else now[0]
+
+    async def go() -> tuple[int | None, float]:
+        limits = MemoryLimits(clock)
+        assert await limits.acquire("k", 10) == int(turn // 60) - 1  # the minute before
+        reads.extend([turn - 0.001, turn + 0.001])  # the minute turns as it counts
+        counted = await limits.acquire("k", 10)
+        reads.clear()
+        now[0] = turn + 30  # the minute before weighs half
+        assert counted is not None
+        await limits.release_request("k", counted)
+        return counted, await limits.requests("k")
+
+    # counted in the minute it says (the one before), and taken back out of it
+    assert asyncio.run(go()) == (int(turn // 60) - 1, 0.5)

@@ -438,8 +438,8 @@ class MemoryLimits:
         self._next_slot = 0
 
     async def acquire(self, key: str, per_minute: int) -> int | None:
-        minute = _window(self._clock())[0]
-        return None if await self.take(key, per_minute) is None else minute
+        minute, used = self._take(key, per_minute)
+        return None if used is None else minute
 
     async def release_request(self, key: str, minute: int) -> None:
         """As `release_tokens`, for one request."""
@@ -454,15 +454,20 @@ class MemoryLimits:
     async def take(self, key: str, per_minute: int) -> float | None:
         """`acquire`, saying how many requests the window holds with this one (None when
         it was at the limit): what the rate-limit headers report."""
+        return self._take(key, per_minute)[1]
+
+    def _take(self, key: str, per_minute: int) -> tuple[int, float | None]:
+        """The minute `take` counts in (one clock reading: the minute `acquire` says is
+        the one counted in, as a minute turns), and what `take` says."""
         minute, weight = _window(self._clock())
         with self._lock:
             this, previous = _rolled(self._counts.get(key), minute)
             used = previous * weight + this
             if used >= per_minute:
                 self._counts[key] = (minute, this, previous)
-                return None
+                return minute, None
             self._counts[key] = (minute, this + 1, previous)
-            return used + 1
+            return minute, used + 1
 
     async def spent(self, key: str, period: str) -> float:
         window, _ = budget_period(period, self._clock())
