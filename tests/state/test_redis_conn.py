@@ -233,6 +233,19 @@ REFUSED = [
     # taken by redis-py, as strings: any value decodes replies, or replaces our hook
     ("decode_responses=false", "decode_responses", "as bytes"),
     ("redis_connect_func=x", "redis_connect_func", "itself"),
+    # taken by redis-py only as a Python object: the URL's text passed every check, then
+    # every call failed (an AttributeError, no Redis error: credential_provider,
+    # event_dispatcher; a ConnectionError: socket_keepalive_options), or the check
+    # itself did (an AttributeError at registry load: maint_notifications_config)
+    ("credential_provider=x", "credential_provider", "may set"),
+    ("event_dispatcher=x", "event_dispatcher", "may set"),
+    ("socket_keepalive_options=x", "socket_keepalive_options", "may set"),
+    ("maint_notifications_config=x", "maint_notifications_config", "may set"),
+    # keys and text went to Redis in it, read back as UTF-8 (a value written failed to
+    # read, one it cannot encode failed to write: neither a Redis error)
+    ("encoding=latin-1", "encoding", "UTF-8"),
+    ("socket_type=2", "socket_type", "may set"),
+    ("max_connections=0", "max_connections", "at least 1"),  # no call got a connection
 ]
 
 
@@ -278,6 +291,28 @@ def test_a_registry_with_an_unknown_url_option_fails_to_load_at_its_line(tmp_pat
     assert "hunter2" not in said
 
 
+def test_a_registry_with_an_object_url_option_fails_to_load_at_its_line(tmp_path: Path) -> None:
+    """``maint_notifications_config`` broke the check itself: the registry failed to load
+    with redis-py's AttributeError and its stack trace, not the file and line."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "encoder: builtin:static\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {small: {provider: p, model: up-small, rpm: 10}}\n"
+        "routes: [{name: chitchat, examples: [hello there], target: small}]\n"
+        "default: {target: small}\n"
+        "dispatch:\n"
+        "  limits:\n"
+        "    url: 'redis://127.0.0.1:6379/0?maint_notifications_config=x'\n"
+        "cache: {url: 'redis://127.0.0.1:6379/0?credential_provider=x'}\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_registry(path)
+    said = str(refused.value)
+    assert f"{path}:8: dispatch.limits.url: must not set maint_notifications_config: " in said
+    assert f"{path}:9: cache.url: must not set credential_provider: " in said
+
+
 def test_the_url_options_redis_py_takes_still_work(redis_namespace: str) -> None:
     """Options redis-py's connections take (its own parsed ones, and those it passes on
     as they are) are not refused, and a call through them is answered."""
@@ -288,6 +323,12 @@ def test_the_url_options_redis_py_takes_still_work(redis_namespace: str) -> None
     )
     check_url(url, "cache.url")
     assert check_url("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none", "cache.url") is None
+    tls = (
+        "rediss://u:p@127.0.0.1:6380/1?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem"
+        "&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_check_hostname=false&ssl_min_version=3"
+        "&protocol=3&encoding=utf-8&legacy_responses=true"
+    )
+    assert check_url(tls, "cache.url") is None
 
     async def run() -> bytes | None:
         connection = connect(url, 2.0, "cache.url")

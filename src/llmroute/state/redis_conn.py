@@ -41,6 +41,7 @@ is neither `ReplyLost` nor `sent`: the script's own command was refused, not mad
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import logging
@@ -59,6 +60,8 @@ __all__ = [
     "RESENDING_WHY",
     "RETRY_AFTER_S",
     "TIMEOUT_WHY",
+    "UNKNOWN_WHY",
+    "URL_OPTIONS",
     "Outage",
     "RedisConnection",
     "ReplyLost",
@@ -102,6 +105,45 @@ _RELIED_ON = {
     "failed to decode)",
     "redis_connect_func": "llmroute sets it itself (it names each connection)",
 }
+# what a URL's query may set, with those the installed redis-py reads from a URL
+# (`_parsed`): the options it takes as text (each checked against the connections it
+# makes for the URL's scheme). redis-py takes
+# others only as a Python object (a URL's text failed every call, not as a Redis error,
+# or failed the check itself) or for its own use
+URL_OPTIONS = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "health_check_interval",
+        "max_connections",
+        "protocol",
+        "socket_keepalive",
+        "socket_read_size",
+        "encoding",
+        "encoding_errors",
+        "lib_name",
+        "lib_version",
+        "retry_on_timeout",  # false: what is done anyway
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_check_hostname",
+        "ssl_ciphers",
+        "ssl_password",
+        "ssl_min_version",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+    }
+)
+UNKNOWN_WHY = (
+    "not an option a Redis URL may set here (redis-py's connections refuse it, or take "
+    "it only as a Python object, or for their own use)"
+)
 
 
 class _Pool:
@@ -183,21 +225,20 @@ def query_refusal(url: str) -> str | None:
     """Why the query of Redis URL `url` is refused (``must not set NAME: why``), None
     when it is not: a `resending_option`, a timeout (``socket_timeout``,
     ``socket_connect_timeout``, ``timeout``: the feature's ``timeout_s`` is the one), one
-    llmroute relies on (``decode_responses``, ``redis_connect_func``), or a name the
-    connections redis-py makes for the URL's scheme refuse (``?foo=bar``, an
-    ``ssl_`` option on ``redis://``: every call failed with a ``TypeError``). Names are
-    read as redis-py reads them. Without redis-py installed only the first two are told."""
+    llmroute relies on (``decode_responses``, ``redis_connect_func``; an ``encoding``
+    other than UTF-8), a name not in `URL_OPTIONS` (``?foo=bar``; one redis-py takes
+    only as a Python object), ``max_connections`` below 1, or one the connections
+    redis-py makes for the URL's scheme refuse (an ``ssl_`` option on ``redis://``:
+    every call failed with a ``TypeError``). Names are read as redis-py reads them.
+    Without redis-py installed that last one is not told."""
     if "?" not in url:
         return None
     if (option := resending_option(url)) is not None:
         return f"must not set {option}: {RESENDING_WHY}"
     parts = urlsplit(url)
     query = parse_qs(parts.query)
-    for name in _TIMEOUTS:
-        if query.get(name):
-            return f"must not set {name}: {TIMEOUT_WHY}"
-    for name, why in _RELIED_ON.items():
-        if query.get(name):
+    for name, values in query.items():
+        if (why := _name_refusal(name, values[0])) is not None:
             return f"must not set {name}: {why}"
     try:
         from redis.asyncio.connection import BlockingConnectionPool
@@ -215,6 +256,43 @@ def query_refusal(url: str) -> str | None:
         except ValueError:
             continue  # a value parse_url refuses: its own message names it
     return None
+
+
+def _name_refusal(name: str, value: str) -> str | None:
+    """Why a URL's query may not set `name` to `value` (None when it may), as far as
+    llmroute tells without redis-py."""
+    if name in _TIMEOUTS:
+        return TIMEOUT_WHY
+    if name in _RELIED_ON:
+        return _RELIED_ON[name]
+    if name not in URL_OPTIONS and name not in _parsed():
+        return UNKNOWN_WHY
+    if name == "encoding" and _codec(value) != "utf-8":
+        return (
+            "llmroute's keys and text go to Redis as UTF-8 and are read back so (a key in "
+            "another encoding is another key; one it cannot encode failed every call)"
+        )
+    if name == "max_connections" and value.strip().isdigit() and int(value) < 1:
+        return "it must be at least 1 (no call would get a connection)"
+    return None
+
+
+@functools.cache
+def _parsed() -> frozenset[str]:
+    """The options the installed redis-py itself reads from a URL (``legacy_responses``
+    in redis-py 8): a URL may set them too."""
+    try:
+        from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+    except ImportError:
+        return frozenset()
+    return frozenset(URL_QUERY_ARGUMENT_PARSERS)
+
+
+def _codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
 
 
 def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
