@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
+from private_redis import private_redis
 from redis_service import REDIS_URL
 
 from llmroute.errors import ConfigError
@@ -330,16 +332,48 @@ def test_the_url_options_redis_py_takes_still_work(redis_namespace: str) -> None
     )
     assert check_url(tls, "cache.url") is None
 
-    async def run() -> bytes | None:
+    async def run() -> tuple[bytes | None, str]:
         connection = connect(url, 2.0, "cache.url")
         try:
             await connection.client.set(f"{redis_namespace}:k", b"v")
             value: bytes | None = await connection.client.get(f"{redis_namespace}:k")
-            return value
+            name = await connection.client.client_getname()
+            return value, name.decode() if isinstance(name, bytes) else str(name)
         finally:
             await connection.aclose()
 
-    assert asyncio.run(run()) == b"v"
+    # the URL's client_name names its connections (ours replaced it, without a word)
+    assert asyncio.run(run()) == (b"v", "mine")
+
+
+def test_a_unix_url_with_a_user_a_db_and_a_name_the_user_may_not_set() -> None:
+    """``unix://user:password@/path?db=1&client_name=...``: the password's special
+    characters percent-encoded, the db from the query, and a user whose ACL forbids
+    ``CLIENT SETNAME`` still connects (unnamed), as without a client_name: redis-py's own
+    naming failed every connection (``NOPERM``)."""
+    import redis as sync_redis
+
+    with private_redis() as url:
+        with sync_redis.Redis.from_url(url) as admin:
+            admin.execute_command(
+                "ACL", "SETUSER", "app", "on", ">p@ss/w?rd#1", "~*", "+@all", "-client|setname"
+            )
+            admin.select(1)
+        path = url.removeprefix("unix://")
+        mine = f"unix://app:p%40ss%2Fw%3Frd%231@{path}?db=1&client_name=mine"
+        check_url(mine, "cache.url")
+
+        async def run() -> tuple[bytes | None, Any]:
+            connection = connect(mine, 2.0, "cache.url")
+            try:
+                await connection.client.set("k", b"v")
+                return await connection.client.get("k"), await connection.client.client_getname()
+            finally:
+                await connection.aclose()
+
+        assert asyncio.run(run()) == (b"v", None)
+        with sync_redis.Redis.from_url(url + "?db=1") as admin:
+            assert admin.get("k") == b"v"  # in db 1
 
 
 @pytest.mark.parametrize("older", [False, True])

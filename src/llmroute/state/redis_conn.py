@@ -9,7 +9,7 @@ A pool is closed by the last of its users to close, so a registry reload can bui
 stores on it while the old ones drain. Pools never cross event loops (a connection is
 bound to the loop it was opened in), nor processes. Each connection is named
 ``llmroute:<pid>`` (``CLIENT SETNAME``, where the Redis user may) so that ``CLIENT
-LIST`` shows which process holds it.
+LIST`` shows which process holds it, or as the URL's ``client_name`` says.
 
 A connection lost while a command waits for its reply (reset, or closed by the server,
 once the command was sent) raises `ReplyLost`, a redis-py ``ConnectionError``: Redis
@@ -344,11 +344,12 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
                 timeout=timeout_s,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
-                redis_connect_func=_named,
+                redis_connect_func=functools.partial(_named, _name_in(url)),
                 retry=Retry(NoBackoff(), 0),  # redis-py's default, made sure of
             )
         except ValueError as exc:
             raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
+        pool.connection_kwargs.pop("client_name", None)  # `_named` names them
         # closing the client closes its pool
         opened = _Pool(_client_class().from_pool(pool), key)
         if key is not None:
@@ -455,14 +456,21 @@ def _release(pool: _Pool) -> bool:
         return True
 
 
-async def _named(connection: Any) -> None:
-    """redis-py's handshake, then ``CLIENT SETNAME`` (`client_name`). A Redis user whose
-    ACL forbids naming still gets a connection; redis-py's own ``client_name`` would
-    make that a Redis that always fails."""
+def _name_in(url: str) -> str:
+    """What `url`'s connections are called: its query's ``client_name``, else
+    `client_name`."""
+    names = parse_qs(urlsplit(url).query).get("client_name")
+    return names[0] if names else client_name()
+
+
+async def _named(name: str, connection: Any) -> None:
+    """redis-py's handshake, then ``CLIENT SETNAME`` `name`. A Redis user whose ACL
+    forbids naming still gets a connection; redis-py's own ``client_name`` (the URL's,
+    which `connect` takes from it) would make that a Redis that always fails."""
     from redis.exceptions import ResponseError
 
     await connection.on_connect()
-    await connection.send_command("CLIENT", "SETNAME", client_name())
+    await connection.send_command("CLIENT", "SETNAME", name)
     with contextlib.suppress(ResponseError):
         await connection.read_response()
 
