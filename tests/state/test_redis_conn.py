@@ -248,6 +248,7 @@ REFUSED = [
     ("encoding=latin-1", "encoding", "UTF-8"),
     ("socket_type=2", "socket_type", "may set"),
     ("max_connections=0", "max_connections", "at least 1"),  # no call got a connection
+    ("max_connections=-1", "max_connections", "at least 1"),  # check_url let it through
 ]
 
 

@@ -272,9 +272,16 @@ def _name_refusal(name: str, value: str) -> str | None:
             "llmroute's keys and text go to Redis as UTF-8 and are read back so (a key in "
             "another encoding is another key; one it cannot encode failed every call)"
         )
-    if name == "max_connections" and value.strip().isdigit() and int(value) < 1:
+    if name == "max_connections" and _below_one(value):
         return "it must be at least 1 (no call would get a connection)"
     return None
+
+
+def _below_one(value: str) -> bool:
+    try:
+        return int(value) < 1
+    except ValueError:  # redis-py's own message names it
+        return False
 
 
 @functools.cache
