@@ -942,3 +942,41 @@ def test_a_bug_recording_a_stream_ends_its_span_and_is_counted(
     _counted_once(url, "record")
     again = {"model": "slow", "messages": [{"role": "user", "content": "hello again"}]}
     assert httpx.post(f"{url}/v1/chat/completions", json=again, timeout=10).status_code == 200
+
+
+def _samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples (labels, value) of the metric `name` on the gateway's ``/metrics``."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def test_an_upstream_always_breaking_after_its_end_keeps_its_breaker_closed(
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upstream (or a proxy before it) that cuts every stream once its ``[DONE]`` went
+    out, its breaker opening after 2 failures: every answer is whole, so each stream
+    ends a success for its deployment (its breaker stays closed, its streams count
+    ``ok``, its call's span is no error), and the third request is answered too. Each
+    break counted a failure: the breaker opened and the third request got a 503."""
+    registry = REGISTRY.replace(
+        "breaker: {enabled: false}", "breaker: {failures: 2, cooldown_s: 300}"
+    )
+    assert registry != REGISTRY
+    with _serving(registry, upstream, exporter, tmp_path, monkeypatch) as (url, _):
+        for n in range(3):
+            _ends_whole(_stream(url, "/v1/chat/completions", "reset-after", f"whole, cut {n}"))
+        ended = _samples(url, "llmroute_upstream_streams_total")
+        assert ended == [({"model": "reset-after", "deployment": "fake", "outcome": "ok"}, 3.0)]
+        breakers = _samples(url, "llmroute_breaker_open")
+        assert [value for labels, value in breakers if labels["model"] == "reset-after"] == [0.0]
+    calls = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(calls) == 3
+    assert all(s.status.status_code is StatusCode.UNSET for s in calls)

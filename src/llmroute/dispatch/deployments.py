@@ -649,10 +649,11 @@ def _noted(failed: TryFailed | None, deployment: Deployment, failure: ProviderEr
 
 
 def stream_ended(deployment: Deployment, error: BaseException | None) -> None:
-    """How a stream `deployment` opened has ended, told to its breaker: whole (a success),
-    broken the way a deployment fails (no more events, a 5xx or 429 error event: a
-    failure, which may open it), or cut for another reason (the client left, the
-    request's own fault: nothing, its probe freed). A stream that opens and then always
+    """How a stream `deployment` opened has ended, told to its breaker: whole (a success;
+    so is one broken only once its ``[DONE]`` was read, `Dispatcher._relayed`), broken
+    the way a deployment fails (no more events, a 5xx or 429 error event: a failure,
+    which may open it), or cut for another reason (the client left, the request's own
+    fault: nothing, its probe freed). A stream that opens and then always
     breaks, or always gives up before its words, so trips the breaker."""
     breaker = deployment.breaker
     if error is None:

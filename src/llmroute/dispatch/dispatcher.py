@@ -731,7 +731,7 @@ class Dispatcher:
                 renew_holds = functools.partial(self._renew, held) if held else None
                 events = _metered(*stream, meter, opened, charge, slots, renew_holds)
                 relayed(slots)  # its end tells the breaker below, however it comes
-                said = False
+                said = whole = False
                 ended: BaseException | None = None
                 try:
                     async for event in events:
@@ -741,10 +741,11 @@ class Dispatcher:
                         else:
                             said = True
                         began = True
+                        whole = whole or event.startswith(b"data: [DONE]")
                         yield event
                     return
                 except ProviderError as exc:
-                    ended = exc
+                    ended = None if whole else exc  # after [DONE]: a whole answer, a success
                     step = None
                     if not said:
                         step = self._goes_on(
