@@ -38,6 +38,7 @@ from llmroute.registry import parse_registry
 from llmroute.server import app as app_module
 from llmroute.server import embeddings as embeddings_module
 from llmroute.telemetry import recorder as recorder_module
+from llmroute.telemetry import tracing as tracing_module
 from llmroute.telemetry.record import LoggedDecision
 from llmroute.telemetry.store import open_store
 from llmroute.telemetry.tracing import Tracing
@@ -526,3 +527,40 @@ def test_a_bug_in_a_request_line_keeps_the_answer_and_its_one_row(
     assert answer.status_code == 200
     rows = _rows(line_bug, 1)
     assert [row.status for row in rows.values()] == [200]
+
+
+def _fails_to_trace(record: Any) -> dict[str, Any]:
+    raise RuntimeError("a secret bug tracing the answer")
+
+
+@pytest.fixture
+def tracing_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """A gateway whose setting of a request span's outcome from its row is a bug."""
+    monkeypatch.setattr(tracing_module, "_outcome_attributes", _fails_to_trace)
+    yield from _serving(tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(("path", "body"), [("/v1/embeddings", EMBED), ("/v1/rerank", RERANK)])
+def test_a_bug_tracing_an_answered_unrouted_request_keeps_its_answer(
+    tracing_bug: Gateway, caplog: pytest.LogCaptureFixture, path: str, body: dict[str, Any]
+) -> None:
+    """An embeddings or rerank request answered and its 200 row written, then a bug
+    setting its span's outcome (`_outcome_attributes`, made to raise), as a chat's is:
+    the client gets its answer, the span ends, and the bug is logged once and counted
+    (``llmroute_telemetry_errors_total{part="span"}``), not an API error. The client got
+    a 500 for an answer its 200 row held."""
+    gateway = tracing_bug
+    answer = httpx.post(f"{gateway.url}{path}", json=body, timeout=10)
+    assert answer.status_code == 200 and answer.json()["model"]
+    rows = _rows(gateway, 1)
+    assert [row.status for row in rows.values()] == [200]
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1
+    samples = _samples(gateway)
+    assert _value(samples, "llmroute_telemetry_errors_total", part="span") == 1
+    assert _value(samples, "llmroute_api_errors_total") == 0
+    wait_for("the span ended", lambda: _server_spans(gateway), 10)
+
+
+def _server_spans(gateway: Gateway) -> list[Any]:
+    return [s for s in gateway.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]

@@ -33,6 +33,8 @@ from llmroute.server.body import read_json_object
 from llmroute.server.chat import (
     _charged_abandoned,
     _ClientGone,
+    _metrics_of,
+    _span_ended,
     _unless_client_leaves,
     cut_by,
     note_body_tags,
@@ -254,7 +256,8 @@ class _Unrouted:
     ) -> None:
         """The request answered with `status`: `served`'s answer (its usage), or an error
         (`usage`: what a cut call had cost); its span ended with its record (and, for a
-        bug, the exception that `failed` it: its type)."""
+        bug, the exception that `failed` it: its type; a bug ending it is logged and
+        counted, as a chat's is, not the request's)."""
         if served is not None:
             usage = served.usage
         key = api_key_of(self.request.scope)
@@ -291,8 +294,8 @@ class _Unrouted:
             )
         if failed is not None:
             self.trace.fail(failed, record)
-        else:
-            self.trace.finish(record)
+        else:  # a bug there is no bug of the answer, which its row holds
+            _span_ended(self.trace, record, _metrics_of(self.request))
 
 
 def embedded_text(body: Mapping[str, Any]) -> str | None:
