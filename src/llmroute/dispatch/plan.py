@@ -30,6 +30,7 @@ from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.base import DecisionContext
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Default, Model, Route, RoutePolicy
+from llmroute.request import RouteRequest
 
 __all__ = [
     "AUTO",
@@ -39,6 +40,7 @@ __all__ = [
     "Plan",
     "akeep_within",
     "alone_because",
+    "also_guarded",
     "aplan_request",
     "default_plan",
     "difficulty_model",
@@ -299,10 +301,6 @@ def to_default(
     guarded model's reroute setting the model); the reasoning gate's verdict, the same
     for any route, gets the default's ``reasoning_target`` for tier. Nothing is embedded
     or scanned again: the difficulty router scores the decision's embedding."""
-    # the layers' modules: not imported with this one (the CLI's, the SDK's)
-    from llmroute.layers.reasoning import REASONING_LAYER
-    from llmroute.layers.safety import SafetyLayer
-
     start = time.perf_counter_ns()
     default = router.loaded.registry.default
     request = router.request(body, headers=headers)
@@ -311,35 +309,48 @@ def to_default(
     if router.difficulty is not None:
         verdict = router.difficulty.evaluate(ctx).verdict
         pick = pick if verdict is None else verdict.model
+    moved = also_guarded(router, decision, request, DEFAULT_LAYER, default.reasoning_target)
+    safety = moved.safety
+    moved = replace(
+        moved,
+        model=decision.model if safety is None or safety.model is None else safety.model,
+        encode_us=decision.encode_us + ctx.encode_us,
+        total_us=decision.total_us + (time.perf_counter_ns() - start) / 1000.0,
+    )
+    return moved, pick
+
+
+def also_guarded(
+    router: Router, decision: Decision, request: RouteRequest, owner: str, tier: str | None
+) -> Decision:
+    """`decision` with the guards of `owner` (a route, or the default) applied as well,
+    on what its own guards computed: `owner`'s safety profile over the decision's
+    (`SafetyLayer.also_under`: the stricter action of the two for each finding), and
+    `tier`, `owner`'s reasoning tier, when the gate found reasoning needed (none when
+    the stricter profile blocks). Nothing is scanned or embedded again. The guards'
+    signals say what applied; the model and reason are the caller's to set."""
+    # the layers' modules: not imported with this one (the CLI's, the SDK's)
+    from llmroute.layers.reasoning import REASONING_LAYER
+    from llmroute.layers.safety import SafetyLayer
+
     signals = decision.signals
     safety = decision.safety
     layer = next((g for g in router.guards if isinstance(g, SafetyLayer)), None)
     if safety is not None and layer is not None:
-        applied = layer.also_under(safety, request, layer.profile_of(DEFAULT_LAYER))
+        applied = layer.also_under(safety, request, layer.profile_of(owner))
         if applied is not None:
             safety, detail = applied
             signals = _with_detail(signals, layer.name, lambda _: detail)
-    reasoning, model = decision.reasoning, decision.model
+    reasoning = decision.reasoning
     if reasoning is not None and safety is not None and safety.blocked:
         reasoning = None  # as the gate does for a blocked request
         skipped = {"skipped": "blocked by safety"}
         signals = _with_detail(signals, REASONING_LAYER, lambda _: skipped, Outcome.PASSED)
     elif reasoning is not None:
-        tier = default.reasoning_target if reasoning.needed else None
+        tier = tier if reasoning.needed else None
         reasoning = replace(reasoning, tier=tier)
         signals = _with_detail(signals, REASONING_LAYER, lambda was: _tiered(was, tier))
-    if safety is not None and safety.model is not None:
-        model = safety.model
-    moved = replace(
-        decision,
-        model=model,
-        signals=signals,
-        encode_us=decision.encode_us + ctx.encode_us,
-        total_us=decision.total_us + (time.perf_counter_ns() - start) / 1000.0,
-        safety=safety,
-        reasoning=reasoning,
-    )
-    return moved, pick
+    return replace(decision, signals=signals, safety=safety, reasoning=reasoning)
 
 
 def _tiered(detail: Mapping[str, Any], tier: str | None) -> dict[str, Any]:

@@ -182,6 +182,7 @@ class SafetyLayer:
         self._scan_pii = frozenset(settings.pii.scan)
         self._scripts = scripts
         self._merged: dict[str, _Profile] = {}  # `_stricter`'s, by their names
+        self._parts: dict[str, frozenset[str]] = {}  # the profiles each of them merges
 
     @property
     def threshold(self) -> float | None:
@@ -218,9 +219,11 @@ class SafetyLayer:
         its signal's detail: each finding gets the stricter of the two profiles' actions
         (an answer's PII masked when either masks it, restored when either restores),
         from what the detectors saw then: nothing is scanned or embedded again. None when
-        `name` is `outcome`'s profile already (or `outcome` is not this layer's)."""
+        `name` is `outcome`'s profile already, or one it merged (or `outcome` is not this
+        layer's). `outcome` may be a merged one: a key's pool sends a request the LLM
+        router moved to the default."""
         detected = outcome.detected
-        if name == outcome.profile or not isinstance(detected, _Detected):
+        if name in self._parts_of(outcome.profile) or not isinstance(detected, _Detected):
             return None
         merged = self._stricter(outcome.profile, name)
         found = _Found(self._pii, detected.spans)
@@ -232,7 +235,7 @@ class SafetyLayer:
         key = f"{first}+{then}"
         made = self._merged.get(key)
         if made is None:
-            a, b = self._settings.profiles[first], self._settings.profiles[then]
+            a, b = self._named(first), self._named(then)
             profile = SafetyProfile(
                 injection=_stricter(a.injection, b.injection),
                 pii={t: _stricter(a.pii_action(t), b.pii_action(t)) for t in PII_TYPES},
@@ -247,8 +250,18 @@ class SafetyLayer:
             mask = None
             if self._pii is not None and profile.masks_answers:
                 mask = AnswerMask(self._pii, profile)
+            self._parts[key] = self._parts_of(first) | {then}
             made = self._merged[key] = (key, profile, mask)
         return made
+
+    def _named(self, name: str) -> SafetyProfile:
+        """The profile `name`: the registry's, or one `_stricter` made."""
+        made = self._merged.get(name)
+        return self._settings.profiles[name] if made is None else made[1]
+
+    def _parts_of(self, name: str) -> frozenset[str]:
+        """The registry's profiles that profile `name` is made of (itself, unless merged)."""
+        return self._parts.get(name, frozenset((name,)))
 
     def _outcome(
         self,
