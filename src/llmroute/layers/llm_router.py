@@ -43,11 +43,11 @@ a popular prompt, pays the model once. A registry reload builds a new LLM router
 starts an empty memo.
 
 Guards: safety profiles and reasoning tiers belong to routes, so when the chosen route
-differs, `refine_decision` runs the guards again for it (`Router.decide` with a single
-layer that returns the chosen verdict, as a pinned request does): the new route's safety
-profile and reasoning tier apply. That costs one more encode and guard pass (a few ms,
-beside a model call), and never a second model call: `Router.decide` is pure. `refine`
-alone carries the old guard outcomes over; use `refine_decision` / `refine_plan`.
+differs, `refine_decision` / `refine_plan` apply its guards as well (`reguard`): its
+safety profile over the first route's (the stricter action for each finding: the first
+profile already acted, on the text the model was sent), its reasoning tier, and for
+``none`` the difficulty router's pick. On what the decision computed: nothing is
+scanned or embedded again. `refine` alone carries the old guard outcomes over.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ from llmroute.decision import (
     new_decision_id,
 )
 from llmroute.dispatch.dispatcher import Dispatcher
-from llmroute.dispatch.plan import Plan, default_plan, plan_request
+from llmroute.dispatch.plan import OFF_LOOP_CHARS, Plan, also_guarded, default_plan, plan_of
+from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import LlmrouteError, ProviderError, ProviderTimeout, UpstreamRejected
-from llmroute.layers.base import DecisionContext, LayerResult
+from llmroute.layers.base import DecisionContext
 from llmroute.layers.intent import UNREAD_SCRIPTS
 from llmroute.registry.schema import ANTHROPIC_KINDS, LlmFallback, Registry, Route, RoutePolicy
 from llmroute.untrusted_json import loads
@@ -444,60 +445,80 @@ def _llm_decision(model: str) -> Decision:
     )
 
 
-# -- re-applying the guards, and the gateway's plan ------------------------------------------
-
-
-class _Chosen:
-    """A routing layer that returns the LLM router's verdict, so the guards run for it."""
-
-    name = LLM_ROUTER_LAYER
-    always_runs = False
-
-    def __init__(self, verdict: Verdict) -> None:
-        self._result = LayerResult(verdict)
-
-    def evaluate(self, ctx: DecisionContext) -> LayerResult:
-        return self._result
+# -- the chosen route's guards, and the gateway's plan ---------------------------------------
 
 
 def reguard(
     router: Router,
+    first: str,
     refined: Decision,
     body: str | Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
 ) -> Decision:
-    """`refined` (a route the LLM router chose) with the guards run again for that
-    route: its safety profile and reasoning tier. Its own signals stay; the guards'
-    signals, outcomes, model and reason are the new run's. ``none`` with a difficulty
-    router goes through it, as an unclaimed request does."""
-    verdict = Verdict(refined.route, refined.model, refined.confidence, refined.reason)
-    difficulty = router.difficulty
-    if refined.route == DEFAULT_LAYER and difficulty is not None:
-        rerun = router.decide(body, headers=headers, layers=(difficulty,))
+    """`refined` (a route the LLM router chose over route `first`) under that route's
+    guards as well as `first`'s, on what they computed: the chosen route's safety profile
+    applied over `first`'s (`also_guarded`: the stricter action for each finding, a
+    guarded model's reroute setting the model), its reasoning tier for the gate's verdict,
+    and for ``none`` with a difficulty router, its pick. Nothing is scanned or embedded
+    again: the difficulty router scores the decision's embedding. The guards' signals
+    follow the LLM router's, as the guards applied last."""
+    start = time.perf_counter_ns()
+    registry = router.loaded.registry
+    request = router.request(body, headers=headers)
+    ctx = DecisionContext(request, router.encoder.encode, refined.embedding)
+    model, reason = refined.model, refined.reason
+    if refined.route == DEFAULT_LAYER:
+        tier = registry.default.reasoning_target
+        difficulty = router.difficulty
+        verdict = None if difficulty is None else difficulty.evaluate(ctx).verdict
+        if verdict is not None:
+            model, reason = verdict.model, f"{reason}; {verdict.reason}"
     else:
-        rerun = router.decide(body, headers=headers, layers=(_Chosen(verdict),))
-    return _with_guards(router, refined, rerun)
-
-
-def _with_guards(router: Router, refined: Decision, rerun: Decision) -> Decision:
-    """`refined` with the guards' part of `rerun`: their signals, outcomes and model."""
+        tier = registry.route(refined.route).reasoning_target
+    guarded = also_guarded(router, refined, request, refined.route, None if tier == model else tier)
+    safety, reasoning = guarded.safety, guarded.reasoning
+    if safety is not None and safety is not refined.safety:
+        owner = "the default" if first == DEFAULT_LAYER else f"route {first!r}"
+        reason += (
+            f"; the safety profile of {owner} kept as well ({safety.profile}: {safety.action})"
+        )
+    if reasoning is not None and reasoning.tier is not None:
+        model, reason = reasoning.tier, f"{reason}; reasoning tier ({reasoning.reason})"
+    if safety is not None and safety.model is not None:
+        fired = ", ".join(safety.decisive or safety.fired) or "policy"
+        model, reason = safety.model, f"{reason}; rerouted by safety ({fired})"
     guard_names = {layer.name for layer in router.guards}
-    kept = tuple(s for s in refined.signals if s.layer not in guard_names)
-    guards = tuple(s for s in rerun.signals if s.layer in guard_names)
-    reason = rerun.reason
-    if rerun.layer != LLM_ROUTER_LAYER:  # pinned or difficulty: keep the LLM router's why
-        suffix = reason.partition("; ")[2]
-        reason = f"{refined.reason}; {suffix}" if suffix else refined.reason
     return replace(
-        refined,
-        model=rerun.model,
+        guarded,
+        model=model,
         reason=reason,
-        signals=(*kept, *guards),
-        encode_us=refined.encode_us + rerun.encode_us,
-        total_us=refined.total_us + rerun.total_us,
-        safety=rerun.safety,
-        reasoning=rerun.reasoning,
+        signals=(
+            *(s for s in guarded.signals if s.layer not in guard_names),
+            *(s for s in guarded.signals if s.layer in guard_names),
+        ),
+        encode_us=refined.encode_us + ctx.encode_us,
+        total_us=refined.total_us + (time.perf_counter_ns() - start) / 1000.0,
     )
+
+
+async def _areguard(
+    router: Router,
+    first: str,
+    refined: Decision,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None,
+) -> Decision:
+    """`reguard` for an event loop: in a worker thread where `akeep_within` falls to the
+    default in one (a long prompt's redaction; a remote encoder's embedding, for a
+    difficulty router with none kept)."""
+    if prompt_chars(body) > OFF_LOOP_CHARS or (
+        getattr(router.encoder, "remote", False)
+        and refined.route == DEFAULT_LAYER
+        and router.difficulty is not None
+        and refined.embedding is None
+    ):
+        return await asyncio.to_thread(reguard, router, first, refined, body, headers)
+    return reguard(router, first, refined, body, headers)
 
 
 def request_text(router: Router, decision: Decision, body: str | Mapping[str, Any]) -> str:
@@ -523,7 +544,9 @@ async def refine_decision(
     refined = await llm_router.refine(decision, request_text(router, decision, body))
     if refined.route == decision.route:
         return refined
-    return reguard(router, refined, body, headers)
+    if isinstance(body, str):
+        return reguard(router, decision.route, refined, body, headers)
+    return await _areguard(router, decision.route, refined, body, headers)
 
 
 async def refine_plan(
@@ -534,17 +557,17 @@ async def refine_plan(
     headers: Mapping[str, str] | None = None,
 ) -> Plan:
     """The gateway's step after `plan_request`: `plan` itself unless the LLM router
-    applies; else a plan for the refined decision. When it chose another route, that is
-    the plan `plan_request` makes for a request pinning the route (its chain, policy and
-    cascade; its guards run again), carrying the LLM router's decision."""
+    applies; else a plan for the refined decision. When it chose another route, the
+    decision has that route's guards as well (`reguard`), and the plan is that route's
+    (its chain, policy and cascade, as for a request pinning it) or, for ``none``, the
+    default's."""
     if llm_router is None or not llm_router.applies(plan.decision):
         return plan
     decision = plan.decision
     refined = await llm_router.refine(decision, request_text(router, decision, body))
     if refined.route == decision.route:
         return replace(plan, decision=refined)
+    guarded = await _areguard(router, decision.route, refined, body, headers)
     if refined.route == DEFAULT_LAYER:  # as plan_request plans a request no route claims
-        guarded = reguard(router, refined, body, headers)
         return default_plan(router.loaded.registry.default, guarded)
-    pinned = plan_request(router, {**body, "model": refined.route}, headers or {})
-    return replace(pinned, decision=_with_guards(router, refined, pinned.decision))
+    return plan_of(router, guarded)
