@@ -293,6 +293,19 @@ def test_profile_naming_a_missing_profile_is_a_config_error(tmp_path: Path) -> N
     assert "did you mean 'open'" in str(caught.value)
 
 
+def test_a_profile_named_with_a_plus_is_a_config_error() -> None:
+    """'+' joins two profiles applied together ('open+strict'): a registry profile so
+    named would be taken for such a pair."""
+    text = REGISTRY.replace("policy: {safety: open, fallback: [large]}", "policy: {safety: a+b}")
+    text = text.replace("    open: {", "    a+b: {")
+    assert "a+b: {" in text
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    message = str(caught.value)
+    assert message.startswith("reg.yaml:23: safety.profiles['a+b']: ")
+    assert "must not hold '+'" in message
+
+
 def test_injection_cannot_be_redacted() -> None:
     text = REGISTRY.replace("standard: {injection: block,", "standard: {injection: redact,")
     with pytest.raises(ConfigError) as caught:
