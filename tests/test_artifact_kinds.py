@@ -58,3 +58,37 @@ def test_an_empty_folder_says_which_command_writes_one(tmp_path: Path, wanted: s
     with pytest.raises(ConfigError) as caught:
         read(tmp_path)
     assert f"({wanted} is missing; train one with `{command}`)" in str(caught.value)
+
+
+# the command that writes each description file, as its argv before --data and -o
+TRAINS = {
+    "router.json": ["train", "difficulty"],
+    "reasoning.json": ["train", "reasoning"],
+    "gate.json": ["train", "gate"],
+    "detector.json": ["train", "safety"],
+}
+
+
+@pytest.mark.parametrize(
+    ("writes", "held"), [(w, h) for w in sorted(TRAINS) for h in sorted(TRAINS) if w != h]
+)
+def test_training_into_another_commands_folder_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], writes: str, held: str
+) -> None:
+    """`train safety -o` a difficulty router's folder said "note: replacing what it holds"
+    and wrote its arrays.npz over the router's, whose router.json stayed: the folder then
+    held neither artifact whole (the router failed to load as a "corrupt router
+    artifact"), and the trained router was lost."""
+    from llmroute.cli._app import run
+
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / held).write_text("{}", encoding="utf-8")
+    (folder / "arrays.npz").write_bytes(b"kept")
+    data = tmp_path / "no-such-data.jsonl"  # refused before the data is read
+    assert run([*TRAINS[writes], "--data", str(data), "-o", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"-o {folder} holds {HOLDS[held]}" in err, err
+    assert "no-such-data" not in err and "Traceback" not in err, err
+    assert sorted(p.name for p in folder.iterdir()) == sorted([held, "arrays.npz"])
+    assert (folder / "arrays.npz").read_bytes() == b"kept"

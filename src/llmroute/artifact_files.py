@@ -17,7 +17,7 @@ import numpy as np
 
 from llmroute.errors import ConfigError
 
-__all__ = ["check_folder", "missing_meta", "write_artifact", "write_atomic"]
+__all__ = ["check_folder", "held_artifact", "missing_meta", "write_artifact", "write_atomic"]
 
 
 def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) -> None:
@@ -55,6 +55,17 @@ def missing_meta(path: Path, *, what: str, command: str) -> ConfigError:
                 file=str(path),
             )
     return ConfigError(f"{said}; train one with `{command}`)", file=str(path))
+
+
+def held_artifact(folder: Path, writes: str) -> str | None:
+    """What `folder` holds when another ``llmroute train`` command wrote it than the one
+    that writes `writes` (``"a difficulty router, from `llmroute train difficulty`"``),
+    else None. Kinds share array file names (``arrays.npz``, ``weights.npz``): training
+    into such a folder mixed the new arrays with the old description, and lost both."""
+    for name, (other, writer) in _DESCRIBED.items():
+        if name != writes and (folder / name).is_file():
+            return f"{other}, from `{writer}`"
+    return None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

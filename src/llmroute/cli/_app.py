@@ -147,13 +147,22 @@ def check_plot_path(path: Path | None, suffixes: tuple[str, ...]) -> None:
         fail(f"--plot must end in {allowed}, got {path}")
 
 
-def check_artifact_output(path: Path) -> None:
+def check_artifact_output(path: Path, writes: str) -> None:
     """Before any training: refuse an `-o` that is a file (it was found once the training
-    time was spent), and say when it replaces an artifact already there."""
+    time was spent) or that holds another kind of artifact than the command's, whose
+    description file is `writes`, and say when it replaces one of its own kind."""
+    from llmroute.artifact_files import held_artifact
+
     if str(path) == "-":  # not standard output: it made a folder named "-"
         fail("-o -: the artifact is a directory of files; name the directory to write")
     if path.exists() and not path.is_dir():
         fail(f"-o {path} is a file; it names the directory to write the artifact into")
+    held = held_artifact(path, writes) if path.is_dir() else None
+    if held is not None:
+        fail(
+            f"-o {path} holds {held}; this command writes another kind of artifact, whose "
+            "files would be mixed with it: name another folder, or remove that one first"
+        )
     if path.is_dir() and any(path.iterdir()):
         err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
 

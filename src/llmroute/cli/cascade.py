@@ -87,9 +87,10 @@ def train_gate(
     from llmroute.difficulty.calibration import file_digest, seen_prompts
     from llmroute.gates.gate_train import gate_split, read_gate_data
     from llmroute.gates.gate_train import train_gate as fit
+    from llmroute.gates.learned import META_FILE
 
     data_file(data)
-    check_artifact_output(output)
+    check_artifact_output(output, META_FILE)
     rows = read_gate_data(data)
     chosen_on = gate_split(rows, seed=seed)[:2]  # what bench-cascade must leave out
     enc = _encoder(encoder)

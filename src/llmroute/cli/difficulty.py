@@ -158,12 +158,13 @@ def train_difficulty(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmroute.difficulty import DEFAULT_ROUTER, read_labels, save_router, split, train_router
+    from llmroute.difficulty.artifact import META_FILE
     from llmroute.difficulty.calibration import file_digest, quantiles_of, seen_prompts
     from llmroute.difficulty.train import MIN_VAL_ROWS, embed
 
     kind = DEFAULT_ROUTER if router is None else router.value
     data_file(data)
-    check_artifact_output(output)
+    check_artifact_output(output, META_FILE)
     if all_rows and folds < 2:
         raise typer.BadParameter("--all-rows needs cross-validation (2 folds or more)")
     labelled = read_labels(data)

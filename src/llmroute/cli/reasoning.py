@@ -39,12 +39,13 @@ def train_reasoning(
     `reasoning.scorer` in the registry."""
     from llmroute.difficulty.calibration import file_digest, seen_prompts
     from llmroute.reasoning import read_reasoning, save_scorer
+    from llmroute.reasoning.artifact import META_FILE
     from llmroute.reasoning.train import fit_on_data
 
     if not 0.0 < max_fpr < 1.0:
         raise typer.BadParameter(f"must be between 0 and 1, got {max_fpr}", param_hint="--max-fpr")
     data_file(data)
-    check_artifact_output(output)
+    check_artifact_output(output, META_FILE)
     labelled = read_reasoning(data)
     enc = _encoder(encoder)
     started = time.perf_counter()

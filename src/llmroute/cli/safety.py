@@ -95,10 +95,10 @@ def train_safety(
     then fitted on both; the test side is never read (`llmroute eval-safety --split test`)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from llmroute.safety.injection import save_detector, train_detector
+    from llmroute.safety.injection import META_FILE, save_detector, train_detector
     from llmroute.safety.token_bag import load_token_bag
 
-    check_artifact_output(output)
+    check_artifact_output(output, META_FILE)
     rows = _read(data)
     enc = _encoder(encoder)
     if token_bag is None:
