@@ -295,3 +295,25 @@ def test_shipped_gates_record_the_split_they_were_fitted_on(name: str) -> None:
     train, val, _ = gate_split(rows, seed=trained_on["split"]["seed"])
     fitted_on = [rows.prompts[i] for i in np.concatenate([train, val])]
     assert trained_on["seen_prompts"] == seen_prompts(fitted_on)
+
+
+def test_an_encoder_other_than_the_gates_is_refused_not_ignored(
+    data_file: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a trained gate, `--encoder` was ignored without a word: the gate's own encoder
+    embedded the rows, the router comparison's included, whatever the user named; and an
+    --encoder that is no encoder (`static`) passed, or read as a missing builtin gate."""
+    base = ["bench-cascade", "--data", str(data_file), "--router", "none", "--json"]
+    capsys.readouterr()
+    assert run([*base, "--artifact", str(trained), "--encoder", "builtin:minilm-int8"]) == 2
+    err = capsys.readouterr().err
+    assert f"--encoder builtin:minilm-int8: the gate in {trained} was trained with" in err, err
+    assert "builtin:static" in err and "leave --encoder out" in err, err
+    assert run([*base, "--artifact", str(trained), "--encoder", "builtin:static"]) == 0
+    assert loads_strict(capsys.readouterr().out)["n"] == 30
+    missing = str(tmp_path / "no-such-data.jsonl")  # refused before the data is read
+    for gate in ("learned", "heuristic"):
+        argv = ["bench-cascade", "--data", missing, "--gate", gate, "--encoder", "static"]
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        assert "--encoder must be builtin:NAME (minilm, minilm-int8 or static), not 'static'" in err

@@ -22,7 +22,13 @@ from llmroute.cli._app import (
     err_console,
     fail,
 )
-from llmroute.cli.difficulty import CompareRouter, _encoder, check_prices, train_app
+from llmroute.cli.difficulty import (
+    CompareRouter,
+    _encoder,
+    builtin_name,
+    check_prices,
+    train_app,
+)
 from llmroute.json_values import json_safe
 from llmroute.money import dollars
 
@@ -283,8 +289,12 @@ def bench_cascade(
         str, typer.Option(help="A gate directory from `llmroute train gate`, or builtin.")
     ] = "builtin",
     encoder: Annotated[
-        str, typer.Option(help="Encoder of the builtin gate and of the router comparison.")
-    ] = _ENCODER_DEFAULT,
+        str | None,
+        typer.Option(
+            help="Encoder of the builtin gate and of the router comparison (default "
+            f"{_ENCODER_DEFAULT}; a trained gate's own, which another is refused for)."
+        ),
+    ] = None,
     split: Annotated[
         CascadeSplit, typer.Option(help="test (the held-out 20%) or all.")
     ] = CascadeSplit.test,
@@ -322,11 +332,23 @@ def bench_cascade(
 
     kind = router.value
     check_plot_path(plot, SUFFIXES)
+    if encoder is not None:
+        builtin_name(encoder)
     prices = _prices(price_weak, price_strong, registry, weak, strong)
+    folder = _gate_folder(gate, artifact, encoder or _ENCODER_DEFAULT)
+    trained_on = _trained_on(folder)
+    # the shipped gate for builtin:minilm records builtin:minilm-int8: keep the one asked for
+    spec = encoder or _ENCODER_DEFAULT
+    if artifact != "builtin" and "encoder_spec" in trained_on:
+        spec = str(trained_on["encoder_spec"])
+        if encoder is not None and builtin_name(encoder) != spec.rpartition(":")[2]:
+            fail(
+                f"--encoder {encoder}: the gate in {artifact} was trained with {spec}, and "
+                "its rows (the router comparison's too) are embedded with that encoder: "
+                "leave --encoder out"
+            )
     rows = read_gate_data(data, need_strong=True)
     assert rows.strong is not None
-    folder = _gate_folder(gate, artifact, encoder)
-    trained_on = _trained_on(folder)
     train_idx, val_idx, test_idx = gate_split(rows, seed=_split_seed(trained_on))
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
@@ -337,9 +359,7 @@ def bench_cascade(
     w, s = rows.weak[idx], rows.strong[idx]
     if w.mean() == s.mean():
         fail("weak and strong accuracy are equal on these rows: the gap is undefined")
-    # the shipped gate for builtin:minilm records builtin:minilm-int8: keep the one asked for
-    spec = encoder if artifact == "builtin" else trained_on.get("encoder_spec", encoder)
-    enc = _encoder(str(spec))
+    enc = _encoder(spec)
     accept, threshold = _accept(gate, artifact, enc, prompts, answers)
     if gate == "oracle":
         accept = oracle_accept(w)

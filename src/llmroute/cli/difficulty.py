@@ -97,13 +97,24 @@ SplitOption = Annotated[
 _ENCODER_DEFAULT = "builtin:static"
 
 
-def _encoder(spec: str) -> Encoder:
-    from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
+def builtin_name(spec: str) -> str:
+    """The built-in encoder an `--encoder` names (`static` for `builtin:static`), checked
+    before any data is read; a usage failure otherwise."""
+    from llmroute.encoders import BUILTIN_NAMES
 
     kind, _, name = spec.partition(":")
     if kind != "builtin" or not name:
         fail(f"--encoder must be builtin:NAME (minilm, minilm-int8 or static), not {spec!r}")
-    return CachedEncoder(load_builtin(name), default_cache_dir() / "embeddings")
+    short = name.removeprefix("builtin:")  # load_builtin takes a second prefix too
+    if short not in BUILTIN_NAMES:
+        fail(f"unknown built-in encoder {name!r}; choose one of {BUILTIN_NAMES}")
+    return short
+
+
+def _encoder(spec: str) -> Encoder:
+    from llmroute.encoders import CachedEncoder, default_cache_dir, load_builtin
+
+    return CachedEncoder(load_builtin(builtin_name(spec)), default_cache_dir() / "embeddings")
 
 
 def check_prices(weak: float, strong: float, option: str) -> tuple[float, float]:
