@@ -122,6 +122,8 @@ def test_features_null_beside_stored_feature_statistics_is_an_inconsistent_artif
     [
         ("knn", {"k": "x"}, "state.k: must be a number, got 'x'"),
         ("knn", {"temperature": None}, "state.temperature: must be a number"),
+        ("knn", {"temperature": ...}, "state.temperature: is missing"),  # not "got None"
+        ("knn", {"k": ...}, "state.k: is missing"),
         ("linear", {"lambda": ...}, "state.lambda: is missing"),
         ("mf", {"weak": "gpt-9"}, "state.weak: 'gpt-9' is not one of models"),
         ("random", {"seed": None}, "state: int() argument"),

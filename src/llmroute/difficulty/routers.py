@@ -92,7 +92,9 @@ def _shape_text(shape: tuple[int | None, ...]) -> str:
 
 
 def _meta_number(meta: dict[str, Any], name: str, *, minimum: float) -> float:
-    value = meta.get(name)
+    if name not in meta:  # not "got None": the field was not written, or was deleted
+        raise ConfigError("is missing", field=name)
+    value = meta[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"must be a number, got {value!r}", field=name)
     if not np.isfinite(value) or value < minimum:
