@@ -215,3 +215,27 @@ def test_summary_shows_the_defaults_fallbacks() -> None:
     assert text != VALID
     lines = summarize(parse_registry(text, source="reg.yaml"))
     assert lines[-1] == "default -> small, fallback large, content refused -> large"
+
+
+def test_summary_shows_a_routes_cascade() -> None:
+    """A route with a cascade read `code -> small` alone: the escalation to `large`, which
+    decides what a request costs, was left out of what a reviewer reads."""
+    text = VALID.replace(
+        "fallback: [large], retries: 1",
+        "fallback: [large], retries: 1}\n    cascade: {tiers: [small, large]",
+    )
+    lines = summarize(parse_registry(text))
+    expected = (
+        "  code -> small  threshold 0.55, 2 examples, fallback large, "
+        "cascade small > large (gates heuristic)"
+    )
+    assert expected in lines, "\n".join(lines)
+    gated = text.replace(
+        "cascade: {tiers: [small, large]",
+        "cascade: {tiers: [{model: small, gates: [heuristic, {kind: learned}]}, large], "
+        "stream: passthrough",
+    )
+    assert (
+        "  code -> small  threshold 0.55, 2 examples, fallback large, cascade small "
+        "[heuristic, learned] > large (streams ungated: passthrough)"
+    ) in summarize(parse_registry(gated))

@@ -11,7 +11,9 @@ from llmroute.money import usd_as_written
 from llmroute.registry.loader import LoadedRegistry
 from llmroute.registry.schema import (
     BuiltinEncoderSpec,
+    Cascade,
     EncoderSpec,
+    Gate,
     Model,
     Reasoning,
     Registry,
@@ -227,11 +229,31 @@ def _routes(registry: Registry) -> list[str]:
     lines = [f"routes: {len(registry.routes)}"]
     for route in registry.routes:
         chain = _chain(route.policy, route.reasoning_target)
+        cascade = "" if route.cascade is None else f", {_cascade(route.cascade)}"
         lines.append(
             f"  {route.name} -> {route.target}  threshold {registry.threshold(route):g}, "
-            f"{len(route.examples)} examples{chain}"
+            f"{len(route.examples)} examples{chain}{cascade}"
         )
     return lines
+
+
+def _cascade(cascade: Cascade) -> str:
+    """Its tiers, each with its own gates when it has them, and the cascade's gates: the
+    escalation decides which model a request costs, not the route's target alone."""
+    tiers = " > ".join(
+        tier.model + ("" if tier.gates is None else f" [{_kinds(tier.gates)}]")
+        for tier in cascade.tiers
+    )
+    notes = []
+    if any(tier.gates is None for tier in cascade.tiers[:-1]):  # else they apply to none
+        notes.append(f"gates {_kinds(cascade.gates)}")
+    if cascade.stream == "passthrough":
+        notes.append("streams ungated: passthrough")
+    return f"cascade {tiers}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _kinds(gates: tuple[Gate, ...]) -> str:
+    return ", ".join(gate.kind for gate in gates)
 
 
 def _state(registry: Registry) -> list[str]:
