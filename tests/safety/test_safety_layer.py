@@ -306,6 +306,30 @@ def test_a_profile_named_with_a_plus_is_a_config_error() -> None:
     assert "must not hold '+'" in message
 
 
+def test_profiles_without_standard_and_no_profile_say_the_default_is_not_defined() -> None:
+    """`profiles:` replaces the built-in `standard`, and `profile` defaults to it: a
+    registry that defined only its own profiles was told "safety.profile: unknown safety
+    profile 'standard'", naming a key and a name the file does not hold."""
+    text = REGISTRY.replace("  profile: standard\n", "").replace("standard:", "strict:")
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(text, source="reg.yaml")
+    said = str(caught.value)
+    assert "safety.profile: not given, so 'standard'" in said, said
+    assert "which safety.profiles does not define (profiles: open, strict)" in said, said
+    assert "name the profile requests get: profile: open or profile: strict" in said, said
+    assert said.startswith("reg.yaml:"), said
+    empty = (
+        REGISTRY.replace("  profile: standard\n", "").split("  profiles:")[0] + "  profiles: {}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(empty, source="reg.yaml")
+    assert "safety.profiles: is empty: define the profiles" in str(caught.value)
+    written = REGISTRY.replace("profile: standard", "profile: standrd")
+    with pytest.raises(ConfigError) as caught:  # a name the file gives: as before
+        parse_registry(written, source="reg.yaml")
+    assert "unknown safety profile 'standrd' (did you mean 'standard'?)" in str(caught.value)
+
+
 def test_injection_cannot_be_redacted() -> None:
     text = REGISTRY.replace("standard: {injection: block,", "standard: {injection: redact,")
     with pytest.raises(ConfigError) as caught:

@@ -2649,7 +2649,22 @@ class Registry(_Frozen):
             yield ("default", "policy", "safety"), self._unknown_profile(wanted, profiles)
         if safety is None:
             return
-        if safety.profile not in profiles:
+        if not profiles:
+            yield (
+                ("safety", "profiles"),
+                "is empty: define the profiles requests get, or leave profiles out for the "
+                "built-in 'standard'",
+            )
+        elif safety.profile not in profiles and "profile" not in safety.model_fields_set:
+            # `profiles` replaces the built-in `standard` that `profile` defaults to
+            named = " or ".join(f"profile: {name}" for name in sorted(profiles))
+            yield (
+                ("safety", "profile"),
+                f"not given, so {safety.profile!r}, which safety.profiles does not define "
+                f"(profiles: {', '.join(sorted(profiles))}); name the profile requests get: "
+                f"{named}",
+            )
+        elif safety.profile not in profiles:
             yield ("safety", "profile"), self._unknown_profile(safety.profile, profiles)
         for name, profile in profiles.items():
             if "+" in name:
