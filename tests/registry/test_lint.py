@@ -435,3 +435,18 @@ def test_the_defaults_content_fallback_is_checked_against_its_difficulty_models(
     ]
     elsewhere = text.replace("content_fallback: fitted", "content_fallback: self-hosted")
     assert not any(w.startswith("default") for w in lint(parse_registry(elsewhere).registry))
+
+
+def test_a_ner_model_that_no_entity_uses_is_a_warning() -> None:
+    """`ner_model` with `entities` naming neither PERSON nor LOCATION loaded and checked
+    nothing: the operator who set it believed names were being redacted."""
+    base = TEXT + "safety:\n  pii: {ner_model: en_core_web_sm, entities: [EMAIL, PHONE]}\n"
+    warnings = lint(parse_registry(base).registry)
+    said = [w for w in warnings if w.startswith("safety.pii.ner_model:")]
+    assert said == [
+        "safety.pii.ner_model: set, but safety.pii.entities names neither PERSON nor "
+        "LOCATION, the only types it finds: no name or place is detected; add them to "
+        "entities, or remove ner_model"
+    ], warnings
+    used = base.replace("[EMAIL, PHONE]", "[EMAIL, PERSON]")
+    assert not [w for w in lint(parse_registry(used).registry) if "ner_model" in w]

@@ -44,8 +44,9 @@ def lint(registry: Registry) -> list[str]:
     images or tools may reach, OpenAI
     reasoning models sent parameters they refuse, Claude models told a thinking form
     their version refuses, conversation affinity without the prices it compares, content
-    fallbacks behind their target's own filter, and budgets nothing counts against or
-    no call fits in, and llamacpp chat formats llama-cpp-python is not here to check."""
+    fallbacks behind their target's own filter, budgets nothing counts against or no
+    call fits in, llamacpp chat formats llama-cpp-python is not here to check, and a
+    spaCy model no PII type uses."""
     return (
         _lone_route(registry)
         + _example_warnings(registry)
@@ -56,7 +57,23 @@ def lint(registry: Registry) -> list[str]:
         + _same_filter_content_fallbacks(registry)
         + _idle_budgets(registry)
         + _unchecked_chat_formats(registry)
+        + _unused_ner_model(registry)
     )
+
+
+def _unused_ner_model(registry: Registry) -> list[str]:
+    """A spaCy model given for PERSON and LOCATION while `entities` names neither: it is
+    never loaded, and names and places pass undetected."""
+    pii = None if registry.safety is None else registry.safety.pii
+    if pii is None or not pii.enabled or pii.ner_model is None or pii.entities is None:
+        return []  # entities unset: every type, these two included
+    if {"PERSON", "LOCATION"} & {name.upper() for name in pii.entities}:
+        return []
+    return [
+        "safety.pii.ner_model: set, but safety.pii.entities names neither PERSON nor "
+        "LOCATION, the only types it finds: no name or place is detected; add them to "
+        "entities, or remove ner_model"
+    ]
 
 
 # The examples' warnings last computed: (what they depend on, the warnings).
