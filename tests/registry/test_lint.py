@@ -450,3 +450,20 @@ def test_a_ner_model_that_no_entity_uses_is_a_warning() -> None:
     ], warnings
     used = base.replace("[EMAIL, PHONE]", "[EMAIL, PERSON]")
     assert not [w for w in lint(parse_registry(used).registry) if "ner_model" in w]
+
+
+def test_check_names_each_warnings_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lint warnings named a field alone (`routes[1].examples[0]: ...`), where the
+    errors and the GGUF and credential warnings of the same command name the file and
+    line: in a registry of 150 routes the reader had to count list items."""
+    from llmroute.cli._app import run
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(TEXT)
+    capsys.readouterr()
+    assert run(["registry", "check", str(path)]) == 0
+    warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("warning: ")]
+    assert [w.split(": ")[1] for w in warnings] == [f"{path}:8", f"{path}:8", f"{path}:5"]
+    assert warnings[0].startswith(f"warning: {path}:8: routes[1].examples[0]: 'Hello there!'")

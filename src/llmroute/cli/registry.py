@@ -21,6 +21,7 @@ from llmroute.money import usd
 if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds every command
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
     from llmroute.providers.probe import Probe
+    from llmroute.registry import LoadedRegistry
 
 
 @registry_app.command("check")
@@ -64,12 +65,21 @@ def check(
         with err_console.status("loading the encoder and the registry's artifacts"):
             router = Router(loaded)  # a cascade's learned gates load with it, as in `serve`
             router.close()
-    warnings += lint_files(loaded) + lint(loaded.registry)
+    warnings += lint_files(loaded) + [_located(loaded, w) for w in lint(loaded.registry)]
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     print(f"ok ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else "ok")
     if warnings and strict:
         raise typer.Exit(1)
+
+
+def _located(loaded: LoadedRegistry, warning: str) -> str:
+    """A lint warning (``routes[1].examples[0]: ...``) at its file and line, as the
+    errors and the other warnings of `check` are."""
+    field, said, message = warning.partition(": ")
+    if not said or " " in field:
+        return warning
+    return str(loaded.at(ConfigError(message, field=field)))
 
 
 @registry_app.command("test")
