@@ -2667,18 +2667,18 @@ class Registry(_Frozen):
         elif safety.profile not in profiles:
             yield ("safety", "profile"), self._unknown_profile(safety.profile, profiles)
         for name, profile in profiles.items():
-            if "+" in name:
-                # '+' joins the names of profiles applied together (a route's, then the
-                # one a request moved to): a profile named so would be taken for a pair
-                yield (
-                    ("safety", "profiles", name),
-                    "a profile's name must not hold '+' (it names two profiles applied "
-                    "together, as in 'open+strict')",
-                )
             yield from self._profile_problems(name, profile, safety.pii.enabled)
 
     def _profile_problems(self, name: str, profile: SafetyProfile, pii: bool) -> Iterator[Problem]:
         """A profile's reroutes name pool models; redacting answers needs the detector."""
+        if "+" in name:
+            # '+' joins the names of profiles applied together (a route's, then the one a
+            # request moved to): a profile named so would be taken for such a pair
+            yield (
+                ("safety", "profiles", name),
+                "a profile's name must not hold '+' (it names two profiles applied "
+                "together, as in 'open+strict')",
+            )
         actions: list[tuple[tuple[str | int, ...], Action]] = [
             (("injection",), profile.injection),
             (("unread_scripts",), profile.unread_scripts),
