@@ -980,3 +980,27 @@ def test_an_upstream_always_breaking_after_its_end_keeps_its_breaker_closed(
     calls = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert len(calls) == 3
     assert all(s.status.status_code is StatusCode.UNSET for s in calls)
+
+
+def test_a_bug_reading_a_completions_stream_says_internal_error(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``/v1/completions`` stream, then a bug inside `relay` on its third piece (as
+    above): the client's stream ends with an error event whose code is the bug's
+    ``internal_error`` (no secret), then its one ``[DONE]``, as the chat stream says it.
+    The completions front wrote every error chunk as ``upstream_error``, a gateway bug
+    included."""
+    url, store_url = gateway
+    _fails_third(monkeypatch, StreamUsage, "observe", "a secret bug")
+    prompt = f"a completions stream {' '.join(f'w{i}' for i in range(40))}"
+    body = {"model": "slow", "prompt": prompt, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()
+    assert b"secret" not in raw and raw.count(b"[DONE]") == 1
+    *_, error, done, _end = raw.split(b"\n\n")
+    assert done == b"data: [DONE]"
+    said = json.loads(error.removeprefix(b"data: "))["error"]
+    assert (said["code"], said["message"]) == ("internal_error", "internal error")
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "internal_error")

@@ -132,6 +132,9 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
         error = chunk["error"]
         message = _str(error.get("message")) if isinstance(error, dict) else None
         out["error"] = {"message": message or "the upstream stream broke off"}
+        code = _str(error.get("code")) if isinstance(error, dict) else None
+        if code:  # whose it was: the gateway's bug (`BUG_CHUNK`), the upstream's break
+            out["error"]["code"] = code
     if isinstance(chunk.get("usage"), dict):
         out["usage"] = _usage(chunk["usage"])
     choices = chunk.get("choices")

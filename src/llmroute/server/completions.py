@@ -232,7 +232,8 @@ class CompletionStream(ChunkTranslator):
         self._fingerprint = chunk.get("system_fingerprint", self._fingerprint)
         if "error" in chunk:
             error = {"message": chunk["error"]["message"], "type": "server_error"}
-            yield event_of({"error": {**error, "param": None, "code": "upstream_error"}})
+            code = chunk["error"].get("code", "upstream_error")  # a bug's: internal_error
+            yield event_of({"error": {**error, "param": None, "code": code}})
             yield from self.close()
             return
         if "usage" in chunk:
