@@ -114,12 +114,14 @@ def test_an_event_that_is_not_json_later_ends_the_stream_without_it(
 
 
 def test_checked_event_reads_each_kind_of_event() -> None:
-    """Valid events pass as `plain_event` makes them; ``[DONE]``, comments and empty
+    """Valid events pass as `plain_event` makes them; ``[DONE]`` (written loosely:
+    ``data: [DONE]`` itself, as what reads the stream finds its end), comments and empty
     data are no failure; unreadable data and error objects raise."""
     plain = b'data: {"choices":[]}\n\n'
     assert checked_event("up", plain) is plain
     assert checked_event("up", b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
-    assert checked_event("up", b"data:[DONE] \n\n") == b"data: [DONE] \n\n"
+    for loose in (b"data:[DONE] \n\n", b"data:  [DONE]\n\n", b"data:\t[DONE]\n\n"):
+        assert checked_event("up", loose) == b"data: [DONE]\n\n"
     assert checked_event("up", b'id: 1\ndata:{"a":\ndata: 1}\n\n') == b'data: {"a": 1}\n\n'
     assert checked_event("up", b": keep-alive\n\n") is None
     assert checked_event("up", b"data:\n\n") is None

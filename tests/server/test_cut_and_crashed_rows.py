@@ -56,6 +56,7 @@ models:
   undone-bare: {provider: fake, model: "undone?nodone=1&nousage=1", price: {input: 1, output: 2}}
   reset-after: {provider: fake, model: "whole?after=reset", price: {input: 1, output: 2}}
   garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
+  spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
 routes:
   - name: falling
     examples: ["plan a trip to Rome"]
@@ -1004,3 +1005,30 @@ def test_a_bug_reading_a_completions_stream_says_internal_error(
     assert (said["code"], said["message"]) == ("internal_error", "internal error")
     row = _logged(store_url, prompt)
     assert (row.status, row.error) == (200, "internal_error")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_done_written_loosely_is_the_streams_one_end(gateway: tuple[str, str], path: str) -> None:
+    """An upstream whose ``[DONE]`` has a second blank after ``data:`` (its data
+    `` [DONE]``, which the provider takes for the end): the client's stream ends on one
+    ``data: [DONE]``, the usage chunk it asked for before it. Read as no end, it got a
+    ``[DONE]`` added after it: the upstream's, the gateway's usage chunk, a second."""
+    url, store_url = gateway
+    prompt = f"a stream whose end is written loosely ({path})"
+    body: dict[str, Any] = {
+        "model": "spaced-done",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if path == "/v1/completions":
+        body["prompt"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()
+    _ends_whole(raw)
+    *_, usage, _done, _end = raw.split(b"\n\n")
+    assert json.loads(usage.removeprefix(b"data: "))["usage"]["prompt_tokens"]
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, None)

@@ -58,7 +58,8 @@ error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to
 ``reasoning=TEXT`` answers with DeepSeek's ``reasoning_content`` TEXT (a stream: one
 delta of it before the words);
 ``nodone=1`` a stream ends after its finish reason (and usage chunk) with no ``[DONE]``, as
-some OpenAI-compatible servers do; ``after=reset|garbage`` a stream breaks once its
+some OpenAI-compatible servers do (``done=spaced``: its ``[DONE]`` written with a second
+blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
 ``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut;
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
@@ -727,8 +728,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
             if usage:
                 self._write_chunk(_chunk(model, None, None, usage=True))
-            if "nodone" not in faults:
-                self._write_chunk(b"data: [DONE]\n\n")
+            if "nodone" not in faults:  # ``done=spaced``: its data " [DONE]"
+                spaced = faults.get("done") == "spaced"
+                self._write_chunk(b"data:  [DONE]\n\n" if spaced else b"data: [DONE]\n\n")
             if "after" in faults:
                 if faults["after"] == "garbage":
                     self._write_chunk(b"data: {not json\n\n")

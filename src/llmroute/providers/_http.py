@@ -26,7 +26,7 @@ from llmroute.errors import (
     RateLimited,
     UpstreamRejected,
 )
-from llmroute.sse import event_of, parsed
+from llmroute.sse import DONE, event_of, parsed
 from llmroute.untrusted_json import loads, loads_replacing
 
 __all__ = [
@@ -614,6 +614,7 @@ def checked_event(provider: str, raw: bytes) -> bytes | None:
     that is not a JSON object (``[DONE]`` aside), as a body that is not JSON is: what
     reads the stream after (a client's SDK, usage, the fronts) cannot read it, and
     passed on it would begin the stream, so that the fallback could no longer answer.
+    A ``[DONE]`` with blanks around it is `DONE`, as the stream's end is read after.
     None for an event with nothing in it (comments, a bare ``id:``, empty data)."""
     event = plain_event(raw)
     if event is not raw and (raw.startswith(b"error:") or b"\nerror:" in raw):
@@ -633,8 +634,8 @@ def checked_event(provider: str, raw: bytes) -> bytes | None:
             event = event_of(data) if isinstance(data, dict) else event
     except (ValueError, UnicodeDecodeError):
         said = payload.strip()
-        if said == b"[DONE]":
-            return event
+        if said == b"[DONE]":  # written loosely: the one form what reads it knows
+            return DONE
         if not said:
             return None
         raise ProviderError(provider, "upstream sent an event that is not JSON") from None
