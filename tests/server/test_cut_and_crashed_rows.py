@@ -56,6 +56,7 @@ models:
   undone-bare: {provider: fake, model: "undone?nodone=1&nousage=1", price: {input: 1, output: 2}}
   reset-after: {provider: fake, model: "whole?after=reset", price: {input: 1, output: 2}}
   garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
+  hold-after: {provider: fake, model: "whole?after=hold", price: {input: 1, output: 2}}
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
 routes:
   - name: falling
@@ -1032,3 +1033,36 @@ def test_a_done_written_loosely_is_the_streams_one_end(gateway: tuple[str, str],
     assert json.loads(usage.removeprefix(b"data: "))["usage"]["prompt_tokens"]
     row = _logged(store_url, prompt)
     assert (row.status, row.error) == (200, None)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_client_leaving_once_its_done_came_leaves_a_whole_stream(
+    gateway: tuple[str, str], exporter: InMemorySpanExporter, path: str
+) -> None:
+    """A client that hangs up once it read its stream's end (``[DONE]``; the Messages
+    API's ``message_stop``), as SDKs may, while the upstream's body has not ended yet:
+    the row and the span are a whole stream's (200, no error), its usage the reported
+    one. The row said ``client_disconnected`` for an answer read whole."""
+    url, store_url = gateway
+    prompt = f"a whole stream, then its client leaves ({path})"
+    body: dict[str, Any] = {
+        "model": "hold-after",
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    end = b"data: [DONE]" if path == "/v1/chat/completions" else b"message_stop"
+    if path == "/v1/messages":
+        body["max_tokens"] = 500
+    read = b""
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        for piece in answer.iter_raw():
+            read += piece
+            if end in read:
+                break  # leaving: the connection is closed, the body unended
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, None, "hold-after")
+    assert row.tokens_in and row.tokens_out
+    wait_for("the request span", lambda: _server_spans(exporter), 10)
+    (span,) = _server_spans(exporter)
+    assert span.status.status_code is StatusCode.UNSET

@@ -60,7 +60,8 @@ delta of it before the words);
 ``nodone=1`` a stream ends after its finish reason (and usage chunk) with no ``[DONE]``, as
 some OpenAI-compatible servers do (``done=spaced``: its ``[DONE]`` written with a second
 blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
-``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut;
+``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut
+(``after=hold``: its body ends a second after its ``[DONE]``);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
@@ -731,7 +732,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             if "nodone" not in faults:  # ``done=spaced``: its data " [DONE]"
                 spaced = faults.get("done") == "spaced"
                 self._write_chunk(b"data:  [DONE]\n\n" if spaced else b"data: [DONE]\n\n")
-            if "after" in faults:
+            if faults.get("after") == "hold":
+                time.sleep(1.0)  # the body's end comes late
+            elif "after" in faults:
                 if faults["after"] == "garbage":
                     self._write_chunk(b"data: {not json\n\n")
                 time.sleep(0.1)  # what went before read before the cut, as `mid` waits

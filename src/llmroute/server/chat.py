@@ -1089,7 +1089,8 @@ async def relay(
     ``[DONE]`` went out, nothing more). `done` is told how it ended
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
     ``server_shutdown`` when the gateway stopped, ``internal_error`` for a bug, here or
-    thrown in by what relays it on) with the streamed text when `collect` is set."""
+    thrown in by what relays it on; a client that left, or a gateway that stopped, once
+    its ``[DONE]`` went out: whole) with the streamed text when `collect` is set."""
     error: str | None = CLIENT_DISCONNECTED
     parts: list[str] = []
     first_ns: int | None = None
@@ -1127,6 +1128,8 @@ async def relay(
             yield BUG_CHUNK  # one piece, as `_BROKE_OFF`
             yield b"data: [DONE]\n\n"
     finally:
+        if ended and error == CLIENT_DISCONNECTED:  # left (or cut) once it read the end
+            error = None
         try:
             # ended now, not when collected: its slot and hold given back, its usage
             # known for the record below
