@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -46,6 +47,7 @@ models:
   broken: {provider: fake, model: %(fail_500)s}
   picky: {provider: fake, model: %(fail_400)s}
   halfway: {provider: fake, model: fail-mid}
+  reset-after: {provider: fake, model: "whole?after=reset"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -564,6 +566,21 @@ def test_a_stream_broken_midway_raises_provider_error(router: Router) -> None:
     stream = router.chat.completions.create(model="halfway", messages=HELLO, stream=True)
     with pytest.raises(ProviderError):
         list(stream)
+
+
+def test_a_stream_broken_after_its_done_is_read_whole(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream whose connection is cut once its ``[DONE]`` was read: the caller reads
+    the whole answer and no error, as the gateway's client does, the break a warning.
+    It raised `ProviderError` after the last chunk, an answer read whole taken for a
+    failed one (a caller would pay for it again)."""
+    stream = router.chat.completions.create(model="reset-after", messages=HELLO, stream=True)
+    chunks = list(stream)
+    assert _text(chunks).strip() == "echo: hi there!"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
 
 
 def test_async_create_and_stream(registry: Path) -> None:

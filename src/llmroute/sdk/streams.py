@@ -27,7 +27,7 @@ from typing import Any
 
 from llmroute.dispatch import Opened
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import CallTimeout, LlmrouteError, RouterClosed
+from llmroute.errors import CallTimeout, LlmrouteError, ProviderError, RouterClosed
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.restore import StreamRestorer
 from llmroute.safety.stream_edit import StreamEdit
@@ -60,24 +60,23 @@ async def _chunks(
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends. With
     `parts`, each chunk's text is appended to it (as the provider wrote it); the chunks
-    yielded have been through `edits`, in order (PII redacted, placeholders restored)."""
+    yielded have been through `edits`, in order (PII redacted, placeholders restored).
+    An upstream that breaks once its ``[DONE]`` was read has sent the whole answer: the
+    stream ends as a whole one, the break a warning (as the gateway's `relay` ends it)."""
     error: str | None = CLIENT_DISCONNECTED
+    ended = False  # its ``[DONE]`` was read
     try:
-        async for event in opened.events:
-            if on_end.first_ns is None:
-                on_end.first_ns = time.perf_counter_ns()
-            if opened.deployment != info["provider"] or opened.model != info["model"]:
-                _fell_back(info, opened)  # another model, or another deployment of it
-            data = event_json(event, opened.deployment)
-            if data is not None and parts is not None:
-                parts.append(_delta_text(data))
-            if not edits:
-                if data is not None:
-                    yield as_chunk(data, info)
-                continue
-            for edited in _edited([event], edits):
-                if (data := event_json(edited, opened.deployment)) is not None:
-                    yield as_chunk(data, info)
+        try:
+            async for event in opened.events:
+                ended = ended or event.startswith(b"data: [DONE]")
+                if on_end.first_ns is None:
+                    on_end.first_ns = time.perf_counter_ns()
+                for chunk in _made(event, opened, info, parts, edits):
+                    yield chunk
+        except ProviderError as exc:
+            if not ended:
+                raise
+            log.warning("stream from %s broke off after its end: %s", opened.model, exc)
         for edited in _edited([], edits, closing=True):
             if (data := event_json(edited, opened.deployment)) is not None:
                 yield as_chunk(data, info)
@@ -90,6 +89,25 @@ async def _chunks(
             await opened.aclose()
         finally:  # recorded even when closing fails
             on_end(opened, error)
+
+
+def _made(
+    event: bytes,
+    opened: Opened,
+    info: dict[str, Any],
+    parts: list[str] | None,
+    edits: Sequence[StreamEdit],
+) -> list[Any]:
+    """The caller's chunks of `event` (through `edits`); its text appended to `parts`."""
+    if opened.deployment != info["provider"] or opened.model != info["model"]:
+        _fell_back(info, opened)  # another model, or another deployment of it
+    data = event_json(event, opened.deployment)
+    if data is not None and parts is not None:
+        parts.append(_delta_text(data))
+    if not edits:
+        return [] if data is None else [as_chunk(data, info)]
+    edited = (event_json(e, opened.deployment) for e in _edited([event], edits))
+    return [as_chunk(d, info) for d in edited if d is not None]
 
 
 def _fell_back(info: dict[str, Any], opened: Opened) -> None:
