@@ -58,6 +58,8 @@ models:
   garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
   hold-after: {provider: fake, model: "whole?after=hold", price: {input: 1, output: 2}}
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
+  refused: {provider: fake, model: "refused?status=400", price: {input: 1, output: 2}}
+  down: {provider: fake, model: "down?status=503", price: {input: 1, output: 2}}
 routes:
   - name: falling
     examples: ["plan a trip to Rome"]
@@ -67,6 +69,10 @@ routes:
     examples: ["book a table for two"]
     target: broken
     policy: {fallback: [good]}
+  - name: exhausted
+    examples: ["reconcile the ledgers"]
+    target: broken
+    policy: {fallback: [down]}
   - name: escalating
     examples: ["summarise the quarterly report"]
     target: cutoff
@@ -1066,3 +1072,97 @@ def test_a_client_leaving_once_its_done_came_leaves_a_whole_stream(
     wait_for("the request span", lambda: _server_spans(exporter), 10)
     (span,) = _server_spans(exporter)
     assert span.status.status_code is StatusCode.UNSET
+
+
+def _traced_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug setting a request span's outcome: `_outcome_attributes` made to raise."""
+
+    def bug(record: Any) -> dict[str, Any]:
+        raise RuntimeError("a secret bug")
+
+    monkeypatch.setattr(tracing_module, "_outcome_attributes", bug)
+
+
+def _rows(store_url: str, prompt: str) -> list[LoggedDecision]:
+    """The rows of `prompt`, once one was written (and the writer flushed again)."""
+    _logged(store_url, prompt)
+    store = open_store(store_url)
+    try:
+        return [d for d in store.decisions(0) if d.prompt == prompt]
+    finally:
+        store.close()
+
+
+def _error_of(answer: httpx.Response) -> tuple[int, str, str | None]:
+    """An error answer's status, its error's type and code (OpenAI's or Anthropic's)."""
+    error = answer.json()["error"]
+    return answer.status_code, error["type"], error.get("code")
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "status"),
+    [
+        ("/v1/chat/completions", "refused", 400),
+        ("/v1/chat/completions", "exhausted", 502),
+        ("/v1/messages", "refused", 400),
+    ],
+    ids=["upstream-4xx", "fallbacks-failed", "messages-4xx"],
+)
+def test_a_bug_tracing_an_error_keeps_the_error(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    model: str,
+    status: int,
+) -> None:
+    """A request that ends in an error (the upstream's 4xx, a 502 once its fallback
+    failed too, through chat or the Messages front), its row written, then a bug
+    setting its span's outcome: the client gets the error it gets with no bug, one row
+    holds it, the span ends, and the bug is logged once and counted
+    (``llmroute_telemetry_errors_total{part="span"}``). The client got a 500."""
+    url, store_url = gateway
+
+    def ask(prompt: str) -> httpx.Response:
+        body = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": prompt}]}
+        return httpx.post(f"{url}{path}", json=body, timeout=10)
+
+    expected = _error_of(ask(f"reconcile the ledgers, no bug ({path})"))
+    assert expected[0] == status
+    wait_for("the first span", lambda: len(_server_spans(exporter)) == 1, 10)
+    _traced_wrong(monkeypatch)
+    prompt = f"reconcile the ledgers, a tracing bug ({path})"
+    assert _error_of(ask(prompt)) == expected
+    wait_for("the span ended", lambda: len(_server_spans(exporter)) == 2, 10)
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1
+    _counted_once(url, "span")
+    assert [row.status for row in _rows(store_url, prompt)] == [status]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bug_tracing_a_client_cut_keeps_its_row(
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stream: bool,
+) -> None:
+    """A client that hung up before its answer, then a bug setting its span's outcome:
+    its one 499 row is written, the span ends, and the bug is logged once and counted,
+    not the request's (a 500 of its own, logged as a bug of the request)."""
+    url, store_url = gateway
+    _traced_wrong(monkeypatch)
+    prompt = f"a client gone, then a tracing bug (streamed {stream})"
+    body = {"model": "hung", "stream": stream, "messages": [{"role": "user", "content": prompt}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1.0)
+    wait_for("the span ended", lambda: _server_spans(exporter), 10)
+    assert [(row.status, row.error) for row in _rows(store_url, prompt)] == [
+        (499, "client_disconnected")
+    ]
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1
+    _counted_once(url, "span")
+    assert not _samples(url, "llmroute_api_errors_total")  # no 500 of its own

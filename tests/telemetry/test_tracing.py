@@ -40,6 +40,7 @@ from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry
 from llmroute.server import app as app_module
+from llmroute.telemetry import tracing as tracing_module
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.tracing import NO_TRACE, Tracing, tracing_from_env
@@ -228,6 +229,26 @@ def test_a_failed_request_span(tracing: Tracing, exporter: InMemorySpanExporter)
     raised = spans["chat b"][0]
     assert raised.status.status_code is StatusCode.ERROR
     assert attrs(raised)["error.type"] == "RuntimeError"
+
+
+def test_a_span_failed_by_a_bug_ends_failed_when_its_outcome_cannot_be_set(
+    tracing: Tracing, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug setting the outcome of a span that a bug failed (`_outcome_attributes`, made
+    to raise) is raised on, and the span ends all the same, failed, with the first bug's
+    type. It was never ended."""
+
+    def bug(record: DecisionRecord) -> dict[str, Any]:
+        raise ValueError("a tracing bug")
+
+    monkeypatch.setattr(tracing_module, "_outcome_attributes", bug)
+    d = decision()
+    record = DecisionRecord(d, ts=0.0, status=500, latency_ms=1.0, error="internal_error")
+    with pytest.raises(ValueError, match="a tracing bug"):
+        tracing.start_request(d).fail(RuntimeError("boom"), record)
+    (span,) = by_name(exporter.get_finished_spans())["chat a"]
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)["error.type"] == "RuntimeError"
 
 
 @pytest.mark.parametrize(

@@ -242,15 +242,23 @@ def _metrics_of(request: Request) -> GatewayMetrics | None:
 
 
 def _span_ended(
-    trace: RequestTrace, record: DecisionRecord | None, metrics: GatewayMetrics | None
+    trace: RequestTrace,
+    record: DecisionRecord | None,
+    metrics: GatewayMetrics | None,
+    failed: BaseException | None = None,
 ) -> None:
-    """`trace` finished with `record`, an answered request's: a bug there is logged and
-    counted (``llmroute_telemetry_errors_total{part="span"}``), not the request's, whose
-    answer is made and recorded (it was a 500 that no row or request line held)."""
+    """`trace` ended with `record`, its request's row (and `failed`, the exception that
+    failed it: a bug's, or an error with no row). Every request span ends here: a bug
+    there is logged and counted (``llmroute_telemetry_errors_total{part="span"}``), not
+    the request's, whose answer (an error, a cut) is made and recorded as it would be
+    without it (the client got a 500 that its row did not hold)."""
     try:
-        trace.finish(record)
+        if failed is None:
+            trace.finish(record)
+        else:
+            trace.fail(failed, record)
     except Exception:
-        log.exception("tracing an answered request failed")
+        log.exception("tracing a request failed")
         if metrics is not None:
             metrics.telemetry_error("span")
 
@@ -286,6 +294,7 @@ async def plan_chat(
             body,
             ts,
             started_ns,
+            _metrics_of(request),
         )
         trace = tracing_of(request).start_request(
             gone.plan.decision,
@@ -293,9 +302,8 @@ async def plan_chat(
             headers=request.headers,
             api=api_of(request.scope.get("path", "")),
         )
-        trace.finish(
-            unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
-        )
+        cut = unserved.record(CLIENT_CLOSED, CLIENT_DISCONNECTED, (), body.get("stream") is True)
+        _span_ended(trace, cut, unserved.metrics)
         return None
     try:
         release = await _hold_tokens(request, gateway, plan, body, ts, started_ns, tags)
@@ -405,7 +413,7 @@ async def _serve_planned(
         api=api_of(request.scope.get("path", "")),
     )
     spend = Spend()
-    unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns)
+    unserved = _Unserved(gateway.router, recorder, plan.decision, body, ts, started_ns, metrics)
     try:
         lookup = await _look_up(request, gateway, plan, body, stream)
         if lookup is not None and lookup.answer is not None:
@@ -451,7 +459,7 @@ async def _serve_planned(
         cut = unserved.record(
             CLIENT_CLOSED, CLIENT_DISCONNECTED, spend.tried, stream, usage, by_model
         )
-        trace.finish(cut)
+        _span_ended(trace, cut, metrics)
         return Response(status_code=CLIENT_CLOSED), False
     except LlmrouteError as exc:
         error = _routed_error(gateway, exc, plan, body)
@@ -466,10 +474,7 @@ async def _serve_planned(
             paid,
             paid_by_model(spend, None, paid),
         )
-        if failed is not None:
-            trace.finish(failed)
-        else:
-            trace.fail(exc)
+        _span_ended(trace, failed, metrics, exc if failed is None else None)
         raise error from None
     except BaseException as exc:
         await _ended_otherwise(gateway, spend, trace, unserved, stream, exc)
@@ -637,10 +642,9 @@ async def _ended_otherwise(
                 by_model = paid_by_model(spend, None, paid)
                 record = unserved.record(*ended, attempts, stream, paid, by_model)
         finally:
-            if record is not None and record.status < 500:
-                trace.finish(record)
-            else:  # a bug's 500: its status and cost, and the exception's type
-                trace.fail(exc, record)
+            # a bug's 500 (or no row) fails it: its status and cost, the exception's type
+            failed = None if record is not None and record.status < 500 else exc
+            _span_ended(trace, record, unserved.metrics, failed)
         return
     status, error = cut_by(exc)
     usage: Usage | None = None
@@ -648,7 +652,8 @@ async def _ended_otherwise(
         usage = await _charged_abandoned(gateway, spend)
     finally:  # a second cancel while charging: the request is still logged
         by_model = paid_by_model(spend, None, usage)
-        trace.finish(unserved.record(status, error, attempts, stream, usage, by_model))
+        cut = unserved.record(status, error, attempts, stream, usage, by_model)
+        _span_ended(trace, cut, unserved.metrics)
 
 
 def _ended_by(exc: BaseException) -> tuple[int, str] | None:
@@ -690,7 +695,8 @@ async def _charged_abandoned(gateway: Gateway, spend: Spend) -> Usage | None:
 
 @dataclass(frozen=True)
 class _Unserved:
-    """A request that got no answer, for the decision log (None without one)."""
+    """A request that got no answer, for the decision log (None without one) and the
+    span it ends (`metrics`, counting a bug there)."""
 
     router: Router
     recorder: Recorder | None
@@ -698,6 +704,7 @@ class _Unserved:
     body: dict[str, Any]
     ts: float
     started_ns: int
+    metrics: GatewayMetrics | None = None
 
     def record(
         self,
@@ -1008,7 +1015,7 @@ def _stream_done(
             log.exception("recording the stream of %s failed", opened.model)
             if metrics is not None:
                 metrics.telemetry_error("record")
-            trace.fail(exc)
+            _span_ended(trace, None, metrics, exc)
             return
         _span_ended(trace, record, metrics)
         if shadow and error is None and gateway.shadow is not None:

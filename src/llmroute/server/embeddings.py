@@ -184,7 +184,7 @@ async def serve_unrouted(
     except LlmrouteError as exc:
         error = gateway_error(exc, headers)
         if recorder is None:  # no record to end the span with: the error itself
-            trace.fail(exc)
+            _span_ended(trace, None, _metrics_of(request), exc)
         done.finished(error.status, error=error.code or "error", attempts=error.attempts)
         raise error from None
     except asyncio.CancelledError as exc:
@@ -199,8 +199,8 @@ async def serve_unrouted(
                 # dispatcher's estimate, in `spend`)
                 usage = total_usage(spend.answered)
                 done.finished(500, error=INTERNAL_ERROR, usage=usage, failed=exc)
-        finally:
-            trace.fail(exc)  # nothing once its row ended it
+        finally:  # nothing once its row ended it
+            _span_ended(trace, None, _metrics_of(request), exc)
         raise
     finally:
         if release is not None:
@@ -210,8 +210,8 @@ async def serve_unrouted(
     recorded_as(request.scope, 200)
     try:
         done.finished(200, served=served)
-    except Exception as exc:
-        trace.fail(exc)  # its span ended all the same (nothing once its row ended it)
+    except Exception as exc:  # its span ended all the same (nothing once its row ended it)
+        _span_ended(trace, None, _metrics_of(request), exc)
         raise
     headers.update(served_headers(served.deployment, served.attempts))  # as chat's
     # a large embeddings answer's vectors go out as the upstream wrote them
@@ -292,10 +292,8 @@ class _Unrouted:
                 deployment=None if served is None else served.deployment,
                 decision_id=self.request_id,
             )
-        if failed is not None:
-            self.trace.fail(failed, record)
-        else:  # a bug there is no bug of the answer, which its row holds
-            _span_ended(self.trace, record, _metrics_of(self.request))
+        # a bug there is no bug of the answer, which its row holds
+        _span_ended(self.trace, record, _metrics_of(self.request), failed)
 
 
 def embedded_text(body: Mapping[str, Any]) -> str | None:

@@ -44,8 +44,8 @@ Metrics (all prefixed ``llmroute_``):
 - ``answer_pii_total{type}``: PII spans redacted from answers on their way to the
   client (a safety profile's ``answer_pii``; llmroute.safety.answer_pii);
 - ``telemetry_dropped_total{reason}``, ``telemetry_queue_depth``, ``shadow_total{outcome}``;
-- ``telemetry_errors_total{part="span|record"}``: bugs recording an answered request,
-  logged, the answer served all the same;
+- ``telemetry_errors_total{part="span|record"}``: bugs recording a request (``span``:
+  any request's; ``record``: an answered stream's), logged, its answer served all the same;
 - ``llm_router_total{outcome}``: LLM router calls (llmroute.layers.llm_router);
 - ``affinity_total{outcome}``: requests conversation affinity applied to
   (llmroute.dispatch.affinity);
@@ -533,8 +533,8 @@ class GatewayMetrics:
         self._telemetry_errors = _Children(
             counter(
                 "llmroute_telemetry_errors",
-                "Bugs recording an answered request (its span, its record): logged, the "
-                "answer served all the same",
+                "Bugs recording a request (its span, an answered stream's record): logged, "
+                "the answer served all the same",
                 ("part",),
             )
         )
@@ -816,9 +816,10 @@ class GatewayMetrics:
     telemetry_dropped = on_drop  # the name `llmroute.telemetry.service` passes to the writer
 
     def telemetry_error(self, part: str) -> None:
-        """A bug recording an answered request, logged and swallowed: ``span`` (its span's
-        outcome: the span ended without it) or ``record`` (its decision record: no row,
-        no request line, not in these metrics)."""
+        """A bug recording a request, logged and swallowed: ``span`` (any request's span
+        outcome, its answer's or its error's: the span ended without it) or ``record``
+        (an answered stream's decision record: no row, no request line, not in these
+        metrics)."""
         self._telemetry_errors(part).inc()
 
     def depth_reporter(self) -> Callable[[int], None]:

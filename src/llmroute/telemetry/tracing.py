@@ -149,15 +149,20 @@ class _SpanTrace(RequestTrace):
             span.end()
 
     def fail(self, error: BaseException, record: DecisionRecord | None = None) -> None:
+        """End the request's span as failed by `error` (its type), with `record`'s
+        outcome when given. The span ends, failed, even when setting that outcome fails
+        (a bug, raised on)."""
         if self._ended:
             return
         from opentelemetry.trace import Status, StatusCode
 
-        if record is not None:
-            self.span.set_attributes(_outcome_attributes(record))
-        self.span.set_attribute("error.type", _error_type(error))
-        self.span.set_status(Status(StatusCode.ERROR, str(error)))
-        self.finish()
+        try:
+            self.span.set_attribute("error.type", _error_type(error))
+            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+            if record is not None:
+                self.span.set_attributes(_outcome_attributes(record))
+        finally:
+            self.finish()
 
 
 def _failed(record: DecisionRecord) -> bool:
