@@ -41,8 +41,13 @@ class StallProxy:
         self._on: tuple[bytes, threading.Event, bool] | None = None
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
+        self._pumps: list[threading.Thread] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="stall-proxy", daemon=True).start()
+        # polled, not blocked in: closing a socket does not wake a thread in its
+        # accept(), which kept the port listening after `close`
+        self._listener.settimeout(_POLL_S)
+        self._accepting = threading.Thread(target=self._accept, name="stall-proxy", daemon=True)
+        self._accepting.start()
 
     def stall(self) -> None:
         self._flowing.clear()
@@ -76,18 +81,26 @@ class StallProxy:
         self._replying.set()
 
     def close(self) -> None:
+        """Stop accepting, close every connection, and wait for the threads: nothing is
+        left for the collector (an unclosed socket is a ResourceWarning in a later test)."""
         self._closed.set()
         self.resume()
+        self._accepting.join(timeout=10)
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
                 with contextlib.suppress(OSError):
                     sock.close()
+            pumps = list(self._pumps)
+        for pump in pumps:
+            pump.join(timeout=10)
 
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             try:
@@ -96,13 +109,19 @@ class StallProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._closed.is_set():  # taken as it closed: `close` would miss them
+                    client.close()
+                    server.close()
+                    return
                 self._sockets += [client, server]
-            for src, dst, gate in (
-                (client, server, self._flowing),
-                (server, client, self._replying),
-            ):
-                pump = (src, dst, gate, gate is self._replying)
-                threading.Thread(target=self._pump, args=pump, daemon=True).start()
+                for src, dst, gate in (
+                    (client, server, self._flowing),
+                    (server, client, self._replying),
+                ):
+                    pump = (src, dst, gate, gate is self._replying)
+                    thread = threading.Thread(target=self._pump, args=pump, daemon=True)
+                    self._pumps.append(thread)
+                    thread.start()
 
     def _cut(self, data: bytes, src: socket.socket, dst: socket.socket, replies: bool) -> bool:
         """Whether `data` read from `src` resets the connection rather than going on to
