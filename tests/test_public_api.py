@@ -81,6 +81,22 @@ def test_a_submodule_is_an_attribute_of_the_package() -> None:
     assert out.stdout.split() == ["ConfigError", "ConfigErrors", "False"]
 
 
+def test_the_dispatch_package_names_its_submodules_and_lists_its_names() -> None:
+    """`llmroute.dispatch` loads its names on first use too (``llmroute route`` must not
+    import the dispatcher): in a fresh process ``import llmroute.dispatch`` then
+    ``llmroute.dispatch.dispatcher.Dispatcher`` (which its eager imports used to make
+    work) raised AttributeError, and `dir` listed only the lazy import's helpers."""
+    code = (
+        "import llmroute.dispatch as d; print(d.dispatcher.Dispatcher.__name__, "
+        "d.cascade.TierStep.__name__, d.plan.Plan.__name__, hasattr(d, 'no_such_module')); "
+        "names = set(dir(d)); print(set(d.__all__) <= names, "
+        "bool({'annotations', 'importlib', 'TYPE_CHECKING', 'Any'} & names))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Dispatcher", "TierStep", "Plan", "False", "True", "False"]
+
+
 def test_import_does_not_pull_heavy_or_network_modules() -> None:
     code = (
         "import sys, llmroute, llmroute.cli, llmroute.assemble; "

@@ -45,10 +45,25 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use and kept here."""
+    """A public name, imported from its module on first use and kept here; else a
+    submodule (``llmroute.dispatch.dispatcher`` after ``import llmroute.dispatch``, as
+    when this file imported the names with their modules)."""
     module = _WHERE.get(name)
-    if module is None:  # a submodule not imported yet: `from` imports it after this
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):  # not a tool's probe (``__wrapped__``)
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule's own import failed
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_NOT_PUBLIC = frozenset({"annotations", "importlib", "TYPE_CHECKING", "Any"})
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__} - _NOT_PUBLIC)
