@@ -5,6 +5,7 @@ client key's pool (`--key`) leaving part of the chain out."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -153,3 +154,25 @@ def test_a_blocked_request_has_none(tmp_path: Path) -> None:
     first, fallbacks = _explained(path, f"{CODE} for bob@example.com")
     assert first.startswith("code -> large ") and "BLOCKED by safety" in first
     assert fallbacks == "fallbacks: none (blocked by safety: nothing is sent)"
+
+
+def test_a_key_given_instead_of_its_name_is_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--key sk-...`` (the key itself, which ``--key`` reads like): the error named the
+    value given, the key's secret on stderr (a CI log). It now names the key whose it is,
+    read from its ``key_env`` variable or matched with its ``sha256``."""
+    from_env, hashed = "sk-narrow-41421356237", "sk-hashed-73205080756"
+    digest = hashlib.sha256(hashed.encode()).hexdigest()
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY + f"    - {{name: hashed, sha256: {digest}, pool: [small]}}\n")
+    monkeypatch.setenv("LLMROUTE_TEST_NARROW_KEY", from_env)
+    for secret, name in ((from_env, "narrow"), (hashed, "hashed")):
+        result = llmroute("route", "-r", str(path), "--key", secret, CODE)
+        assert result.returncode == 2
+        assert secret not in result.stdout + result.stderr
+        said = " ".join(result.stderr.split())
+        assert said == (
+            "error: --key takes a client key's name (auth.keys[].name), not the key "
+            f"itself: this one is key {name!r}'s, use --key {name}"
+        )

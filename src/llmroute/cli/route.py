@@ -94,8 +94,28 @@ def _client_key(router: Router, name: str) -> ApiKey:
     for key in keys:
         if key.name == name:
             return key
+    owner = next((key.name for key in keys if _is_secret_of(key, name)), None)
+    if owner is not None:  # never echoed: stderr may be a CI log
+        fail(
+            "--key takes a client key's name (auth.keys[].name), not the key itself: "
+            f"this one is key {owner!r}'s, use --key {owner}"
+        )
     known = ", ".join(k.name for k in keys) or "none: the registry has no auth section"
     fail(f"--key {name!r}: no such key in auth.keys (keys: {known})")
+
+
+def _is_secret_of(key: ApiKey, value: str) -> bool:
+    """Whether `value` is `key` itself: the value of one of its ``key_env`` variables
+    (where this command runs), or one its ``sha256`` hashes."""
+    import hashlib
+    import os
+
+    if not value.strip():  # an unset variable is no key
+        return False
+    if any(os.environ.get(env, "").strip() == value for env in key.key_env or ()):
+        return True
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return digest in {h.lower() for h in key.sha256 or ()}
 
 
 def _plan(
