@@ -56,7 +56,16 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   (none of it may reach the upstream); and after the run, requests to text
   completions (a raw-text model, a chat model, ``auto`` streamed), chat, Messages and
   Responses with tags given every way at once (header, ``tags``, ``metadata.tags``,
-  ``litellm_metadata.tags``): the decision log must hold all of them, once each.
+  ``litellm_metadata.tags``): the decision log must hold all of them, once each;
+- a ``/v1/route`` answer's ``fallbacks``: a list of the registry's chat models, none
+  twice nor the decision's ``model``, ``[]`` for a model tried alone (pinned, named by a
+  rule, blocked); a Responses ``metadata.tags`` of any type but a string (``null``, a
+  number, an object, beside 17 keys) refused first, naming ``metadata.tags``; and after
+  the run, chat bodies past the size written a step at a time (257+ messages, content
+  parts or ``logit_bias`` entries with odd floats, a 128-300 Ki character tool
+  description or ``user``), streamed or not, to the ``exact`` model, whose fake upstream
+  (``verbatim=1``) refuses a body that is not the bytes ``json.dumps`` writes and
+  answers the sha256 of the ``messages`` and ``tools`` it got: it must be the client's.
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -108,6 +117,7 @@ import asyncio
 import contextlib
 import copy
 import gzip
+import hashlib
 import json
 import os
 import posixpath
@@ -157,6 +167,8 @@ models:
   remote: {provider: fake, model: "up-small?strict=1", price: {input: 1, output: 1}}
   slowpoke: {provider: fake, model: "up-small?delay=0.6", price: {input: 1, output: 1}}
   sleepy: {provider: fake, model: "up-small?delay=4", price: {input: 1, output: 1}}
+  # refuses a body that is not json.dumps's bytes; replies its messages' sha256
+  exact: {provider: fake, model: "up-small?verbatim=1", price: {input: 1, output: 1}}
   sonnet:
     {provider: claude, model: claude-x, price: {input: 3, output: 15}, reasoning: {effort: low}}
   capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
@@ -764,6 +776,11 @@ _ODD_METADATA: list[Any] = [
     {"tags": []},
     {"tags": ["a:b"] * 300},
     {"tags": {"a": "b"}},
+    {"tags": None},
+    {"tags": 3},
+    {"tags": True},
+    {"tags": 0.5},
+    {"tags": [1], **{f"k{i}": "v" for i in range(17)}},
     {},
     "a string",
     [],
@@ -1140,14 +1157,15 @@ def _metadata_param(path: str, value: Any) -> str | None:
     """The param of the 400 a ``metadata`` of this shape is due (docs/gateway.md): it
     must be an object; its ``tags`` list is the request's tags (their rules), but on
     Responses, whose ``metadata`` is OpenAI's: at most 16 keys (64 characters) of string
-    values (512), and a ``tags`` list there is refused (``metadata.tags``)."""
+    values (512), and a ``tags`` there that is not a string is refused (``metadata.tags``,
+    first)."""
     if value is None:
         return None
     if not isinstance(value, dict):
         return "metadata"
     tags = value.get("tags")
     if path == "/v1/responses":
-        if isinstance(tags, list):
+        if "tags" in value and not isinstance(tags, str):
             return "metadata.tags"
         valid = len(value) <= 16 and all(
             len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
@@ -1634,6 +1652,8 @@ def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[
         broken.append(f"a stream answered {headers.get('content-type')!r}")
     if sent.stream and status == 200:
         broken += _stream_faults(sent, text)
+    if sent.path == "/v1/route" and sent.method == "POST" and status == 200:
+        broken += _route_faults(text)
     if sent.method == "OPTIONS" and status == 400 and text.startswith("Disallowed CORS"):
         return broken  # a refused preflight: its body goes to no script, only the browser
     if status == 400 and text == "Invalid HTTP request received.":
@@ -1644,6 +1664,34 @@ def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[
         return broken + _error_shape(sent, status, headers, text, anthropic=False)
     if status >= 400 and sent.method != "HEAD":
         broken += _error_shape(sent, status, headers, text)
+    return broken
+
+
+# the fuzz registry's chat models: a /v1/route answer's fallbacks are among them
+_CHAT_MODELS = frozenset(
+    {"small", "large", "remote", "slowpoke", "sleepy", "exact", "sonnet", "capped", "coder"}
+)
+
+
+def _route_faults(text: str) -> list[str]:
+    """A ``/v1/route`` answer's ``fallbacks`` (docs/gateway.md): a list of the registry's
+    chat models, none twice nor the decision's ``model``; ``[]`` for a model tried alone
+    (pinned, named by a rule, or blocked)."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return ["a /v1/route answer that is not JSON"]
+    fallbacks = answer.get("fallbacks") if isinstance(answer, dict) else None
+    if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):
+        return [f"/v1/route fallbacks not a list of strings: {fallbacks!r}"]
+    broken = []
+    if not set(fallbacks) <= _CHAT_MODELS or len(set(fallbacks)) < len(fallbacks):
+        broken.append(f"/v1/route fallbacks not distinct registry models: {fallbacks!r}")
+    if answer.get("model") in fallbacks:
+        broken.append("/v1/route fallbacks hold the decision's model")
+    alone = answer.get("layer") == "pinned" or str(answer.get("route")).startswith("rule:")
+    if fallbacks and (alone or (answer.get("safety") or {}).get("blocked")):
+        broken.append(f"/v1/route fallbacks for a model tried alone: {fallbacks!r}")
     return broken
 
 
@@ -2059,6 +2107,7 @@ async def _after_run(
     logged."""
     findings = await fuzz_batches(http, seed, batch_files, 40) if batch_files else []
     findings += await fuzz_races(http, quotas)
+    findings += await fuzz_verbatim(http, seed)
     if log_url is not None:
         findings += await fuzz_tags_logged(http, log_url)
     return findings
@@ -2089,6 +2138,89 @@ _BATCH_BODIES = {
     },
     "/v1/embeddings": {"model": "embed", "input": ["a", "b"], "dimensions": 8},
 }
+
+
+# what the stepped writer of large upstream bodies must write as json.dumps does:
+# escapes, control characters, line separators, non-ASCII, beyond the BMP
+_VERBATIM_TEXTS = [
+    "plain words",
+    'a "quote", a back\\slash and a / solidus',
+    "tab\tnewline\ncr\r nul\x00 unit\x1f del\x7f",
+    "\u2028 \u2029 \u0085",
+    "\u00e9 \u00fc \u20ac \u65e5\u672c",
+    "\U0001f600\U0001f44d\U0001f3fd",
+    "</script><!--",
+]
+# logit_bias values a writer may write otherwise than json.dumps: a denormal, -0.0, ...
+_VERBATIM_NUMBERS: list[Any] = [5e-324, 1e-320, -0.0, 0.1 + 0.2, 1.7976931348623157e308, -100, 3]
+
+
+def _verbatim_bodies(rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Chat bodies to the ``exact`` model past the size written a step at a time
+    (256 items, 128 Ki characters of strings: verbatim_json), named."""
+
+    def text(i: int) -> str:
+        return f"{rng.choice(_VERBATIM_TEXTS)} #{i}"
+
+    # safety's injection scan reads some 12,000 characters of the prompt and blocks a
+    # longer one (docs/safety.md): the long strings go in fields it does not read
+    count = rng.choice([257, 300, 400])
+    many = [{"role": ("user", "assistant")[i % 2], "content": text(i)} for i in range(count)]
+    yield f"{count + 1} messages", {"messages": [*many, {"role": "user", "content": text(-1)}]}
+    size = rng.choice([131_073, 300_000])
+    long = "".join(text(i) for i in range(size // 20))[:size]
+    short = [{"role": "user", "content": text(0)}]
+    tool = {"type": "function", "function": {"name": "f", "description": long}}
+    yield f"a {size}-character tool description", {"messages": short, "tools": [tool]}
+    yield f"a {size}-character user", {"messages": short, "user": long}
+    parts = [{"type": "text", "text": text(i)} for i in range(rng.choice([257, 300]))]
+    yield f"{len(parts)} content parts", {"messages": [{"role": "user", "content": parts}]}
+    bias = {str(i): rng.choice(_VERBATIM_NUMBERS) for i in range(rng.choice([257, 400]))}
+    yield f"logit_bias of {len(bias)}", {"messages": short, "logit_bias": bias}
+
+
+async def fuzz_verbatim(http: httpx.AsyncClient, seed: int) -> list[Finding]:
+    """Large chat bodies (`_verbatim_bodies`, streamed or not) to the ``exact`` model,
+    whose fake upstream refuses a body that is not the bytes ``json.dumps`` writes and
+    answers the sha256 of the messages it got: the upstream must get the client's
+    messages, written as json.dumps writes them (docs/dispatch.md)."""
+    rng = random.Random(f"{seed}:verbatim")
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    findings: list[Finding] = []
+    for name, body in _verbatim_bodies(rng):
+        stream = rng.random() < 0.5
+        body = {"model": "exact", **body, "max_tokens": 5, "stream": stream}
+        sent = Sent("verbatim", "POST", "/v1/chat/completions", auth, _json_bytes(body))
+        sent.detail, sent.stream = name, stream
+        sent_on = [body["messages"], body.get("tools")]
+        due = "sha256:" + hashlib.sha256(_compact_json(sent_on)).hexdigest()
+        answer = await http.post("/v1/chat/completions", headers=auth, content=sent.content)
+        said = _said(answer.text, stream) if answer.status_code == 200 else None
+        print(f"verbatim: {name}, stream {stream}: {answer.status_code}", flush=True)
+        rules = check(sent, answer.status_code, answer.headers, answer.content)
+        if answer.status_code != 200:
+            rules.append(f"large body answered {answer.status_code}")
+        elif said != due:
+            rules.append("the upstream got other messages than the client sent")
+        findings += [Finding(r, sent, answer.status_code, answer.text[:400]) for r in rules]
+    return findings
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _said(text: str, stream: bool) -> str | None:
+    """A chat answer's text (a stream's deltas joined)."""
+    try:
+        if not stream:
+            return str(json.loads(text)["choices"][0]["message"]["content"])
+        events = [line[6:] for line in text.splitlines() if line.startswith("data: {")]
+        chunks = [json.loads(e)["choices"] for e in events]
+        # the fake upstream streams its answer a word at a time, each with a blank after
+        return "".join(c[0]["delta"].get("content") or "" for c in chunks if c).rstrip()
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 # not an integer past a double: the file's reader takes such a line for one that is not

@@ -65,6 +65,10 @@ blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
+``verbatim=1`` answers 400 to a body that is not the bytes ``json.dumps`` writes of what it
+parses to (compact, UTF-8: the gateway's upstream bodies, docs/dispatch.md), and
+otherwise replies ``sha256:HEX``, the digest of ``[messages, tools]`` so written (``tools``
+null when left out), for a client to compare with its own;
 ``strict=1`` answers OpenAI's 400 to a message holding a field OpenAI does not know
 (``thinking_blocks``, ``reasoning_content``: DeepSeek too refuses its own reasoning
 sent back), a tool call id longer than its 40 characters, ``metadata`` sent without
@@ -76,6 +80,7 @@ request whose client hangs up during its ``delay`` or ``ttft`` with 0.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import select
@@ -202,12 +207,30 @@ _SCRIPTED = (
 )
 
 
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _not_verbatim(raw: bytes, body: dict[str, Any]) -> str:
+    """What ``verbatim=1`` says of a body that is not `_compact`'s bytes."""
+    written = _compact(body)
+    at = next((i for i, (a, b) in enumerate(zip(raw, written, strict=False)) if a != b), None)
+    at = min(len(raw), len(written)) if at is None else at
+    return (
+        f"body not as json.dumps writes it: {len(raw)} bytes for {len(written)}, "
+        f"first difference at byte {at}"
+    )
+
+
 def _scripted_texts(
     upstream: FakeUpstream, model: str, body: dict[str, Any], faults: dict[str, str]
 ) -> list[str]:
     """The answer's choices: the echo, or ``reply``; ``n`` of them with ``multi``; each
     numbered with ``vary``."""
     base = faults.get("reply", _reply_text(body))
+    if "verbatim" in faults:
+        sent = [body.get("messages"), body.get("tools")]
+        base = "sha256:" + hashlib.sha256(_compact(sent)).hexdigest()
     n = body.get("n") if "multi" in faults else 1
     texts = []
     for _ in range(n if isinstance(n, int) and n > 1 else 1):
@@ -433,7 +456,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            body = json.loads(raw or b"{}")
             headers = {k.lower(): v for k, v in self.headers.items()}
             model = str(body.get("model", ""))
             with upstream.lock:
@@ -450,7 +474,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     upstream.cut.append((model, 0))
                 self.close_connection = True
                 return
-            if self._fail(faults, model, body):
+            if self._fail(faults, model, body) or self._not_verbatim(faults, raw, body):
                 return
             streamed_late = "late" in faults or "early" in faults
             if "inbody" in faults and not (body.get("stream") is True and streamed_late):
@@ -501,6 +525,14 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     return False
                 if readable:  # the next request, pipelined: nothing to learn here
                     time.sleep(min(left, 0.05))
+            return True
+
+        def _not_verbatim(self, faults: dict[str, str], raw: bytes, body: Any) -> bool:
+            """``verbatim=1``: a body not as json.dumps writes it is answered 400."""
+            if "verbatim" not in faults or raw == _compact(body):
+                return False
+            error = {"message": _not_verbatim(raw, body), "type": "invalid_request_error"}
+            self._send_json(400, {"error": error})
             return True
 
         def _fail(self, faults: dict[str, str], model: str, body: dict[str, Any]) -> bool:
