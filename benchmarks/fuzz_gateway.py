@@ -65,7 +65,11 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   parts or ``logit_bias`` entries with odd floats, a 128-300 Ki character tool
   description or ``user``), streamed or not, to the ``exact`` model, whose fake upstream
   (``verbatim=1``) refuses a body that is not the bytes ``json.dumps`` writes and
-  answers the sha256 of the ``messages`` and ``tools`` it got: it must be the client's.
+  answers the sha256 of the ``messages`` and ``tools`` it got: it must be the client's;
+  and streams whose upstream sends no ``[DONE]`` or breaks once it went out (cut, or
+  an event that is not JSON) on chat (usage asked or not), Messages and Responses: each
+  ends once, as its API ends one, nothing after, no error event, the usage chunk just
+  before ``[DONE]`` when asked, and its decision-log row says 200 with no error.
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -169,6 +173,10 @@ models:
   sleepy: {provider: fake, model: "up-small?delay=4", price: {input: 1, output: 1}}
   # refuses a body that is not json.dumps's bytes; replies its messages' sha256
   exact: {provider: fake, model: "up-small?verbatim=1", price: {input: 1, output: 1}}
+  # streams that end oddly: no [DONE]; broken once [DONE] went out (cut, or not JSON)
+  nodone: {provider: fake, model: "up-small?nodone=1", price: {input: 1, output: 1}}
+  cutafter: {provider: fake, model: "up-small?after=reset", price: {input: 1, output: 1}}
+  junkafter: {provider: fake, model: "up-small?after=garbage", price: {input: 1, output: 1}}
   sonnet:
     {provider: claude, model: claude-x, price: {input: 3, output: 15}, reasoning: {effort: low}}
   capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
@@ -1670,6 +1678,7 @@ def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[
 # the fuzz registry's chat models: a /v1/route answer's fallbacks are among them
 _CHAT_MODELS = frozenset(
     {"small", "large", "remote", "slowpoke", "sleepy", "exact", "sonnet", "capped", "coder"}
+    | {"nodone", "cutafter", "junkafter"}
 )
 
 
@@ -2108,6 +2117,7 @@ async def _after_run(
     findings = await fuzz_batches(http, seed, batch_files, 40) if batch_files else []
     findings += await fuzz_races(http, quotas)
     findings += await fuzz_verbatim(http, seed)
+    findings += await fuzz_stream_ends(http, log_url)
     if log_url is not None:
         findings += await fuzz_tags_logged(http, log_url)
     return findings
@@ -2204,6 +2214,92 @@ async def fuzz_verbatim(http: httpx.AsyncClient, seed: int) -> list[Finding]:
             rules.append("the upstream got other messages than the client sent")
         findings += [Finding(r, sent, answer.status_code, answer.text[:400]) for r in rules]
     return findings
+
+
+# a stream's front, its body and how its whole end reads
+_HI = [{"role": "user", "content": "hi"}]
+_ODD_ENDS: list[tuple[str, dict[str, Any], str]] = [
+    ("/v1/chat/completions", {"messages": _HI, "max_tokens": 20}, "data: [DONE]"),
+    (
+        "/v1/chat/completions",
+        {"messages": _HI, "max_tokens": 20, "stream_options": {"include_usage": True}},
+        "data: [DONE]",
+    ),
+    ("/v1/messages", {"messages": _HI, "max_tokens": 20}, "event: message_stop"),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 20}, "event: response.completed"),
+]
+
+
+async def fuzz_stream_ends(http: httpx.AsyncClient, log_url: str | None) -> list[Finding]:
+    """Streams whose upstream sends no ``[DONE]`` or breaks once it went out (cut, or an
+    event that is not JSON), on chat (usage asked or not), Messages and Responses: a
+    whole stream (docs/dispatch.md), its end once and last, nothing after it, no error
+    event, the usage chunk before ``[DONE]`` when asked; logged 200 with no error."""
+    auth = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    findings: list[Finding] = []
+    logged: dict[str, Sent] = {}
+    for model in ("nodone", "cutafter", "junkafter"):
+        for path, body, end in _ODD_ENDS:
+            out = {"model": model, **body, "stream": True}
+            sent = Sent("stream_end", "POST", path, auth, _json_bytes(out), stream=True)
+            sent.detail = f"model={model}"
+            status, headers, answer = await send(http, sent)
+            text = answer.decode("utf-8", "replace")
+            rules = check(sent, status, headers, answer)
+            events = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+            if status != 200:
+                rules.append(f"an odd end answered {status}")
+            elif text.count(end) != 1 or not events or end not in events[-1]:
+                rules.append(f"not one {end!r}, last: {events[-1:]!r}")
+            elif "stream_options" in out and not _usage_chunk(events[-2:-1]):
+                rules.append("no usage chunk just before [DONE]")
+            if headers.get("x-llmroute-decision-id"):
+                logged[headers["x-llmroute-decision-id"]] = sent
+            findings += [Finding(r, sent, status, text[-400:]) for r in rules]
+    if log_url is not None and logged:
+        findings += await _rows_whole(log_url, logged)
+    print(f"odd stream ends: {len(findings)} findings of {3 * len(_ODD_ENDS)}", flush=True)
+    return findings
+
+
+def _usage_chunk(events: list[str]) -> bool:
+    """Whether `events` (one, or none) is a chat chunk with its ``usage``."""
+    try:
+        chunk = json.loads(events[0].removeprefix("data:"))
+    except (ValueError, IndexError):
+        return False
+    return isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict)
+
+
+async def _rows_whole(log_url: str, logged: dict[str, Sent]) -> list[Finding]:
+    """Each of `logged`'s decision-log rows says 200 with no error."""
+    rows: dict[str, tuple[int, str | None]] = {}
+    for _ in range(40):  # the log is written in the background: up to 20 s
+        rows = await asyncio.to_thread(_logged_rows, log_url, list(logged))
+        if len(rows) == len(logged):
+            break
+        await asyncio.sleep(0.5)
+    return [
+        Finding(f"logged {rows.get(d)}, not (200, None)", sent, 200, d)
+        for d, sent in logged.items()
+        if rows.get(d) != (200, None)
+    ]
+
+
+def _logged_rows(log_url: str, ids: list[str]) -> dict[str, tuple[int, str | None]]:
+    """The ``status`` and ``error`` of the decision log's rows `ids` (those written yet)."""
+    if log_url.startswith("sqlite"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(log_url.split("///", 1)[1])) as db:
+            marks = ",".join("?" * len(ids))
+            query = f"SELECT id, status, error FROM decisions WHERE id IN ({marks})"
+            return {i: (s, e) for i, s, e in db.execute(query, ids)}
+    import psycopg
+
+    with psycopg.connect(log_url) as db:
+        rows = db.execute("SELECT id, status, error FROM decisions WHERE id = ANY(%s)", (ids,))
+        return {i: (s, e) for i, s, e in rows}
 
 
 def _compact_json(value: Any) -> bytes:
