@@ -57,6 +57,7 @@ models:
   reset-after: {provider: fake, model: "whole?after=reset", price: {input: 1, output: 2}}
   garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
   hold-after: {provider: fake, model: "whole?after=hold", price: {input: 1, output: 2}}
+  chunk-after: {provider: fake, model: "whole?after=chunk", price: {input: 1, output: 2}}
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
   refused: {provider: fake, model: "refused?status=400", price: {input: 1, output: 2}}
   down: {provider: fake, model: "down?status=503", price: {input: 1, output: 2}}
@@ -837,6 +838,21 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
     assert span.status.status_code is StatusCode.UNSET
     said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
+
+
+def test_events_an_upstream_sends_after_its_done_are_not_relayed(
+    gateway: tuple[str, str],
+) -> None:
+    """An upstream that goes on after its ``[DONE]`` (a content chunk, a second
+    ``[DONE]``) and then ends its body properly: the client's stream ends on the first
+    ``[DONE]``, nothing after it, and the row is a whole stream's. Both were relayed."""
+    url, store_url = gateway
+    prompt = "a stream that goes on after its end"
+    raw = _stream(url, "/v1/chat/completions", "chunk-after", prompt)
+    _ends_whole(raw)
+    assert b" late" not in raw
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, None, "chunk-after")
 
 
 @pytest.mark.parametrize("model", ["undone", "undone-bare"])

@@ -61,7 +61,8 @@ delta of it before the words);
 some OpenAI-compatible servers do (``done=spaced``: its ``[DONE]`` written with a second
 blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
 ``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut
-(``after=hold``: its body ends a second after its ``[DONE]``);
+(``after=hold``: its body ends a second after its ``[DONE]``; ``after=chunk``: a
+content chunk and a second ``[DONE]`` follow its ``[DONE]``, then its body's end);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
@@ -766,6 +767,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self._write_chunk(b"data:  [DONE]\n\n" if spaced else b"data: [DONE]\n\n")
             if faults.get("after") == "hold":
                 time.sleep(1.0)  # the body's end comes late
+            elif faults.get("after") == "chunk":  # more after its end, then a proper end
+                self._write_chunk(_chunk(model, {"content": " late"}, None))
+                self._write_chunk(b"data: [DONE]\n\n")
             elif "after" in faults:
                 if faults["after"] == "garbage":
                     self._write_chunk(b"data: {not json\n\n")

@@ -1091,7 +1091,8 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     """The stream's events; an upstream failure mid-stream ends it with an error event
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently; one
-    after its ``[DONE]`` went out sends nothing more and is a whole stream's end), and
+    after its ``[DONE]`` went out sends nothing more and is a whole stream's end, and
+    nothing the upstream sends after its ``[DONE]`` is relayed), and
     so does a bug reading it (`BUG_CHUNK`: nothing of the bug, which is logged; after
     ``[DONE]`` went out, nothing more). `done` is told how it ended
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
@@ -1105,6 +1106,8 @@ async def relay(
     ended = False  # its ``[DONE]`` went out: the client has its whole answer
     try:
         async for event in opened.events:
+            if ended:  # what an upstream sends after its end is read, not relayed
+                continue
             if first_ns is None:
                 first_ns = time.perf_counter_ns()
             if collect:
