@@ -180,8 +180,9 @@ def test_bench_writes_tiny_costs_in_fixed_point_as_report_does(
     capsys.readouterr()
     assert run(argv) == 0
     out = capsys.readouterr().out
-    assert "cost_all_strong: 0.00002 per request" in out
-    costs = [line for line in out.splitlines() if line.startswith("cost_")]
+    assert "cost with every call strong: 0.00002 per request" in out
+    assert "cost at CPT(50%): " in out and "cost_" not in out  # words, not --json's keys
+    costs = [line for line in out.splitlines() if line.startswith("cost ")]
     assert len(costs) == 4 and not any("e-" in line for line in costs)
 
 

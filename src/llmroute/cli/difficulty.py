@@ -409,6 +409,14 @@ def _print_bench(console: Console, result: dict[str, Any]) -> None:
     console.print(
         f"knee: {result['knee_share']:.1%} strong calls for {result['knee_quality']:.1%} quality"
     )
-    for key in ("cost_cpt50", "cost_cpt80", "cost_knee", "cost_all_strong"):
-        if key in result:
-            console.print(f"{key}: {dollars(result[key])} per request")  # as report writes
+    for key, label in _COST_LINES:
+        if key in result:  # the amount as report writes it; --json keeps the keys
+            console.print(f"cost {label}: {dollars(result[key])} per request")
+
+
+_COST_LINES = (
+    ("cost_cpt50", "at CPT(50%)"),
+    ("cost_cpt80", "at CPT(80%)"),
+    ("cost_knee", "at the knee"),
+    ("cost_all_strong", "with every call strong"),
+)
