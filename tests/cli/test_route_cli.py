@@ -330,6 +330,8 @@ def test_registry_check_loads_a_cascades_learned_gates_as_serve_does(tmp_path: P
     checked = llmroute("registry", "check", str(registry))
     assert checked.returncode == 2, checked.stdout
     assert "learned gate was trained with encoder" in checked.stderr
+    # no summary before the error, which read as a check that had passed
+    assert "code ->" not in checked.stdout
 
 
 def test_explain_says_why_the_llm_router_was_not_asked(tmp_path: Path) -> None:

@@ -43,8 +43,6 @@ def check(
     from llmroute.registry.schema import OpenAIEncoderSpec
 
     loaded = load_registry(path)
-    for line in summarize(loaded):
-        print(line)
     warnings = []
     if isinstance(loaded.registry.encoder, OpenAIEncoderSpec):
         import os
@@ -65,6 +63,9 @@ def check(
         with err_console.status("loading the encoder and the registry's artifacts"):
             router = Router(loaded)  # a cascade's learned gates load with it, as in `serve`
             router.close()
+    # the summary once everything loaded: an artifact's error is not read after it
+    for line in summarize(loaded):
+        print(line)
     warnings += lint_files(loaded) + [_located(loaded, w) for w in lint(loaded.registry)]
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
