@@ -172,3 +172,47 @@ def test_a_pool_fall_to_the_default_is_served_by_its_difficulty_routers_pick(
             kept = _route(served, text, TARGET_KEY).json()
             assert (kept["model"], kept["fallbacks"]) == ("spare", []), kept
         assert kept["reason"].endswith("served by the default, spare")
+
+
+STRONG_ONLY_KEY = "sk-strong-26457513110"
+
+
+def test_a_difficulty_model_asked_for_keeps_its_threshold_in_a_pool(
+    difficulty_router: str, tmp_path: Path
+) -> None:
+    """``router-<name>-<threshold>``: the client's threshold picked the weak model, which
+    is outside the key's pool, as the default's target is: refused, as before the pool's
+    fall tried the default's pick. The pick was scored again at the registry's
+    threshold (every request strong here) and served by the strong model, a model the
+    client's threshold did not pick."""
+    registry = DIFFICULTY.replace("  policy: {fallback: [large]}\n", "") % {
+        "router": difficulty_router,
+        "threshold": "-1000",
+    }
+    registry += "    - {name: strong, key_env: LLMROUTE_TEST_STRONG_KEY, pool: [large]}\n"
+    env = {
+        "LLMROUTE_TEST_PICKS_KEY": PICKS_KEY,
+        "LLMROUTE_TEST_TARGET_KEY": TARGET_KEY,
+        "LLMROUTE_TEST_STRONG_KEY": STRONG_ONLY_KEY,
+        "LLMROUTE_TELEMETRY_URL": "off",
+    }
+    with serve_text(registry, tmp_path, env=env) as served:
+        unclaimed = _route(served, "weather on mars", STRONG_ONLY_KEY).json()
+        assert (unclaimed["layer"], unclaimed["model"]) == ("difficulty", "large")
+        asked = unclaimed["reason"]
+        name = next(m["id"] for m in _models(served) if m["id"].startswith("router-"))
+        assert name.endswith("--1000"), name  # router-<name>-<the registry's threshold>
+        weak = name.removesuffix("-1000") + "1000"
+        refused = _route(served, "weather on mars", STRONG_ONLY_KEY, model=weak)
+        assert refused.status_code == 403, (asked, refused.text)
+        assert refused.json()["error"]["code"] == "model_not_allowed"
+        # the picks' own threshold still serves a routed request the default gets
+        assert _chain(served, CODE, STRONG_ONLY_KEY) == ("code", "large")
+
+
+def _models(gateway: Served) -> list[dict[str, str]]:
+    headers = {"authorization": f"Bearer {STRONG_ONLY_KEY}"}
+    answer = httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    data: list[dict[str, str]] = answer.json()["data"]
+    return data

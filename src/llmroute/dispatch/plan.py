@@ -233,12 +233,13 @@ def keep_within(
     """`plan` kept inside `pool`, client key `owner`'s (`within_pool`), or the message
     of its refusal when nothing may serve it. A routed request none of whose chain is
     inside is the default's (`falls_to_default`), and the default serves it as its own
-    (`to_default`): its safety profile applied too (the stricter action wins: a block
-    or a guarded model of the default's holds), its reasoning tier first when the gate
-    found reasoning needed, then the model its difficulty router picks, its target and
-    its fallbacks, those inside the pool."""
+    (`to_default`) when a route decided it: its safety profile applied too (the stricter
+    action wins: a block or a guarded model of the default's holds), its reasoning tier
+    first when the gate found reasoning needed, then the model its difficulty router
+    picks, its target and its fallbacks, those inside the pool. One the default decided
+    keeps its pick (outside the pool) and goes on to the target and the fallbacks."""
     default = router.loaded.registry.default
-    if not falls_to_default(plan, pool):
+    if not _moves_to_default(plan, pool):
         kept = within_pool(plan, pool, owner, default.target, default.policy)
         return pool_refusal(plan, pool, owner) if kept is None else kept
     decision, pick = to_default(router, plan.decision, body, headers)
@@ -267,6 +268,16 @@ def keep_within(
     return kept
 
 
+def _moves_to_default(plan: Plan, pool: tuple[str, ...]) -> bool:
+    """Whether `keep_within` hands `plan` to the default to serve as its own
+    (`to_default`): it falls to the default from a route. A request the default decided
+    (unclaimed, a client's ``router-<name>-<threshold>``, the LLM router's ``none``) has
+    its guards and its pick already, at the threshold the client asked for, which the
+    registry's would overrule: its target and fallbacks inside the pool serve it,
+    nothing scored again."""
+    return plan.decision.route != DEFAULT_LAYER and falls_to_default(plan, pool)
+
+
 async def akeep_within(
     router: Router,
     plan: Plan,
@@ -278,7 +289,7 @@ async def akeep_within(
     """`keep_within` for an event loop: a fall to the default in a worker thread where
     `aplan_request` decides in one (a long prompt's safety pass; a remote encoder, when
     the decision kept no embedding for the difficulty router to score)."""
-    if falls_to_default(plan, pool) and (
+    if _moves_to_default(plan, pool) and (
         prompt_chars(body) > OFF_LOOP_CHARS
         or (
             getattr(router.encoder, "remote", False)
