@@ -176,3 +176,28 @@ def test_a_key_given_instead_of_its_name_is_not_echoed(
             "error: --key takes a client key's name (auth.keys[].name), not the key "
             f"itself: this one is key {name!r}'s, use --key {name}"
         )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-unknown-17320508075",  # a key's prefix: a secret the command's env doesn't hold
+        "SK_live_unknown",
+        "a" * 31,  # longer than a name is likely to be: a token
+        "Bearer 4f3c2a",  # not a name at all
+        "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+    ],
+)
+def test_an_unknown_key_that_does_not_look_like_a_name_is_not_shown(
+    registry: Path, value: str
+) -> None:
+    """A secret the CLI cannot match to a key (its ``key_env`` unset where the command
+    runs, or another registry's key) was echoed in the error, on stderr (a CI log)."""
+    result = llmroute("route", "-r", str(registry), "--key", value, CODE)
+    assert result.returncode == 2
+    assert value not in result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert said == (
+        "error: --key: no key in auth.keys has that name (the value is not shown: it looks "
+        "like a key, not a name; --key takes auth.keys[].name) (keys: narrow, spare-only)"
+    )
