@@ -128,6 +128,9 @@ def _refined(
     loaded = load_registry(path)
     encoder = CountingEncoder(build_encoder(loaded.registry))
     router = Router(loaded, encoder=encoder)
+    # Building the router embedded the routes' examples, or read them from the suite's
+    # shared embedding cache (a hit or a miss, whatever ran before): not the request's.
+    encoder.texts = 0
     finds = _counted(monkeypatch, PiiDetector, "find")
     scores = _counted(monkeypatch, InjectionDetector, "score")
     body = {"model": "auto", "messages": [{"role": "user", "content": LETTER}]}
