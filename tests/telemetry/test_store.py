@@ -727,6 +727,15 @@ def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
+def test_mask_url_writes_a_lone_surrogate_as_its_escape() -> None:
+    """A URL from an environment variable holding a byte that is no UTF-8 (Python
+    decodes it as a lone surrogate): the masked URL, in logs and errors, must be
+    writable as UTF-8; a log line holding it was a logging error."""
+    url = "postgresql://u:pw@h/db?application_name=\udc80&x=\u00e9"
+    assert mask_url(url) == "postgresql://u:***@h/db?application_name=\\udc80&x=\u00e9"
+    mask_url(url).encode("utf-8")
+
+
 @pytest.mark.parametrize(
     "url",
     [

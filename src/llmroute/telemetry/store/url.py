@@ -66,7 +66,13 @@ def mask_url(url: str) -> str:
     if not found:
         masked = _SLASHED.sub(userinfo, url, count=1)
     masked = _PASSWORD_PARAM.sub(r"\1=***", masked)
-    return _SECRET_PARAM.sub(r"\1=***", masked) if "=" in masked else masked
+    masked = _SECRET_PARAM.sub(r"\1=***", masked) if "=" in masked else masked
+    if masked.isascii():
+        return masked
+    # a lone surrogate (an environment variable's byte that is no UTF-8, as Python
+    # decodes it) written as its escape: a log line or an error holding it cannot be
+    # written as UTF-8 (a logging error, a test report that cannot cross to its runner)
+    return masked.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def resolve_telemetry_url(
