@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from counting_encoder import CountingEncoder
 from fake_upstream import FakeUpstream, fake_upstream
 
 from llmroute import Router
 from llmroute.assemble import build_encoder
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.plan import Plan, keep_within, plan_request
-from llmroute.encoders.base import Embeddings
 from llmroute.layers.llm_router import LlmRouter, refine_plan
 from llmroute.providers import build_providers
 from llmroute.registry import load_registry
@@ -61,22 +61,6 @@ safety:
 llm_fallback: {model: picker, margin: 1.0, timeout_s: 5}
 """
 LETTER = "send a letter to my landlord at bob@example.com, call +44 20 7946 0958"
-
-
-class CountingEncoder:
-    """The registry's encoder, counting the texts it embeds."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.identity: str = inner.identity
-        self.dim: int = inner.dim
-        self.scripts = getattr(inner, "scripts", None)
-        self.texts = 0
-
-    def encode(self, texts: Sequence[str]) -> Embeddings:
-        self.texts += len(texts)
-        vectors: Embeddings = self.inner.encode(texts)
-        return vectors
 
 
 @pytest.fixture(scope="module")

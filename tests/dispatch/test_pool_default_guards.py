@@ -6,16 +6,15 @@ applied to what the detectors found, none of them run again."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from counting_encoder import CountingEncoder
 
 from llmroute import Router
 from llmroute.assemble import build_encoder
 from llmroute.dispatch.plan import Plan, keep_within, plan_of
-from llmroute.encoders.base import Embeddings
 from llmroute.registry import load_registry
 from llmroute.safety.injection import InjectionDetector
 from llmroute.safety.pii import PiiDetector
@@ -46,22 +45,6 @@ safety:
   profile: open
 """
 POOL = ("small", "large")
-
-
-class CountingEncoder:
-    """The registry's encoder, counting the texts it embeds."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.identity: str = inner.identity
-        self.dim: int = inner.dim
-        self.scripts = getattr(inner, "scripts", None)
-        self.texts = 0
-
-    def encode(self, texts: Sequence[str]) -> Embeddings:
-        self.texts += len(texts)
-        vectors: Embeddings = self.inner.encode(texts)
-        return vectors
 
 
 @pytest.fixture(scope="module")
