@@ -182,7 +182,8 @@ def test_a_url_that_makes_redis_py_send_a_command_again_is_refused(query: str, o
         assert "counted twice" in str(refused.value) and "hunter2" not in str(refused.value)
 
 
-def test_a_registry_with_such_a_url_fails_to_load_at_its_line(tmp_path: Path) -> None:
+def _registry(tmp_path: Path, limits_url: str, cache_url: str) -> Path:
+    """A registry whose limits URL is on line 8 and cache URL on line 9."""
     path = tmp_path / "registry.yaml"
     path.write_text(
         "encoder: builtin:static\n"
@@ -192,8 +193,17 @@ def test_a_registry_with_such_a_url_fails_to_load_at_its_line(tmp_path: Path) ->
         "default: {target: small}\n"
         "dispatch:\n"
         "  limits:\n"
-        "    url: 'redis://:hunter2@127.0.0.1:6379/0?retry_on_timeout=true'\n"
-        "cache: {url: 'redis://127.0.0.1:6379/0?retry_on_error=TimeoutError'}\n"
+        f"    url: '{limits_url}'\n"
+        f"cache: {{url: '{cache_url}'}}\n"
+    )
+    return path
+
+
+def test_a_registry_with_such_a_url_fails_to_load_at_its_line(tmp_path: Path) -> None:
+    path = _registry(
+        tmp_path,
+        "redis://:hunter2@127.0.0.1:6379/0?retry_on_timeout=true",
+        "redis://127.0.0.1:6379/0?retry_on_error=TimeoutError",
     )
     with pytest.raises(ConfigErrors) as refused:
         load_registry(path)
@@ -274,17 +284,10 @@ def test_a_url_option_redis_py_refuses_or_that_replaces_timeout_s_is_refused(
 
 
 def test_a_registry_with_an_unknown_url_option_fails_to_load_at_its_line(tmp_path: Path) -> None:
-    path = tmp_path / "registry.yaml"
-    path.write_text(
-        "encoder: builtin:static\n"
-        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
-        "models: {small: {provider: p, model: up-small, rpm: 10}}\n"
-        "routes: [{name: chitchat, examples: [hello there], target: small}]\n"
-        "default: {target: small}\n"
-        "dispatch:\n"
-        "  limits:\n"
-        "    url: 'redis://:hunter2@127.0.0.1:6379/0?max_conections=10'\n"
-        "cache: {url: 'redis://127.0.0.1:6379/0?socket_timeout=5'}\n"
+    path = _registry(
+        tmp_path,
+        "redis://:hunter2@127.0.0.1:6379/0?max_conections=10",
+        "redis://127.0.0.1:6379/0?socket_timeout=5",
     )
     with pytest.raises(ConfigErrors) as refused:
         load_registry(path)
@@ -297,17 +300,10 @@ def test_a_registry_with_an_unknown_url_option_fails_to_load_at_its_line(tmp_pat
 def test_a_registry_with_an_object_url_option_fails_to_load_at_its_line(tmp_path: Path) -> None:
     """``maint_notifications_config`` broke the check itself: the registry failed to load
     with redis-py's AttributeError and its stack trace, not the file and line."""
-    path = tmp_path / "registry.yaml"
-    path.write_text(
-        "encoder: builtin:static\n"
-        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
-        "models: {small: {provider: p, model: up-small, rpm: 10}}\n"
-        "routes: [{name: chitchat, examples: [hello there], target: small}]\n"
-        "default: {target: small}\n"
-        "dispatch:\n"
-        "  limits:\n"
-        "    url: 'redis://127.0.0.1:6379/0?maint_notifications_config=x'\n"
-        "cache: {url: 'redis://127.0.0.1:6379/0?credential_provider=x'}\n"
+    path = _registry(
+        tmp_path,
+        "redis://127.0.0.1:6379/0?maint_notifications_config=x",
+        "redis://127.0.0.1:6379/0?credential_provider=x",
     )
     with pytest.raises(ConfigErrors) as refused:
         load_registry(path)
