@@ -572,16 +572,9 @@ def test_a_bug_once_a_stream_was_handed_on_ends_it_with_its_apis_error_event(
         cls = messages_convert.StreamTranslator if path == "/v1/messages" else ResponsesStream
     _fails_third(monkeypatch, cls, name, "a secret bug")
     prompt = f"call my dentist {' '.join(f'w{i}' for i in range(40))} ({where}, {path})"
-    body: dict[str, Any] = {"model": "masked", "stream": True}
-    if path == "/v1/responses":
-        body["input"] = prompt
-    else:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    if path == "/v1/messages":
-        body["max_tokens"] = 500
-    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
-        assert answer.status_code == 200
-        raw = answer.read()  # raised RemoteProtocolError: the stream was torn off
+    raw = _stream(
+        url, path, "masked", prompt
+    )  # raised RemoteProtocolError: the stream was torn off
     assert b"secret" not in raw
     if path == "/v1/responses":
         *_, last = raw.rstrip(b"\n").split(b"\n\n")
@@ -616,17 +609,8 @@ def test_a_bug_reading_a_plain_chat_stream_ends_it_with_an_error_chunk(
     url, store_url = gateway
     _fails_third(monkeypatch, StreamUsage, "observe", "a secret bug")
     prompt = f"a plain stream {' '.join(f'w{i}' for i in range(40))} ({path})"
-    body: dict[str, Any] = {"model": "slow", "stream": True}
-    if path == "/v1/responses":
-        body["input"] = prompt
-    else:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    if path == "/v1/messages":
-        body["max_tokens"] = 500
     before = len(upstream.cut)
-    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
-        assert answer.status_code == 200
-        raw = answer.read()  # raised RemoteProtocolError: the stream was torn off
+    raw = _stream(url, path, "slow", prompt)  # raised RemoteProtocolError: the stream was torn off
     assert b"secret" not in raw
     if path == "/v1/responses":
         *_, last = raw.rstrip(b"\n").split(b"\n\n")
@@ -721,16 +705,7 @@ def test_a_bug_closing_a_stream_at_its_end_is_recorded_as_the_bugs(
     url, store_url = gateway
     _close_fails_once(monkeypatch, cls, "a secret bug")
     prompt = f"call my dentist, then a bug closing ({path})"
-    body: dict[str, Any] = {"model": "masked", "stream": True}
-    if path == "/v1/responses":
-        body["input"] = prompt
-    else:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    if path == "/v1/messages":
-        body["max_tokens"] = 500
-    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
-        assert answer.status_code == 200
-        raw = answer.read()
+    raw = _stream(url, path, "masked", prompt)
     assert b"secret" not in raw
     if path == "/v1/chat/completions":
         assert raw.endswith(b"\n\ndata: [DONE]\n\n") and raw.count(b"[DONE]") == 1
