@@ -135,12 +135,17 @@ def _header_part(step: TierStep) -> str:
 
 
 async def run_gates(
-    gates: Iterable[QualityGate], request: Mapping[str, Any], answer: TierAnswer
+    gates: Iterable[QualityGate],
+    request: Mapping[str, Any],
+    answer: TierAnswer,
+    dispatcher: Dispatcher | None = None,
 ) -> tuple[GateVerdict, ...]:
-    """The verdicts of `gates` on `answer`, in order, stopping at the first rejection."""
+    """The verdicts of `gates` on `answer`, in order, stopping at the first rejection.
+    With the `dispatcher` the gates call models through, a gate's model call cut by
+    `GATE_TIMEOUT_S` is charged its prompt then (`Dispatcher.within`)."""
     verdicts: list[GateVerdict] = []
     for gate in gates:
-        verdict = await _checked(gate, request, answer)
+        verdict = await _checked(gate, request, answer, dispatcher)
         verdicts.append(verdict)
         if not verdict.accept:
             break
@@ -148,17 +153,26 @@ async def run_gates(
 
 
 async def _checked(
-    gate: QualityGate, request: Mapping[str, Any], answer: TierAnswer
+    gate: QualityGate,
+    request: Mapping[str, Any],
+    answer: TierAnswer,
+    dispatcher: Dispatcher | None = None,
 ) -> GateVerdict:
     """The gate's verdict; a rejection when it raises or takes over `GATE_TIMEOUT_S`. The
-    log names the error's type only (an exception's message may quote the answer)."""
+    log names the error's type only (an exception's message may quote the answer). A
+    timed-out gate's verdict holds what its model calls cost by then, the prompt of the
+    one it cut included: charged as it gave up (`Dispatcher.within`)."""
     name = getattr(gate, "name", type(gate).__name__)
+    spent: list[Usage] = []
     try:
-        async with asyncio.timeout(GATE_TIMEOUT_S):
+        if dispatcher is None:
+            async with asyncio.timeout(GATE_TIMEOUT_S):
+                return await gate.check(request, answer)
+        async with dispatcher.within(GATE_TIMEOUT_S, spent):
             return await gate.check(request, answer)
     except TimeoutError:
         log.warning("gate %s on %s timed out after %gs", name, answer.model, GATE_TIMEOUT_S)
-        return GateVerdict(False, None, "timeout", name)
+        return GateVerdict(False, None, "timeout", name, total_usage(spent))
     except Exception as exc:
         log.warning("gate %s on %s failed: %s", name, answer.model, type(exc).__name__)
         log.debug("gate %s failed", name, exc_info=True)
@@ -247,7 +261,7 @@ class _Run:
             log.warning("gates of %s could not be built: %s", tier.model, exc)
             verdicts: tuple[GateVerdict, ...] = (GateVerdict(False, None, "error", "build"),)
         else:
-            verdicts = await run_gates(gates, self.body, answer)
+            verdicts = await run_gates(gates, self.body, answer, self.dispatcher)
         accepted = all(v.accept for v in verdicts)
         paid = total_usage([usage, *(v.usage for v in verdicts)])
         step = TierStep(tier.model, verdicts, accepted, _ms(started), None, paid)

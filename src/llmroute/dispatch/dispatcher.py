@@ -32,6 +32,7 @@ got, so that a request its caller abandons is charged what it had cost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -79,9 +80,11 @@ from llmroute.dispatch.spend import (
     Spend,
     answered,
     cancelled_on,
+    current,
     cut_after,
     ending_of,
     sending,
+    tracked,
 )
 from llmroute.dispatch.stream_start import (
     failed_unopened,
@@ -1348,16 +1351,71 @@ class Dispatcher:
         prompt was read."""
         cut = []
         for key, (name, sent) in list(spend.unanswered.items()):
-            price = self._registry.models[name].price
-            pricer = spend.pricers.get(key)
-            if pricer is None:  # a chat completion's prompt
-                usage = priced({}, sent, price, completion="")
-            else:  # embeddings, rerank: their input
-                usage = pricer({}, sent, price)
+            usage = self._unanswered_usage(spend, key, name, sent)
             await self._charge(name, usage)
             cut.append(usage)
             spend.cut.append((name, usage))  # the metrics count it under `name`
         return total_usage([*spend.answered, *cut])
+
+    def _unanswered_usage(self, spend: Spend, key: int, name: str, sent: dict[str, Any]) -> Usage:
+        """What the call `key` of `spend`, sent to `name` and never answered, cost: its
+        prompt (a chat completion's) or input (embeddings, rerank), estimated."""
+        price = self._registry.models[name].price
+        pricer = spend.pricers.get(key)
+        if pricer is None:  # a chat completion's prompt
+            return priced({}, sent, price, completion="")
+        return pricer({}, sent, price)  # embeddings, rerank: their input
+
+    @contextlib.asynccontextmanager
+    async def within(self, limit_s: float, spent: list[Usage] | None = None) -> AsyncIterator[None]:
+        """The block under a time limit of its own, `limit_s` (as `asyncio.timeout`:
+        TimeoutError when it runs out): a cascade gate's, the LLM router's. The calls
+        that limit cuts had sent their prompts, so each is charged then, as a cancelled
+        request's cut call is (`charge_abandoned`): its prompt counted and marked
+        estimated, to the budget of the model it was sent to, and counted as an answer
+        in the request's `spend` (its row's usage, its key's budget), no longer
+        unanswered, so that the request pays it once, whether it goes on or is cut
+        later. What the block's calls cost by then, those answered and those cut, is
+        added to `spent` (a gate's verdict says what it spent). Calls cut by a cancel
+        of the request itself are left to `charge_abandoned`. Outside `tracked`, the
+        block counts its calls in a spend of its own, to see which were cut. A call of
+        the request in flight beside the block when the limit runs out would be taken
+        for one of the block's: a request makes its calls one at a time."""
+        with contextlib.ExitStack() as scope:
+            spend = current()
+            if spend is None:
+                spend = scope.enter_context(tracked(Spend()))
+            before, paid = set(spend.unanswered), len(spend.answered)
+            limit = asyncio.timeout(limit_s)
+            try:
+                async with limit:
+                    yield
+            except TimeoutError:
+                if limit.expired():
+                    await self._charge_cut(spend, before)
+                    if spent is not None:
+                        spent.extend(spend.answered[paid:])
+                raise
+
+    async def _charge_cut(self, spend: Spend, before: set[int]) -> None:
+        """Charge the calls of `spend` a time limit cut (unanswered, and not before it
+        began: `within`)."""
+        for key, (name, sent) in list(spend.unanswered.items()):
+            if key in before:
+                continue
+            try:
+                usage = self._unanswered_usage(spend, key, name, sent)
+            except Exception as exc:  # left unanswered: a cancel of the request prices it
+                log.warning("could not price a call cut by its time limit: %s", type(exc).__name__)
+                continue
+            del spend.unanswered[key]
+            spend.pricers.pop(key, None)
+            spend.answered.append(usage)
+            spend.paid_to.append(name)
+            try:
+                await self._charge(name, usage)
+            except Exception as exc:  # its row counts it all the same
+                log.warning("could not charge a call cut by its time limit: %s", type(exc).__name__)
 
     async def _charge_answer(
         self,

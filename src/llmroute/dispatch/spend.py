@@ -6,7 +6,10 @@ tier that was answered, then escalated; already charged to their models' budgets
 they came) and the prompts of the calls that were in flight, on the models they had
 been sent to (a hosted API may bill a prompt it received). A call that failed is not
 counted, and a request cancelled between calls (a retry's backoff, a gate's check)
-owes nothing for them.
+owes nothing for them. A call cut by a time limit of the router's own around it (a
+cascade gate's `GATE_TIMEOUT_S`, the LLM router's ``timeout_s``:
+`Dispatcher.within`) is charged its prompt when that limit runs out, and counted then
+as an answer, so that the request pays it once whether it goes on or is cut later.
 
 Calls register through a context variable, so fallbacks, retries, cascade tiers and
 gates need not pass anything along; outside `tracked` the two hooks cost a lookup. A
@@ -41,6 +44,7 @@ __all__ = [
     "Spend",
     "answered",
     "cancelled_on",
+    "current",
     "cut_after",
     "ending_of",
     "failed_attempts",
@@ -86,6 +90,11 @@ def tracked(spend: Spend) -> Iterator[Spend]:
         yield spend
     finally:
         _CURRENT.reset(token)
+
+
+def current() -> Spend | None:
+    """The spend `tracked` counts this task's calls in (None: none)."""
+    return _CURRENT.get()
 
 
 @contextmanager
