@@ -393,3 +393,50 @@ def test_a_request_the_encoder_cannot_read_is_asked_of_the_router_model(
     enum = asked["response_format"]["json_schema"]["schema"]["properties"]["route"]["enum"]
     assert enum == ["code", "weather", "none"]
     assert [r["model"] for r in script.requests] == [PICKER, "up-small", "up-small"]
+
+
+def test_the_router_models_call_cut_by_its_timeout_is_charged(tmp_path: Path) -> None:
+    """The LLM router's call its own ``timeout_s`` cuts (a router model answering after
+    4 s, a limit of 0.3 s) had sent its prompt: charged then, estimated, to the client
+    key's budget and to the router model's own, while the request is served on the
+    intent layer's decision. Here only the router model is priced, and one prompt
+    spends both budgets: the key is refused next, and another key's request does not
+    ask the router model again."""
+    import httpx
+    from fake_upstream import fake_upstream
+    from gateway_proc import serve_text, wait_for
+
+    text = HUNG_PICKER_REGISTRY.replace(
+        'picker: {provider: fake, model: "picker?delay=4"}',
+        'picker: {provider: fake, model: "picker?delay=4", '
+        "price: {input: 1000000, output: 1000000}, budget: {usd: 1, period: day}}",
+    ).replace("timeout_s: 8}", "timeout_s: 0.3}")
+    text += (
+        "auth:\n  keys:\n"
+        "    - {name: app, key_env: LLMROUTE_TEST_APP_KEY, budget: {usd: 1}}\n"
+        "    - {name: other, key_env: LLMROUTE_TEST_OTHER_KEY}\n"
+    )
+    env = {
+        "LLMROUTE_TEST_APP_KEY": "sk-app-0123456789",
+        "LLMROUTE_TEST_OTHER_KEY": "sk-other-0123456789",
+        "LLMROUTE_TELEMETRY_URL": "off",
+    }
+    app = {"Authorization": "Bearer sk-app-0123456789"}
+    other = {"Authorization": "Bearer sk-other-0123456789"}
+    with (
+        fake_upstream() as upstream,
+        serve_text(text % {"url": upstream.url}, tmp_path, env=env) as served,
+    ):
+        chat = f"{served.url}/v1/chat/completions"
+        first = httpx.post(chat, json=_body(WEATHER), headers=app, timeout=10)
+        assert first.status_code == 200, first.text
+        assert first.headers["x-llmroute-layer"] == "intent"  # the router gave up
+
+        def over_budget() -> bool:
+            again = httpx.post(chat, json=_body(WEATHER), headers=app, timeout=10)
+            return again.status_code == 429
+
+        wait_for("the key over its budget", over_budget, 10)
+        later = httpx.post(chat, json=_body(WEATHER), headers=other, timeout=10)
+        assert later.status_code == 200, later.text
+    assert upstream.models_called().count("picker?delay=4") == 1

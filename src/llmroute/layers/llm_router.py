@@ -25,7 +25,9 @@ registry's default), the request cut to ``max_chars``, and the answer constraine
 ``response_format`` ``json_schema`` (an enum of the names); Anthropic models get the plain
 prompt (the Messages API has no schema mode). The reply is parsed strictly: a JSON
 object whose ``route`` is exactly one of the names, or a bare name; anything else keeps
-the intent decision. ``timeout_s`` is a hard limit on the call; at most
+the intent decision. ``timeout_s`` is a hard limit on the call (one it cuts had sent
+its prompt: charged then, estimated, to the model's budget and counted in the caller's
+spend, as its answer would be: `Dispatcher.within`); at most
 ``max_concurrency`` calls are in flight, and a request arriving when they all are keeps
 its decision at once (``saturated``).
 
@@ -331,7 +333,8 @@ class LlmRouter:
         """(outcome, the parsed answer or the raw reply)."""
         body = self.body(names, text)
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            # a call its limit cuts is charged its prompt then (`Dispatcher.within`)
+            async with self.dispatcher.within(self.settings.timeout_s):
                 try:
                     served = await self.dispatcher.complete(self._plan, body)
                 except UpstreamRejected:

@@ -435,14 +435,14 @@ class _Engine:
         dispatcher: Dispatcher | None = None
         spend = Spend()
         # the LLM router's call while it is asked: charged to its model's budget if cut
-        # then, not to the call's row, as the gateway charges it
+        # then, not to the call's row, as the gateway charges it (one its own
+        # ``timeout_s`` cuts is charged as that runs out: `Dispatcher.within`)
         asking = Spend()
         try:
             dispatcher = await self.dispatcher()
             async with _within(request.timeout):
                 with tracked(asking):
                     plan = await self.refined(request, plan, dispatcher)
-                asking.unanswered.clear()  # answered, or given up on by its own timeout
                 cache = self._clients.cache()
                 evictable = (
                     cache is not None and cache.settings.evict_on_feedback and self.log.enabled

@@ -761,6 +761,8 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
         except _ClientGone:
             _charge_key(request, gateway, await _charged_abandoned(gateway, spend))
             raise _GoneWhilePlanning(plan) from None
+        # its answer, or the prompt of a call its own ``timeout_s`` cut (charged to the
+        # router model's budget as it ran out: `Dispatcher.within`)
         _charge_key(request, gateway, total_usage(spend.answered))
     if gateway.affinity is not None:
         key = api_key_of(request.scope)
