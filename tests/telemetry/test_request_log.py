@@ -3,6 +3,7 @@ text line, a number in the JSON line's fields."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -47,3 +48,23 @@ def test_the_text_line_writes_the_cost_in_fixed_point(
     (line,) = caplog.records
     assert line.getMessage().endswith(f" {said}")
     assert line.request["cost_usd"] == cost  # type: ignore[attr-defined]  # JSON: the number
+
+
+@pytest.mark.parametrize(
+    ("attempts", "counted"),
+    [
+        ((), 0),  # the first model answered: one upstream call, nothing passed over
+        (("broken via fake (500: boom)",), 1),  # a failure, then the answer
+        # a model skipped without a call (its budget) counts as passed over, as the
+        # x-llmroute-attempts header counts it
+        (("large (over its daily budget ($1 of $1); not called)", "mid via up (503)"), 2),
+    ],
+)
+def test_the_lines_attempts_counts_the_rows_attempt_path(
+    attempts: tuple[str, ...], counted: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = dataclasses.replace(_record(0.0), attempts=attempts)
+    with caplog.at_level(logging.INFO, logger=REQUESTS_LOGGER):
+        log_request(record)
+    (line,) = caplog.records
+    assert line.request["attempts"] == counted  # type: ignore[attr-defined]

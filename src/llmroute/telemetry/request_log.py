@@ -71,6 +71,8 @@ def request_fields(record: DecisionRecord) -> dict[str, Any]:
         "api": record.api,
         "stream": record.stream,
         "cache_hit": record.cache_hit,
+        # the row's attempt path, counted: the models passed over (as the response's
+        # x-llmroute-attempts), not the upstream calls (retries, the answering call)
         "attempts": len(record.attempts),
         "client": record.client,
         "end_user": record.end_user,
