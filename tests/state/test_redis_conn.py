@@ -400,3 +400,67 @@ def test_a_mistyped_redis_urls_error_holds_no_password(url: str) -> None:
     with pytest.raises(ConfigError) as raised:
         check_url(url, "cache.url")
     assert "s3cr3t-pw" not in str(raised.value) and "***" in str(raised.value)
+
+
+BAD_DBS = [
+    "redis://:hunter2@127.0.0.1:6379/x",  # redis-py ignored it: db 0, without a word
+    "redis://:hunter2@127.0.0.1:6379/1.5",
+    "redis://:hunter2@127.0.0.1:6379/0/1",  # read as db 1 (its slashes dropped)
+    "redis://:hunter2@127.0.0.1:6379/-1",  # every call failed (SELECT -1)
+    "redis://:hunter2@127.0.0.1:6379/0?db=x",  # refused only when the gateway started
+    "redis://:hunter2@127.0.0.1:6379?db=-1",
+    "redis://:hunter2@127.0.0.1:6379/1?db=2",  # the query's won, silently
+    "unix://:hunter2@/tmp/redis.sock?db=x",
+]
+
+
+@pytest.mark.parametrize("url", BAD_DBS)
+def test_a_db_that_is_no_whole_number_is_refused(url: str) -> None:
+    """A db that is not a whole number 0 or more (the path's ``/x``, ``?db=x``, ``-1``),
+    or a path's db the query's contradicts: ``/x`` and ``/1.5`` were db 0 without a word
+    (redis-py drops a path it cannot read), ``?db=x`` failed only once the gateway
+    started (no file, no line), ``-1`` failed every call. Refused by `connect` and
+    `check_url`, password masked."""
+    for refuse in (
+        lambda: connect(url, 0.2, "dispatch.limits.url"),
+        lambda: check_url(url, "cache.url"),
+    ):
+        with pytest.raises(ConfigError, match=r"\.url=\w+://:\*\*\*@.*: db: ") as refused:
+            refuse()
+        assert "hunter2" not in str(refused.value)
+
+
+def test_a_registry_with_a_bad_db_fails_to_load_at_its_line(tmp_path: Path) -> None:
+    path = _registry(
+        tmp_path,
+        "redis://:hunter2@127.0.0.1:6379/x",
+        "redis://:hunter2@127.0.0.1:6379/0?db=-1",
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_registry(path)
+    said = str(refused.value)
+    assert f"{path}:8: dispatch.limits.url: db: " in said
+    assert f"{path}:9: cache.url: db: " in said
+    assert "hunter2" not in said
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/3",
+        "redis://127.0.0.1:6379/3/",
+        "redis://127.0.0.1:6379/3?db=3",
+        "redis://127.0.0.1:6379?db=12",
+        "unix:///tmp/redis.sock?db=2",
+        "unix:///tmp/redis.sock",
+    ],
+)
+def test_a_whole_number_db_is_taken(url: str) -> None:
+    check_url(url, "cache.url")
+
+
+def test_a_registry_whose_state_is_memory_or_a_whole_number_db_loads(tmp_path: Path) -> None:
+    """``memory`` has no db (read as a URL, its path ``memory`` is no number)."""
+    load_registry(_registry(tmp_path, "memory", "redis://127.0.0.1:6379/2?db=2"))

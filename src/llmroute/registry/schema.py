@@ -1282,12 +1282,15 @@ class RetrySettings(_Frozen):
 
 
 def _state_url(value: str) -> str:
-    if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+    if value == "memory":
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(
             "must be 'memory' or a redis://, rediss:// or unix:// URL "
             f"(got {value.split('://')[0]!r})"
         )
-    if "?" in value:  # the state package, only for a URL with a query
+    # the state package, only for a URL with a query or a path's db
+    if "?" in value or (not value.startswith("unix://") and urlsplit(value).path not in ("", "/")):
         from llmroute.state.redis_conn import query_refusal
 
         if (why := query_refusal(value)) is not None:

@@ -46,16 +46,18 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from llmroute.errors import ConfigError
 from llmroute.telemetry.store.url import mask_url
 
 __all__ = [
+    "DB_WHY",
     "MAX_CONNECTIONS",
     "RESENDING_WHY",
     "RETRY_AFTER_S",
@@ -67,6 +69,7 @@ __all__ = [
     "ReplyLost",
     "client_name",
     "connect",
+    "db_refusal",
     "query_refusal",
     "resending_option",
     "sent",
@@ -230,7 +233,10 @@ def query_refusal(url: str) -> str | None:
     only as a Python object), ``max_connections`` below 1, or one the connections
     redis-py makes for the URL's scheme refuse (an ``ssl_`` option on ``redis://``:
     every call failed with a ``TypeError``). Names are read as redis-py reads them.
-    Without redis-py installed that last one is not told."""
+    Without redis-py installed that last one is not told. A `db_refusal` is one too
+    (the path's db included)."""
+    if (why := db_refusal(url)) is not None:
+        return why
     if "?" not in url:
         return None
     if (option := resending_option(url)) is not None:
@@ -255,6 +261,35 @@ def query_refusal(url: str) -> str | None:
             return f"{name}: redis-py refuses its value ({exc})"
         except ValueError:
             continue  # a value parse_url refuses: its own message names it
+    return None
+
+
+_DB = re.compile(r"[0-9]+")
+DB_WHY = (
+    "db: must be a whole number, 0 or more (the path's /N, or ?db=N; not both, unless they agree)"
+)
+
+
+def db_refusal(url: str) -> str | None:
+    """Why the database Redis URL `url` names is refused (``db: ...``), None when it is
+    not: a path's ``/db`` (``redis://``, ``rediss://``) or a query's ``db`` that is not a
+    whole number 0 or more, or a path's that the query's contradicts. redis-py took a
+    path it cannot read (``/x``, ``/1.5``) as no db at all (db 0, without a word), read
+    ``/0/1`` as db 1, refused ``?db=x`` only when the pool was opened (no file, no line)
+    and sent ``-1`` on (every call failed); a query's db replaced the path's silently.
+    Whether Redis has that many databases is its own to say (at connect)."""
+    parts = urlsplit(url)
+    path_db: str | None = None
+    if parts.scheme.lower() in ("redis", "rediss") and parts.path not in ("", "/"):
+        path_db = unquote(parts.path)[1:].removesuffix("/")  # as redis-py unquotes it
+        if not _DB.fullmatch(path_db):
+            return DB_WHY
+    dbs = parse_qs(parts.query).get("db") if parts.query else None
+    if dbs is not None:
+        if not _DB.fullmatch(dbs[0]):
+            return DB_WHY
+        if path_db is not None and int(path_db) != int(dbs[0]):
+            return DB_WHY
     return None
 
 
