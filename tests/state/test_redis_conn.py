@@ -464,3 +464,28 @@ def test_a_whole_number_db_is_taken(url: str) -> None:
 def test_a_registry_whose_state_is_memory_or_a_whole_number_db_loads(tmp_path: Path) -> None:
     """``memory`` has no db (read as a URL, its path ``memory`` is no number)."""
     load_registry(_registry(tmp_path, "memory", "redis://127.0.0.1:6379/2?db=2"))
+
+
+def test_a_urls_lib_name_and_lib_version_name_the_library_without_a_warning(
+    redis_namespace: str,
+) -> None:
+    """``lib_name`` and ``lib_version`` (``CLIENT SETINFO``) are deprecated as redis-py
+    8's connection arguments: each connection made warned (a ``DeprecationWarning``,
+    an error in this suite), the registry's check too. They are passed as the
+    ``driver_info`` redis-py 8 takes instead, and still name the library (Redis 7.2
+    shows it in ``CLIENT INFO``; an older one refuses ``CLIENT SETINFO``, unsaid)."""
+    sep = "&" if "?" in REDIS_URL else "?"
+    url = f"{REDIS_URL}{sep}lib_name=my-gateway&lib_version=1.2.3"
+    check_url(url, "cache.url")
+
+    async def run() -> tuple[Any, Any, Any]:
+        connection = connect(url, 2.0, "cache.url")
+        try:
+            await connection.client.set(f"{redis_namespace}:k", b"v")
+            made = connection.client.connection_pool.make_connection()
+            info = made.driver_info
+            return await connection.client.get(f"{redis_namespace}:k"), info.name, info.lib_version
+        finally:
+            await connection.aclose()
+
+    assert asyncio.run(run()) == (b"v", "my-gateway", "1.2.3")

@@ -254,7 +254,9 @@ def query_refusal(url: str) -> str | None:
     for name, values in query.items():
         alone = urlunsplit(parts._replace(query=urlencode({name: values[0]})))
         try:  # a connection is made without connecting: as each call's would be
-            BlockingConnectionPool.from_url(alone).make_connection()  # type: ignore[no-untyped-call]
+            checked = BlockingConnectionPool.from_url(alone)
+            _as_driver_info(checked.connection_kwargs)
+            checked.make_connection()  # type: ignore[no-untyped-call]
         except TypeError as exc:
             return f"must not set {name}: redis-py's connections refuse it ({exc})"
         except RedisError as exc:  # ``protocol=4``
@@ -392,11 +394,29 @@ def connect(url: str, timeout_s: float, setting: str) -> RedisConnection:
         except ValueError as exc:
             raise ConfigError(f"{setting} {masked}: {str(exc).replace(url, masked)}") from None
         pool.connection_kwargs.pop("client_name", None)  # `_named` names them
+        _as_driver_info(pool.connection_kwargs)
         # closing the client closes its pool
         opened = _Pool(_client_class().from_pool(pool), key)
         if key is not None:
             _pools[key] = opened
     return RedisConnection(opened, errors, masked)
+
+
+def _as_driver_info(kwargs: dict[str, Any]) -> None:
+    """A URL's ``lib_name`` and ``lib_version`` (what ``CLIENT SETINFO`` tells Redis)
+    in `kwargs`, a pool's connection arguments, as the ``driver_info`` that replaces
+    them where the installed redis-py has it (8): given as they are, each connection
+    made warned (a ``DeprecationWarning``), and a redis-py that drops them will refuse
+    them. An older redis-py takes them as they are, without a word."""
+    if "lib_name" not in kwargs and "lib_version" not in kwargs:
+        return
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:
+        return
+    given = {"name": kwargs.pop("lib_name", None), "lib_version": kwargs.pop("lib_version", None)}
+    # one not given is redis-py's own (its name, its version), as it was
+    kwargs["driver_info"] = DriverInfo(**{k: v for k, v in given.items() if v is not None})
 
 
 class ReplyLost(Exception):
