@@ -125,7 +125,7 @@ def test_a_key_whose_pool_holds_nothing_of_the_chain_is_refused_as_the_gateway_d
     )
     unknown = llmroute("route", "-r", str(registry), "--key", "wide", CODE)
     assert unknown.returncode == 2
-    assert "--key 'wide': no such key in auth.keys (keys: narrow, spare-only)" in unknown.stderr
+    assert f"--key: that is not a key name in {registry} " in unknown.stderr
     # the one-line answer is the decision inside the pool
     plain = llmroute("route", "-r", str(registry), "--key", "narrow", CODE)
     assert plain.stdout.startswith("code -> small "), plain.stderr
@@ -186,18 +186,29 @@ def test_a_key_given_instead_of_its_name_is_not_echoed(
         "a" * 31,  # longer than a name is likely to be: a token
         "Bearer 4f3c2a",  # not a name at all
         "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "abc123",  # a short secret without a known prefix: shaped as a name is
+        "wide",
     ],
 )
-def test_an_unknown_key_that_does_not_look_like_a_name_is_not_shown(
-    registry: Path, value: str
-) -> None:
+def test_an_unknown_key_is_not_shown(registry: Path, value: str) -> None:
     """A secret the CLI cannot match to a key (its ``key_env`` unset where the command
-    runs, or another registry's key) was echoed in the error, on stderr (a CI log)."""
+    runs, or another registry's key) was echoed in the error, on stderr (a CI log); a
+    short one shaped as a name (``abc123``) still was. No value that is not one of the
+    registry's key names is echoed: the names are listed instead."""
     result = llmroute("route", "-r", str(registry), "--key", value, CODE)
     assert result.returncode == 2
     assert value not in result.stdout + result.stderr
     said = " ".join(result.stderr.split())
     assert said == (
-        "error: --key: no key in auth.keys has that name (the value is not shown: it looks "
-        "like a key, not a name; --key takes auth.keys[].name) (keys: narrow, spare-only)"
+        f"error: --key: that is not a key name in {registry} (auth.keys[].name; the value "
+        "given is not shown: it may be a key itself) (keys: narrow, spare-only)"
+    )
+
+
+def test_a_near_miss_of_a_key_name_names_the_key_not_the_value(registry: Path) -> None:
+    result = llmroute("route", "-r", str(registry), "--key", "narow", CODE)
+    assert result.returncode == 2
+    assert "narow" not in result.stderr.replace("narrow", "")
+    assert " ".join(result.stderr.split()).endswith(
+        "(keys: narrow, spare-only) (did you mean 'narrow'?)"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -90,6 +89,8 @@ def route(
 
 
 def _client_key(router: Router, name: str) -> ApiKey:
+    from llmroute.registry._paths import did_you_mean
+
     auth = router.loaded.registry.auth
     keys = () if auth is None else auth.keys
     for key in keys:
@@ -101,23 +102,16 @@ def _client_key(router: Router, name: str) -> ApiKey:
             "--key takes a client key's name (auth.keys[].name), not the key itself: "
             f"this one is key {owner!r}'s, use --key {owner}"
         )
+    # Never echoed either: a value that is none of the registry's key names may be a
+    # key this command cannot match (its key_env unset here, another registry's), and
+    # no shape tells a short one (``abc123``) from a name. The names are listed, and a
+    # near miss named: both are the registry's, not the value's.
     known = ", ".join(k.name for k in keys) or "none: the registry has no auth section"
-    if not _looks_like_a_name(name):  # a key the command's environment does not hold
-        fail(
-            "--key: no key in auth.keys has that name (the value is not shown: it looks like "
-            f"a key, not a name; --key takes auth.keys[].name) (keys: {known})"
-        )
-    fail(f"--key {name!r}: no such key in auth.keys (keys: {known})")
-
-
-_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")  # a registry name, 30 at most
-
-
-def _looks_like_a_name(value: str) -> bool:
-    """Whether an unknown `value` may be echoed: name-shaped (the registry's name rule),
-    short, and without a key's ``sk-`` prefix; a secret this command cannot match to its
-    key (its ``key_env`` unset here) is none of these, as a rule."""
-    return _KEY_NAME.fullmatch(value) is not None and not value.lower().startswith(("sk-", "sk_"))
+    fail(
+        f"--key: that is not a key name in {router.loaded.source} (auth.keys[].name; the "
+        f"value given is not shown: it may be a key itself) (keys: {known})"
+        + did_you_mean(name, [k.name for k in keys])
+    )
 
 
 def _is_secret_of(key: ApiKey, value: str) -> bool:
