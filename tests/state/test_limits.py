@@ -393,7 +393,8 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
     had taken the hold out, so the second added the whole cost again (a hold of 0.10
     settled at 0.05 showed 0.10 spent, and a hard budget refused early for the rest of
     its period). The settled id is kept a while as a tombstone: made again, it changes
-    nothing; the next hold past that while sweeps the tombstone away."""
+    nothing; the next hold past that while (on Redis's clock, not the holder's: one
+    ahead of it does not sweep it) sweeps the tombstone away."""
     clock = Clock(time.time())
     raw = redis.Redis.from_url(REDIS_URL)
 
@@ -414,8 +415,13 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
             await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
             seen: list[Any] = [round(await limits.spent("m", "day"), 9), len(limits._pending)]
             lapses = f"{redis_namespace}:usd:m:{hold.window}:lapses"
-            seen.append(raw.zscore(lapses, hold.hold_id) is not None)  # the tombstone
-            clock.now += 121  # past the tombstone's while: the next hold sweeps it
+            lapses_at = raw.zscore(lapses, hold.hold_id)  # the tombstone
+            seconds, micros = raw.time()
+            seen.append(0 < lapses_at - (seconds + micros / 1e6) <= SETTLED_KEPT_S)
+            clock.now += 121  # past its while on this gateway's clock, not Redis's
+            assert (await limits.hold_usd("m", "day", 0.0, 10.0))[0] is not None
+            seen.append(raw.zscore(lapses, hold.hold_id) is not None)
+            raw.zadd(lapses, {hold.hold_id: seconds - 1})  # past it on Redis's clock
             assert (await limits.hold_usd("m", "day", 0.0, 10.0))[0] is not None
             seen.append(raw.zscore(lapses, hold.hold_id) is not None)
             return seen
@@ -424,7 +430,7 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
 
     try:
         with stall_proxy(REDIS_URL) as (proxy, url):
-            assert asyncio.run(go(proxy, url)) == [0.05, 0, True, False]
+            assert asyncio.run(go(proxy, url)) == [0.05, 0, True, True, False]
     finally:
         raw.close()
 
@@ -501,6 +507,9 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
             assert limits._pending
             clock.now += SETTLED_KEPT_S + 1
             mono.now += LATE_S + 1
+            lapses = f"{redis_namespace}:usd:m:{hold.window}:lapses"
+            if made:  # its tombstone lapsed, on Redis's clock
+                raw.zadd(lapses, {hold.hold_id: raw.time()[0] - 1})
             assert (await other.hold_usd("m", "day", 0.0, 10.0))[0] is not None  # a sweep
             await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
             return [round(await limits.spent("m", "day"), 9), len(limits._pending)]
@@ -508,10 +517,62 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
             await limits.aclose()
             await other.aclose()
 
-    with caplog.at_level(logging.WARNING, "llmroute.limits"), stall_proxy(REDIS_URL) as (p, url):
-        assert asyncio.run(go(p, url)) == [0.05, 0]
+    raw = redis.Redis.from_url(REDIS_URL)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, "llmroute.limits"),
+            stall_proxy(REDIS_URL) as (
+                p,
+                url,
+            ),
+        ):
+            assert asyncio.run(go(p, url)) == [0.05, 0]
+    finally:
+        raw.close()
     said = [r.getMessage() for r in caplog.records if "neither their hold" in r.getMessage()]
     assert len(said) == (1 if made else 0)
+
+
+def test_a_gateway_whose_clock_is_ahead_does_not_sweep_a_tombstone_early(
+    redis_namespace: str,
+) -> None:
+    """Two gateways whose clocks differ: the settled id's tombstone (kept 2 min) lapsed
+    on the settling gateway's clock and was swept by the next hold on the other's, so a
+    gateway 70 s ahead swept it 70 s early; the settle, made again 55 s after the try
+    whose answer was lost (not late), found neither hold nor tombstone and added its
+    cost a second time (0.05 spent twice: 0.10). A tombstone lapses on Redis's clock
+    (``TIME``), whichever gateway's clock sweeps the leases."""
+    clock, mono = Clock(86400.0 * 20_000 + 1000), Clock(1000.0)
+
+    def ahead() -> float:
+        return clock() + 70.0
+
+    async def go(proxy: StallProxy, url: str) -> list[Any]:
+        limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock, monotonic=mono)
+        other = RedisLimits(REDIS_URL, 2.0, redis_namespace, ahead)  # another gateway
+        try:
+            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
+            assert warm is not None
+            await limits.settle_usd(warm, 0.0)
+            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
+            assert hold is not None
+            proxy.stall_replies()
+            try:
+                await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
+            finally:
+                proxy.resume()
+            assert limits._pending
+            clock.now += 55  # within LATE_S of the lost try: made again, not late
+            mono.now += 55
+            assert (await other.hold_usd("m", "day", 0.0, 10.0))[0] is not None  # a sweep
+            await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
+            return [round(await limits.spent("m", "day"), 9), len(limits._pending)]
+        finally:
+            await limits.aclose()
+            await other.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(proxy, url)) == [0.05, 0]
 
 
 def test_a_kept_settle_cut_by_a_cancelled_caller_is_kept(redis_namespace: str) -> None:

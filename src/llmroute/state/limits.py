@@ -91,7 +91,8 @@ _CLOSE_POLL_S = 0.05
 HOLD_LEASE_S = 1800.0  # a hard-budget hold lapses after this unless settled or renewed
 SETTLED_KEPT_S = 120.0  # a settle made again within this (its answer lost) changes nothing
 # A kept settle made again this long after a try whose answer was lost is late: its
-# tombstone may be gone (swept by a hold on a clock up to this much ahead of ours), so
+# tombstone may be gone (it lapses `SETTLED_KEPT_S` after that try was made, on Redis's
+# clock, whatever the gateways' clocks say; this leaves half of it for a slow reply), so
 # it replaces its hold if that is still there, and else changes nothing.
 LATE_S = SETTLED_KEPT_S / 2
 
@@ -211,22 +212,43 @@ redis.call('EXPIRE', KEYS[1], 130)
 return 1
 """
 
+# Redis's own clock, in seconds (``TIME``); a script that reads it must replicate its
+# writes, not itself (Redis 5 and later do; before, it is asked first).
+_REDIS_NOW = """
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('TIME')
+local redis_now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+"""
+
 # Hard-budget holds. KEYS[1] the period's spending, KEYS[2] its holds (id -> USD), KEYS[3]
 # their leases (id -> when it lapses). A hold whose lease lapsed (its process died mid-call)
-# is taken out of the sum by the next hold: _DROP_LAPSED, run first (ARGV[1] now).
-_DROP_LAPSED = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
-for _, id in ipairs(gone) do
+# is taken out of the sum by the next hold: _DROP_LAPSED, run first (ARGV[1] now, the
+# holder's clock, which leases are given in). A settled id's tombstone (no hold beside it)
+# lapses on Redis's clock, as `_SETTLE_USD` gives it: on the holder's, a gateway whose
+# clock ran ahead of the settler's swept it that much early (a settle made again within
+# `LATE_S`, its answer lost, then counted its cost twice).
+_DROP_LAPSED = (
+    _REDIS_NOW
+    + """
+local now = tonumber(ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', math.max(now, redis_now), 'WITHSCORES')
+for i = 1, #gone, 2 do
+  local id, at = gone[i], tonumber(gone[i + 1])
   local held = redis.call('HGET', KEYS[2], id)
   if held then
-    redis.call('HDEL', KEYS[2], id)
-    if redis.call('EXISTS', KEYS[1]) == 1 then
-      redis.call('INCRBYFLOAT', KEYS[1], tostring(-tonumber(held)))
+    if at <= now then
+      redis.call('HDEL', KEYS[2], id)
+      if redis.call('EXISTS', KEYS[1]) == 1 then
+        redis.call('INCRBYFLOAT', KEYS[1], tostring(-tonumber(held)))
+      end
+      redis.call('ZREM', KEYS[3], id)
     end
+  elseif at <= redis_now then
+    redis.call('ZREM', KEYS[3], id)
   end
-  redis.call('ZREM', KEYS[3], id)
 end
 """
+)
 
 # ARGV[1] now, ARGV[2] the USD to hold, ARGV[3] the cap, ARGV[4] the keys' expiry, ARGV[5]
 # the hold's id, ARGV[6] when its lease lapses. {1, the sum before} when held; {0, the
@@ -256,14 +278,16 @@ return {1, tostring(spent)}
 )
 
 # ARGV[1] the hold's id, ARGV[2] what the call cost, ARGV[3] the keys' expiry, ARGV[4]
-# when its tombstone lapses, ARGV[5] '1' when it is late. The sum changes by the cost
-# less what the hold put in (nothing, when it never went in or lapsed and was taken
-# out). The id stays in the leases as a tombstone (no hold beside it: _DROP_LAPSED
-# sweeps it once lapsed), so a settle made again (its answer was lost) changes nothing:
-# 1. A late one (made again long after a try whose answer was lost, when the tombstone
-# that try left may have been swept) changes nothing unless its hold is still there:
-# 2 when neither is; else 0.
-_SETTLE_USD = """
+# how long its tombstone is kept (s, on Redis's clock), ARGV[5] '1' when it is late. The
+# sum changes by the cost less what the hold put in (nothing, when it never went in or
+# lapsed and was taken out). The id stays in the leases as a tombstone (no hold beside
+# it: _DROP_LAPSED sweeps it once lapsed on Redis's clock), so a settle made again (its
+# answer was lost) changes nothing: 1. A late one (made again long after a try whose
+# answer was lost, when the tombstone that try left may have lapsed) changes nothing
+# unless its hold is still there: 2 when neither is; else 0.
+_SETTLE_USD = (
+    _REDIS_NOW
+    + """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if not held then
   if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
@@ -278,7 +302,7 @@ if held then
   redis.call('HDEL', KEYS[2], ARGV[1])
   change = change - tonumber(held)
 end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], tostring(redis_now + tonumber(ARGV[4])), ARGV[1])
 if redis.call('TTL', KEYS[3]) < 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
@@ -290,6 +314,7 @@ if change ~= 0 and (change > 0 or redis.call('EXISTS', KEYS[1]) == 1) then
 end
 return 0
 """
+)
 
 # ARGV[1] the hold's id, ARGV[2] when its lease now lapses: a hold still there (a long
 # stream still answering) is kept.
@@ -780,8 +805,7 @@ class RedisLimits:
         its cost again would count it twice."""
         hold = kept.hold
         late = kept.tried_at is not None and self._monotonic() - kept.tried_at > LATE_S
-        tombstone = f"{self._clock() + SETTLED_KEPT_S:.3f}"
-        args = [hold.hold_id, repr(kept.usd), int(hold.keep_s), tombstone, int(late)]
+        args = [hold.hold_id, repr(kept.usd), int(hold.keep_s), repr(SETTLED_KEPT_S), int(late)]
         try:
             async with self._answering():
                 done = await self._settle_usd(
