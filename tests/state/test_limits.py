@@ -477,13 +477,12 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
     lost: str, redis_namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A settle whose answer was lost is kept and made again; its tombstone (2 min) says
-    it was made. Made again past that (Redis down a while, or the tombstone swept by a
-    hold on a clock ahead of ours) it found neither hold nor tombstone and added its cost
-    a second time (0.05 spent twice: 0.10). Made again past `LATE_S` after the try whose
-    answer was lost, it only replaces its hold, if that is still there (`lost` on the
-    way: the try never reached Redis), and says when it found nothing. A try whose
-    connection was reset once it was sent (`lost` connection) may have been made too:
-    it was taken as not made, and counted twice."""
+    it was made. Made again past that (Redis down a while) it found neither hold nor
+    tombstone and added its cost a second time (0.05 spent twice: 0.10). Made again
+    past `LATE_S` after the try whose answer was lost, it only replaces its hold, if
+    that is still there (`lost` on the way: the try never reached Redis), and says when
+    it found nothing. A try whose connection was reset once it was sent (`lost`
+    connection) may have been made too: it was taken as not made, and counted twice."""
     clock, mono = Clock(time.time()), Clock(1000.0)
     made = lost != "on the way"
 

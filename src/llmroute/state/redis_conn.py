@@ -16,13 +16,23 @@ once the command was sent) raises `ReplyLost`, a redis-py ``ConnectionError``: R
 may have made the command; so does a reply that comes too late (a redis-py
 ``TimeoutError`` too). One lost or timed out before it was sent (refused, reset or slow
 while connecting) cannot have been made. redis-py tells them apart only by where it
-raised (``parse_response`` reads the reply once the command is sent),
-so the client `connect` makes says so (a pipeline's is not told apart: no caller gives
-back what one counted), and marks a cancellation that came while the reply was awaited
+raised (``parse_response`` reads the reply once the command is sent), so the client
+`connect` makes says so, and marks a cancellation that came while the reply was awaited
 (`sent`: its caller gave up, its client hung up, once the command was asked). The
 error replies redis-py raises as a ``ConnectionError`` too (``LOADING`` from a Redis
 restarted and loading its data, ``NOAUTH``, max clients) are Redis's answer that it
 did not make the command: left as they are, not `ReplyLost`.
+
+A pipeline's lost or late reply is not told apart (redis-py's ``Pipeline`` reads its
+replies itself): `StoreUnavailable.maybe_made` is false for it, and a cancellation while
+it waits is not `sent`. No caller's count depends on that: the pipelines (a budget's
+``charge`` and the tokens' ``add_tokens`` in `llmroute.state.limits`, an ``INCRBYFLOAT``
+or ``INCRBY`` with its ``EXPIRE``; the semantic index's ``add``; the stores' ``touch``,
+``append``, ``add_member``) give nothing back and are not made again on a failure (only
+`llmroute.state.stores.asked` asks again, and only a call refused unasked, never sent),
+so a lost reply leaves its count made once or not at all, never twice. A caller that
+would give back, or make again, what a pipeline counted must first make it a script
+(as a take, a hold or a settle is), whose lost reply is `ReplyLost`.
 
 So redis-py never sends a command again: a URL whose query asks it to
 (`resending_option`: ``retry_on_timeout``, ``retry_on_error``, ``retry``) is refused,
