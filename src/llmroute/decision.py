@@ -113,7 +113,10 @@ class SafetyOutcome:
     `answer_mask` redacts PII in that answer when the profile says so. They are left out
     of `to_dict` and of the repr. `windows` counts the windows cut, `unread_windows`
     those of them mostly in scripts the encoder does not read, which the classifier did
-    not score whole (only their read letters, when there are enough).
+    not score whole (only their read letters, when there are enough), `extra_windows`
+    those past ``max_windows`` that went to the built-in static detector (when the
+    registry's is another), and `extra_score` its worst score of them; `injection_score`
+    is the registry's detector's, of the others.
     """
 
     profile: str
@@ -124,6 +127,8 @@ class SafetyOutcome:
     windows: int = 0
     unread_windows: int = 0
     unscanned: bool = False
+    extra_windows: int = 0
+    extra_score: float | None = None
     model: str | None = None
     redacted_body: Mapping[str, Any] | None = field(default=None, repr=False)
     restore: Mapping[str, str] | None = field(default=None, repr=False)
@@ -152,6 +157,10 @@ class SafetyOutcome:
         out["windows"] = self.windows
         if self.unread_windows:
             out["unread_windows"] = self.unread_windows
+        if self.extra_windows:
+            out["extra_windows"] = self.extra_windows
+        if self.extra_score is not None:
+            out["extra_score"] = round(self.extra_score, 4)
         if self.unscanned:
             out["unscanned"] = True
         if self.model is not None:

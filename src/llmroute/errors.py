@@ -215,7 +215,7 @@ class PolicyViolation(RoutingError):
 _WHY = {
     "unscanned": (
         "; the request is longer than the injection scan reads: shorten it, or the operator "
-        "can raise safety.injection.max_windows"
+        "can raise safety.injection.extra_windows or max_windows"
     ),
     "unread_scripts": (
         "; part of the request is in a script the injection detector cannot read: the "

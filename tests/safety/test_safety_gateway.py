@@ -104,17 +104,26 @@ def test_streams_are_blocked_before_they_start(client: openai.OpenAI) -> None:
 
 
 def test_a_request_longer_than_the_scan_says_so(gateway: Gateway, client: openai.OpenAI) -> None:
-    """Past the 16 windows of the default the request is blocked as `unscanned`: the
-    client is told it is the length, not its content, and the operator what to change."""
+    """Past the 16 + 496 windows of the default (~384,000 characters of English) the
+    request is blocked as `unscanned`: the client is told it is the length, not its
+    content, and the operator what to change."""
     before = len(gateway.upstream.requests)
-    document = "Summarize this report. " + "Revenue grew in every region this quarter. " * 500
+    document = "Summarize this report. " + "Revenue grew in every region this quarter. " * 9_500
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="auto", messages=_user(document))
     assert caught.value.code == "content_policy_violation"
     message = caught.value.message
     assert "unscanned" in message and "longer than the injection scan reads" in message
-    assert "safety.injection.max_windows" in message and "Revenue" not in message
+    assert "safety.injection.extra_windows or max_windows" in message
+    assert "Revenue" not in message
     assert len(gateway.upstream.requests) == before
+
+
+def test_a_document_past_the_first_16_windows_is_read_and_served(client: openai.OpenAI) -> None:
+    """~22,000 characters: 16 windows reach ~12,000, the static detector reads the rest."""
+    document = "Summarize this report. " + "Revenue grew in every region this quarter. " * 500
+    reply = client.chat.completions.create(model="auto", messages=_user(document))
+    assert reply.choices[0].message.content == f"echo: {document}"
 
 
 def test_pinned_model_is_guarded_too(client: openai.OpenAI) -> None:

@@ -55,9 +55,10 @@ __all__ = [
 
 OFF_LOOP_CHARS = 8_000
 """Prompt text past which `aplan_request` routes in a worker thread: such a decision
-embeds up to the safety layer's `max_windows` windows and scans PII over all of the
-text (about a second for a pasted 600 kB document on two cores), which must not stall
-every other request on the event loop. Shorter ones take about a millisecond, less
+embeds up to the safety layer's `max_windows` windows (its static detector up to
+`extra_windows` more) and scans PII over all of the text (about a second for a pasted
+600 kB document on two cores), which must not stall every other request on the event
+loop. Shorter ones take about a millisecond, less
 than the thread hop."""
 
 _ROUTER_MODEL = re.compile(

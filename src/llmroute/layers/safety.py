@@ -5,8 +5,11 @@ every request, pinned ones included; it may allow, redact, reroute to a guarded 
 block, whatever routing decided. It reuses the shared request embedding when the text it
 scans is the routed text in one window; longer texts and tool results are scanned in
 overlapping windows, embedded in one batch, and the worst window counts. The fast rules
-read each text alone, but only as far as the windows reach: past `max_windows` the text
-is *unscanned* by both, and the profile's ``unscanned`` action applies.
+read each text alone, but only as far as the windows reach. The windows past
+`max_windows`, up to ``extra_windows`` more (`ExtraWindows`), are scored by the built-in
+static detector, at its own threshold: ~1.5 ms a window where MiniLM's cost ~55, so a
+pasted 15 kB file is read, not blocked. Past both the text is *unscanned* by the
+classifier and the rules, and the profile's ``unscanned`` action applies.
 
 The classifier does not score a window mostly in scripts the encoder does not read
 (`ScriptCheck`, the intent layer's): its vector is made of unknown tokens and letter
@@ -27,6 +30,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from llmroute.decision import SafetyOutcome
-from llmroute.encoders.base import Encoder
-from llmroute.encoders.scripts import ScriptCheck
+from llmroute.encoders.base import Encoder, weights_identity
+from llmroute.encoders.scripts import BUILTIN_SCRIPTS, ScriptCheck
 from llmroute.errors import ConfigError
 from llmroute.layers.base import DecisionContext, LayerResult
 from llmroute.registry.schema import Action, Registry, RouteTo, SafetyProfile, SafetySettings
@@ -48,7 +52,14 @@ from llmroute.safety.pii import PII_TYPES, PLACEHOLDER, PhoneBudget, PiiDetector
 from llmroute.safety.segments import Place, Segment, new_turn, replace_texts, segments_of
 from llmroute.safety.windows import window_spans
 
-__all__ = ["READ_ENOUGH", "READ_SOME", "SAFETY_LAYER", "SafetyLayer", "build_safety_layer"]
+__all__ = [
+    "READ_ENOUGH",
+    "READ_SOME",
+    "SAFETY_LAYER",
+    "ExtraWindows",
+    "SafetyLayer",
+    "build_safety_layer",
+]
 
 SAFETY_LAYER = "safety"
 _DEFAULT_ROUTE = "default"  # the route of the default's requests (decide.DEFAULT_LAYER)
@@ -77,11 +88,26 @@ class _Call:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtraWindows:
+    """The windows past ``max_windows``: at most `count` more, scored by `detector` (the
+    built-in static one, at its own threshold) on `encoder`'s vectors, those mostly in
+    scripts it does not read found by `scripts`. With `detector` None they are more
+    windows of the layer's own detector, which is that one already."""
+
+    count: int
+    detector: InjectionDetector | None = None
+    encoder: Encoder | None = None
+    scripts: ScriptCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Scan:
     """What the injection scan found: the worst scored window's score, a rule that
     matched, the windows cut, whether text was left over, the windows not scored for
     their script, the scripts of the first of them and how many of those had their
-    letters the encoder reads scored alone."""
+    letters the encoder reads scored alone; and of the windows cut, how many were past
+    ``max_windows`` for the extra detector (`ExtraWindows`), how many of those it scored
+    and their worst score."""
 
     score: float | None = None
     rule: str | None = None
@@ -90,6 +116,9 @@ class _Scan:
     unread: int = 0
     scripts: str | None = None
     partly: int = 0
+    extra: int = 0
+    extra_scored: int = 0
+    extra_score: float | None = None
 
 
 _NOTHING = _Scan()
@@ -160,6 +189,7 @@ class SafetyLayer:
         pii: PiiDetector | None,
         pseudonym_key: bytes | None = None,
         scripts: ScriptCheck | None = None,
+        extra: ExtraWindows | None = None,
     ) -> None:
         self._settings = settings
         self._pseudonym_key = pseudonym_key
@@ -181,6 +211,10 @@ class SafetyLayer:
         self._scan_injection = frozenset(settings.injection.scan)
         self._scan_pii = frozenset(settings.pii.scan)
         self._scripts = scripts
+        self._extra = extra
+        self._extra_threshold = (
+            None if extra is None or extra.detector is None else extra.detector.threshold
+        )
         self._merged: dict[str, _Profile] = {}  # `_stricter`'s, by their names
         self._parts: dict[str, frozenset[str]] = {}  # the profiles each of them merges
 
@@ -279,12 +313,11 @@ class SafetyLayer:
         calls: list[_Call] = []
         detail: dict[str, Any] = {"profile": profile_name}
         score, n_windows, unscanned = scan.score, scan.windows, scan.unscanned
-        if score is not None:
-            detail["injection_score"] = round(score, 4)
-            detail["threshold"] = self._threshold
+        extra_score, extra_threshold = scan.extra_score, self._extra_threshold
+        detail.update(self._scores_detail(scan))
         if scan.rule is not None:
             calls.append(_call(profile.injection, f"rule:{scan.rule}"))
-        elif score is not None and self._threshold is not None and score >= self._threshold:
+        elif _reaches(score, self._threshold) or _reaches(extra_score, extra_threshold):
             calls.append(_call(profile.injection, "injection"))
         if scan.unread:
             detail.update(_unread_detail(scan))
@@ -323,6 +356,8 @@ class SafetyLayer:
             pii=MappingProxyType(counts) if counts else MappingProxyType({}),
             windows=n_windows,
             unread_windows=scan.unread,
+            extra_windows=scan.extra,
+            extra_score=extra_score,
             unscanned=unscanned,
             model=model,
             redacted_body=redacted,
@@ -336,10 +371,27 @@ class SafetyLayer:
         detail["action"] = action
         if fired:
             detail["fired"] = list(fired)
-        detail["summary"] = _summary(action, fired, score, self._threshold, counts, scan)
+        detail["summary"] = _summary(
+            action, fired, (score, self._threshold), (extra_score, extra_threshold), counts, scan
+        )
         if fields:
             detail["summary"] += f"; PII in {', '.join(fields)}: rewritten"
         return outcome, MappingProxyType(detail)
+
+    def _scores_detail(self, scan: _Scan) -> dict[str, Any]:
+        """The signal's account of the classifier's scores: the worst window's of the
+        layer's detector and its threshold; of the extra windows, how many were cut, the
+        worst score of those the static detector scored and its threshold."""
+        detail: dict[str, Any] = {}
+        if scan.score is not None:
+            detail["injection_score"] = round(scan.score, 4)
+            detail["threshold"] = self._threshold
+        if scan.extra:
+            detail["extra_windows"] = scan.extra
+        if scan.extra_score is not None:
+            detail["extra_score"] = round(scan.extra_score, 4)
+            detail["extra_threshold"] = self._extra_threshold
+        return detail
 
     def _scan_for_injection(self, ctx: DecisionContext, segments: Sequence[Segment]) -> _Scan:
         """Rules on each scanned text, then the classifier on the windows of them all,
@@ -361,8 +413,12 @@ class SafetyLayer:
         # one text for the windows: seventeen short tool results are one window's read,
         # not seventeen windows of the budget (the rules look at each text alone)
         joined = texts[0] if len(texts) == 1 else _JOIN.join(texts)
+        extra = self._extra
         spans, unscanned = window_spans(
-            joined, settings.window_chars, settings.stride_chars, settings.max_windows
+            joined,
+            settings.window_chars,
+            settings.stride_chars,
+            settings.max_windows + (0 if extra is None else extra.count),
         )
         for text in _covered(texts, max(end for _, end in spans)) if unscanned else texts:
             if (rule := detector.match_rules(text)) is not None:
@@ -374,14 +430,31 @@ class SafetyLayer:
         shared = len(chunks) == 1 and chunks[0] == ctx.request.text
         if shared:
             chunks = [ctx.request.text]  # the very text the intent layer checked: no recount
-        read, parts, unread = self._readable(chunks)
-        scan = _Scan(
-            windows=len(chunks),
-            unscanned=unscanned,
-            unread=len(chunks) - len(read),
-            scripts=unread,
-            partly=len(parts),
+        # the windows past max_windows go to the extra detector, when it is another one
+        more: list[str] = []
+        if extra is not None and extra.detector is not None:
+            chunks, more = chunks[: settings.max_windows], chunks[settings.max_windows :]
+        read, parts, unread = self._readable(chunks, self._scripts)
+        more_read, more_parts, more_unread = self._readable(
+            more, None if extra is None else extra.scripts
         )
+        scan = _Scan(
+            windows=len(chunks) + len(more),
+            unscanned=unscanned,
+            unread=len(chunks) - len(read) + len(more) - len(more_read),
+            scripts=unread if unread is not None else more_unread,
+            partly=len(parts) + len(more_parts),
+            extra=len(more),
+            extra_scored=len(more_read) + len(more_parts),
+        )
+        if more_read or more_parts:
+            assert extra is not None and extra.detector is not None and extra.encoder is not None
+            more_read = [*more_read, *more_parts]
+            start = time.perf_counter_ns()
+            more_vectors = extra.encoder.encode(more_read)
+            ctx.encode_us += (time.perf_counter_ns() - start) / 1000.0
+            more_scores = extra.detector.score(more_read, more_vectors)
+            scan = replace(scan, extra_score=float(np.max(more_scores)))
         if parts:
             read = [*read, *parts]
         if not read:
@@ -391,12 +464,14 @@ class SafetyLayer:
         scores = detector.score(read, vectors)
         return replace(scan, score=float(np.max(scores)))
 
-    def _readable(self, chunks: list[str]) -> tuple[list[str], list[str], str | None]:
-        """The windows the classifier can read; of the others, the letters it reads when
-        they are `READ_SOME` or more (a short English instruction padded with Chinese);
-        and the scripts of the first window it cannot read (None when it reads them all).
-        A window read whole costs the check alone."""
-        check = self._scripts
+    @staticmethod
+    def _readable(
+        chunks: list[str], check: ScriptCheck | None
+    ) -> tuple[list[str], list[str], str | None]:
+        """The windows the classifier can read (`check`: its encoder's scripts); of the
+        others, the letters it reads when they are `READ_SOME` or more (a short English
+        instruction padded with Chinese); and the scripts of the first window it cannot
+        read (None when it reads them all). A window read whole costs the check alone."""
         if check is None:
             return chunks, [], None
         read: list[str] = []
@@ -584,6 +659,12 @@ def _covered(texts: Sequence[str], reach: int) -> list[str]:
     return out
 
 
+def _reaches(score: float | None, threshold: float | None) -> bool:
+    """Whether a detector's worst window flags the request: its score reaches its own
+    threshold."""
+    return score is not None and threshold is not None and score >= threshold
+
+
 def _unread_detail(scan: _Scan) -> dict[str, Any]:
     """The signal's account of the windows not scored whole: their scripts (of the first),
     how many, and how many had the letters the encoder reads scored alone."""
@@ -596,19 +677,31 @@ def _unread_detail(scan: _Scan) -> dict[str, Any]:
 def _summary(
     action: str,
     fired: Sequence[str],
-    score: float | None,
-    threshold: float | None,
+    own: tuple[float | None, float | None],
+    extra: tuple[float | None, float | None],
     counts: Mapping[str, int],
     scan: _Scan,
 ) -> str:
-    """One line for ``--explain``: the action, then what the detectors saw."""
+    """One line for ``--explain``: the action, then what the detectors saw: the layer's
+    detector's worst score and threshold (`own`), and the extra windows' detector's
+    (`extra`), each with the windows it scored."""
     seen = []
     n_windows = scan.windows - scan.unread
+    score, threshold = own
     if score is not None and threshold is not None:
         cmp = "≥" if score >= threshold else "<"
-        scored = n_windows + scan.partly
+        scored = n_windows + scan.partly - scan.extra_scored
         where = f" in {scored} windows" if scored > 1 else ""
         seen.append(f"injection {score:.3f} {cmp} {threshold:.3f}{where}")
+    extra_score, extra_threshold = extra
+    if extra_score is not None and extra_threshold is not None:
+        cmp = "≥" if extra_score >= extra_threshold else "<"
+        more = scan.extra_scored
+        seen.append(
+            f"{'injection ' if score is None else ''}{extra_score:.3f} {cmp} "
+            f"{extra_threshold:.3f} in {more} more window{'s' if more > 1 else ''} by the "
+            "static detector"
+        )
     if scan.unread:
         which = "text" if not n_windows else f"{scan.unread} of {scan.windows} windows"
         partly = ""
@@ -663,10 +756,15 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
             )
         key = secret.encode()
     scripts = None
+    extra = None
     if detector is not None:
         from llmroute.assemble import script_check  # it builds this layer: imported here
 
         scripts = script_check(registry, encoder)
+        if settings.injection.extra_windows:
+            extra = _extra_windows(
+                settings.injection.extra_windows, settings.injection.artifact, encoder
+            )
     return SafetyLayer(
         settings,
         route_profiles=profiles,
@@ -674,4 +772,27 @@ def build_safety_layer(registry: Registry, encoder: Encoder, base_dir: Path) -> 
         pii=pii,
         pseudonym_key=key,
         scripts=scripts,
+        extra=extra,
     )
+
+
+def _extra_windows(count: int, artifact: str, encoder: Encoder) -> ExtraWindows:
+    """The detector of the windows past ``max_windows``: the built-in static one, loaded
+    here, once (its encoder is the process's shared ``builtin:static``: ~16 MB, none
+    more when the registry's encoder is it); none when the registry's detector is it
+    already, whose windows these just are more of."""
+    if artifact == "builtin" and weights_identity(encoder.identity).startswith(f"{_STATIC}@"):
+        return ExtraWindows(count)
+    from llmroute.assemble import script_check_for
+    from llmroute.encoders.builtin import load_builtin
+    from llmroute.registry.schema import BuiltinEncoderSpec
+
+    static = load_builtin(_STATIC)
+    detector = load_detector(
+        builtin_detector_dir(static.identity), encoder_identity=static.identity, dim=static.dim
+    )
+    scripts = script_check_for(BuiltinEncoderSpec(name="static"), BUILTIN_SCRIPTS)
+    return ExtraWindows(count, detector, static, scripts)
+
+
+_STATIC = "builtin:static"
