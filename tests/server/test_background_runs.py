@@ -26,7 +26,7 @@ from llmroute.server.auth import Charges, account_of
 from llmroute.server.background import BackgroundRuns, background_runs
 from llmroute.server.background_stream import EventChunks, RunLog
 from llmroute.server.errors import GatewayError
-from llmroute.server.responses import _cancel, _chain_of, _forget, _Kept
+from llmroute.server.responses import _cancel, _forget
 from llmroute.server.responses_background import (
     _answer_in_background,
     _Queued,
@@ -34,6 +34,7 @@ from llmroute.server.responses_background import (
     _Stream,
     reaped,
 )
+from llmroute.server.responses_kept import _chain_of, _Kept
 from llmroute.state.conversations import ConversationStore
 from llmroute.state.limits import MemoryLimits
 from llmroute.state.stored_responses import BrokenChain, ResponseStore

@@ -38,7 +38,7 @@ from llmroute.state.stores import StoreUnavailable, asked
 from llmroute.telemetry.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
-    from llmroute.server.responses import _Kept
+    from llmroute.server.responses_kept import _Kept
 
 log = logging.getLogger("llmroute.server")
 
