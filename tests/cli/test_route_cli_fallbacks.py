@@ -10,37 +10,19 @@ import json
 from pathlib import Path
 
 import pytest
+from pool_registries import FALLBACKS
 from test_route_cli import llmroute
 
-REGISTRY = """
-encoder: builtin:static
-intent: {method: knn, k: 1}
-providers:
-  p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  small: {provider: p, model: s}
-  large: {provider: p, model: l}
-  spare: {provider: p, model: x}
-  guarded: {provider: p, model: g}
-routes:
-  - name: code
-    examples: [debug this SQL query, write a python function]
-    target: large
-    policy: {fallback: [small, spare]}
-  - name: chat
-    examples: [hi there, how are you]
-    target: small
-rules:
+REGISTRY = (
+    FALLBACKS
+    + """rules:
   - {name: to-large, when: {keywords: [acme]}, target: large}
-default: {target: small, policy: {fallback: [spare, large]}}
-safety:
-  injection: {enabled: false}
-  profiles: {standard: {pii: {route: guarded}}}
 auth:
   keys:
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, pool: [small, guarded]}
     - {name: spare-only, key_env: LLMROUTE_TEST_SPARE_KEY, pool: [spare, large]}
 """
+)
 
 CODE = "debug this SQL query"
 UNCLAIMED = "weather on mars"

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from counting_encoder import CountingEncoder
 from fake_upstream import FakeUpstream, fake_upstream
+from pool_registries import random_difficulty_router
 
 from llmroute import Router
 from llmroute.assemble import build_encoder
@@ -71,17 +72,7 @@ def upstream() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def difficulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmroute.cli._app import run
-
-    folder = tmp_path_factory.mktemp("llm-router-guards")
-    data = folder / "labels.jsonl"
-    rows = (
-        {"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True} for i in range(60)
-    )
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    trained = ["train", "difficulty", "--data", str(data), "--router", "random"]
-    assert run([*trained, "-o", str(folder / "router")]) == 0
-    return folder / "router"
+    return random_difficulty_router(tmp_path_factory.mktemp("llm-router-guards"))
 
 
 def _counted(monkeypatch: pytest.MonkeyPatch, cls: type, method: str) -> list[int]:

@@ -5,12 +5,12 @@ applied to what the detectors found, none of them run again."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from counting_encoder import CountingEncoder
+from pool_registries import random_difficulty_router
 
 from llmroute import Router
 from llmroute.assemble import build_encoder
@@ -49,18 +49,9 @@ POOL = ("small", "large")
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmroute.cli._app import run
-
     folder = tmp_path_factory.mktemp("pool-default-guards")
-    data = folder / "labels.jsonl"
-    rows = (
-        {"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True} for i in range(60)
-    )
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    trained = ["train", "difficulty", "--data", str(data), "--router", "random"]
-    assert run([*trained, "-o", str(folder / "router")]) == 0
     path = folder / "registry.yaml"
-    path.write_text(REGISTRY % {"router": folder / "router"})
+    path.write_text(REGISTRY % {"router": random_difficulty_router(folder)})
     return path
 
 

@@ -5,42 +5,23 @@ leaving part of a chain out."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from gateway_proc import Served, serve_text
+from pool_registries import FALLBACKS, random_difficulty_router
 
-REGISTRY = """
-encoder: builtin:static
-intent: {method: knn, k: 1}
-providers:
-  p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  small: {provider: p, model: s}
-  large: {provider: p, model: l}
-  spare: {provider: p, model: x}
-  guarded: {provider: p, model: g}
-routes:
-  - name: code
-    examples: [debug this SQL query, write a python function]
-    target: large
-    policy: {fallback: [small, spare]}
-  - name: chat
-    examples: [hi there, how are you]
-    target: small
-default: {target: small, policy: {fallback: [spare, large]}}
-safety:
-  injection: {enabled: false}
-  profiles: {standard: {pii: {route: guarded}}}
-auth:
+REGISTRY = (
+    FALLBACKS
+    + """auth:
   keys:
     - {name: open, key_env: LLMROUTE_TEST_OPEN_KEY}
     - {name: narrow, key_env: LLMROUTE_TEST_NARROW_KEY, pool: [small, spare, guarded]}
     - {name: spare-only, key_env: LLMROUTE_TEST_SPARE_KEY, pool: [spare, large]}
 """
+)
 OPEN_KEY = "sk-open-16180339887"
 NARROW_KEY = "sk-narrow-26457513110"
 SPARE_KEY = "sk-spare-22360679774"
@@ -123,19 +104,7 @@ TARGET_KEY = "sk-target-24494897427"
 
 @pytest.fixture(scope="module")
 def difficulty_router(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from llmroute.cli._app import run
-
-    folder = tmp_path_factory.mktemp("difficulty")
-    data = folder / "labels.jsonl"
-    rows = (
-        {"prompt": f"q {i}", "weak_correct": i % 3 == 0, "strong_correct": True} for i in range(60)
-    )
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    out = folder / "router"
-    assert (
-        run(["train", "difficulty", "--data", str(data), "--router", "random", "-o", str(out)]) == 0
-    )
-    return str(out)
+    return str(random_difficulty_router(tmp_path_factory.mktemp("difficulty")))
 
 
 @pytest.mark.parametrize(("threshold", "pick"), [("1000", "small"), ("-1000", "large")])
