@@ -10,11 +10,10 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
-from counting_encoder import CountingEncoder
+from counting_encoder import CountingEncoder, counted_calls
 from fake_upstream import FakeUpstream, fake_upstream
 from pool_registries import random_difficulty_router
 
@@ -75,18 +74,6 @@ def difficulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return random_difficulty_router(tmp_path_factory.mktemp("llm-router-guards"))
 
 
-def _counted(monkeypatch: pytest.MonkeyPatch, cls: type, method: str) -> list[int]:
-    calls: list[int] = []
-    original = getattr(cls, method)
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, counted)
-    return calls
-
-
 def _refined(
     answer: str,
     tmp_path: Path,
@@ -106,8 +93,8 @@ def _refined(
     # Building the router embedded the routes' examples, or read them from the suite's
     # shared embedding cache (a hit or a miss, whatever ran before): not the request's.
     encoder.texts = 0
-    finds = _counted(monkeypatch, PiiDetector, "find")
-    scores = _counted(monkeypatch, InjectionDetector, "score")
+    finds = counted_calls(monkeypatch, PiiDetector, "find")
+    scores = counted_calls(monkeypatch, InjectionDetector, "score")
     body = {"model": "auto", "messages": [{"role": "user", "content": LETTER}]}
     plan = plan_request(router, body, {})
     assert (plan.decision.route, plan.decision.layer) == ("mail", "intent")

@@ -6,10 +6,9 @@ applied to what the detectors found, none of them run again."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from counting_encoder import CountingEncoder
+from counting_encoder import CountingEncoder, counted_calls
 from pool_registries import random_difficulty_router
 
 from llmroute import Router
@@ -55,18 +54,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _counted(monkeypatch: pytest.MonkeyPatch, cls: type, method: str) -> list[int]:
-    calls: list[int] = []
-    original = getattr(cls, method)
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, counted)
-    return calls
-
-
 def _fallen(registry: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> tuple[Plan, list[int]]:
     """The plan of `text` kept inside `POOL`, and the encoder's texts, PII scans and
     injection scores counted before and after the fall to the default."""
@@ -76,8 +63,8 @@ def _fallen(registry: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> tuple
     # Building the router embedded the routes' examples, or read them from the suite's
     # shared embedding cache (a hit or a miss, whatever ran before): not the request's.
     encoder.texts = 0
-    finds = _counted(monkeypatch, PiiDetector, "find")
-    scores = _counted(monkeypatch, InjectionDetector, "score")
+    finds = counted_calls(monkeypatch, PiiDetector, "find")
+    scores = counted_calls(monkeypatch, InjectionDetector, "score")
     decision = router.decide(text)
     assert decision.route == "code"
     before = [encoder.texts, len(finds), len(scores)]

@@ -1,10 +1,13 @@
 """An encoder wrapper that counts the texts it embeds: tests that a decision path embeds
-a request once (no second pass) read `texts`."""
+a request once (no second pass) read `texts`; and `counted_calls`, which counts a
+method's calls (the PII scans, the injection scores) the same way."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import pytest
 
 from llmroute.encoders.base import Embeddings
 
@@ -23,3 +26,17 @@ class CountingEncoder:
         self.texts += len(texts)
         vectors: Embeddings = self.inner.encode(texts)
         return vectors
+
+
+def counted_calls(monkeypatch: pytest.MonkeyPatch, cls: type, method: str) -> list[int]:
+    """A list that grows by one at each call of `cls.method` (any instance's) while the
+    test runs."""
+    calls: list[int] = []
+    original = getattr(cls, method)
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return calls
