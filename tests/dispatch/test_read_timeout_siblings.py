@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,9 +58,11 @@ dispatch:
 
 @dataclass
 class Told:
-    """Each call as the observer heard it: model, deployment, outcome, what failed."""
+    """Each call as the observer heard it: model, deployment, outcome, what failed; and
+    the base URL each was sent to."""
 
     calls: list[tuple[str, str, str, str]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)
 
@@ -67,6 +70,7 @@ class Told:
         error = attempt.error
         said = error.message if isinstance(error, ProviderError) else ""
         self.calls.append((attempt.model, attempt.provider, attempt.outcome, said))
+        self.urls.append(attempt.base_url)
 
     def on_retry(self, model: str, delay_s: float) -> None:
         self.retries.append(model)
@@ -130,7 +134,22 @@ class Case:
             finally:
                 await dispatcher.aclose()
 
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        finally:
+            self._recorded(told)
+
+    def _recorded(self, told: Told) -> None:
+        """Wait until each upstream has recorded as many of this test's requests as the
+        dispatcher made calls to it. The server records a request in its own thread once
+        it reads it, and a call the client gave up on (its timeout) has no answer to
+        wait for: under load the test read `calls` before that thread came to it (a
+        0.2 s timeout, ``calls(0) == []``)."""
+        deadline = time.monotonic() + 10
+        for index, upstream in enumerate(self.upstreams):
+            made = sum(url.rstrip("/") == upstream.url.rstrip("/") for url in told.urls)
+            while len(self.calls(index)) < made and time.monotonic() < deadline:
+                time.sleep(0.01)
 
 
 @pytest.fixture
