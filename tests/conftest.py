@@ -65,3 +65,15 @@ def redis_namespace(_redis_available: None) -> Iterator[str]:
     namespace = f"llmroute-test-{uuid.uuid4().hex[:12]}"
     yield namespace
     delete_namespace(namespace)
+
+
+@pytest.fixture
+def paused_redis() -> Iterator[str]:
+    """The URL of a Redis of this test's own (`private_redis`), for a test that pauses
+    its writes (``CLIENT PAUSE ... WRITE``): a pause of the shared one held every other
+    test's writes too, in the files running beside it (a limits test's probe, with its
+    1 s timeout, read a 1.5 s pause as Redis down)."""
+    from private_redis import private_redis
+
+    with private_redis() as url:
+        yield url

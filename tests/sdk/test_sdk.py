@@ -324,26 +324,32 @@ def test_least_in_flight_counts_an_sdk_stream_until_it_is_closed(
             stream.close()
 
 
-def _capped_behind_redis(upstream: FakeUpstream, tmp_path: Path, namespace: str) -> Path:
+def _capped_behind_redis(
+    upstream: FakeUpstream, tmp_path: Path, namespace: str, url: str = REDIS_URL
+) -> Path:
     """One route to a model of one in-flight slot (its fallback: `spare`), its slots in
     Redis, so that closing a stream awaits (the slot's give-back) as it does in service."""
     capped = f"capped-{tmp_path.name}?gap=0.2"
     models = f'capped: {{provider: fake, model: "{capped}", max_in_flight: 1}}'
     models += "\n  spare: {provider: fake, model: spare}"
     path = _one_route(tmp_path, upstream, models, "capped", fallback="spare")
-    limits = f"{{url: '{REDIS_URL}', namespace: {namespace}, timeout_s: 2}}"
+    limits = f"{{url: '{url}', namespace: {namespace}, timeout_s: 2}}"
     path.write_text(path.read_text() + f"dispatch: {{limits: {limits}}}\n")
     return path
 
 
 def _capped_and_logged(
-    upstream: FakeUpstream, tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str = REDIS_URL,
 ) -> tuple[Path, str, Path]:
     """`_capped_behind_redis`'s registry, the capped model's upstream name, and the
     SQLite decision log the SDK's routers write (set by the environment)."""
     db = tmp_path / "log.db"
     monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
-    path = _capped_behind_redis(upstream, tmp_path, namespace)
+    path = _capped_behind_redis(upstream, tmp_path, namespace, url)
     return path, f"capped-{tmp_path.name}?gap=0.2", db
 
 
@@ -431,6 +437,7 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     caplog: pytest.LogCaptureFixture,
     redis_namespace: str,
     redis_paused: bool,
+    paused_redis: str,
 ) -> None:
     """`router.close()` while a worker reads a stream: the read in flight is cancelled as
     the SDK's loop stops, so the worker's loop ends with `RouterClosed` (it ended as if
@@ -439,7 +446,9 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     its lease, and its generators were closed under the read ("already running").
     With Redis pausing writes as the router closes, the close waits for the slot's
     give-back."""
-    path, capped, db = _capped_and_logged(upstream, tmp_path, redis_namespace, monkeypatch)
+    path, capped, db = _capped_and_logged(
+        upstream, tmp_path, redis_namespace, monkeypatch, paused_redis
+    )
     ended: list[str] = []
     router = Router.from_yaml(path)
     stream = router.chat.completions.create(messages=LONG, stream=True)
@@ -456,7 +465,7 @@ def test_closing_the_router_ends_a_stream_another_thread_reads(
     reader.start()
     time.sleep(0.3)
     if redis_paused:
-        with redis.Redis.from_url(REDIS_URL) as admin:
+        with redis.Redis.from_url(paused_redis) as admin:
             admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
     router.close()
     reader.join(5)

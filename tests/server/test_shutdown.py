@@ -318,7 +318,7 @@ telemetry: {enabled: false}
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
-    tmp_path: Path, redis_namespace: str, workers: int
+    tmp_path: Path, redis_namespace: str, workers: int, paused_redis: str
 ) -> None:
     """A request whose slot give-back and budget settle Redis did not take (paused for
     a second and a half as the answer came) keeps them to make later; the gateway stopped
@@ -328,10 +328,10 @@ def test_give_backs_redis_missed_just_before_sigterm_are_made_at_exit(
     import redis
 
     body = {"model": "slow", "messages": [{"role": "user", "content": "hello there"}]}
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(paused_redis)
     try:
         with fake_upstream() as upstream:
-            values = {"url": upstream.url, "redis": REDIS_URL, "namespace": redis_namespace}
+            values = {"url": upstream.url, "redis": paused_redis, "namespace": redis_namespace}
             args = ["--workers", str(workers)]
             with serve_text(GIVEN_BACK % values, tmp_path, args) as served:
                 url = f"{served.url}/v1/chat/completions"

@@ -132,17 +132,17 @@ def test_two_routers_share_the_semantic_index_in_redis(
 
 
 def test_closing_the_router_lets_a_slow_cache_write_finish(
-    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str, paused_redis: str
 ) -> None:
     """Redis pauses writes (``CLIENT PAUSE``) while the router closes: the answer's
     write and its semantic index entry still land (closing the router cancelled them)."""
     import redis
 
     cache = (
-        f"{{url: '{REDIS_URL}', namespace: {redis_namespace}, timeout_s: 2, "
+        f"{{url: '{paused_redis}', namespace: {redis_namespace}, timeout_s: 2, "
         "semantic: {threshold: 0.95}}"
     )
-    with redis.Redis.from_url(REDIS_URL) as admin, _router(tmp_path, upstream, cache) as a:
+    with redis.Redis.from_url(paused_redis) as admin, _router(tmp_path, upstream, cache) as a:
         a.chat.completions.create(**_ask("What is the capital of Italy?"))  # warm
         admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
         first = a.chat.completions.create(**_ask("What is the capital of Peru?"))
