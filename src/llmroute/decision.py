@@ -139,7 +139,8 @@ class SafetyOutcome:
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
     # what the detectors saw (the injection scan, the PII spans' places and types, no
     # text), whatever the profile made of it: another profile is applied to it
-    # (`SafetyLayer.also_under`) without running them again
+    # (`SafetyLayer.also_under`) without running them again; past `KEPT_SPANS` spans
+    # (`llmroute.layers.safety`) none are kept, and the PII detector runs again
     detected: Any = field(default=None, repr=False, compare=False)
 
     @property

@@ -8,7 +8,7 @@ tested in test_injection.py and end to end in test_safety_gateway.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from llmroute.decide import Router
 from llmroute.dispatch.plan import Plan
 from llmroute.encoders.builtin import load_builtin
 from llmroute.errors import ConfigError, PolicyViolation
-from llmroute.layers.safety import SafetyLayer, pseudonym
+from llmroute.layers.safety import KEPT_SPANS, SafetyLayer, pseudonym
 from llmroute.registry import parse_registry
 from llmroute.safety._pii_phone import BUDGET
-from llmroute.safety.pii import PiiDetector
+from llmroute.safety.pii import PiiDetector, PiiSpan
 from llmroute.safety.windows import window_spans
 from llmroute.telemetry.recorder import _as_sent
 
@@ -604,3 +604,49 @@ def test_the_defaults_requests_get_the_defaults_profile() -> None:
     decision = keyed.decide("what is the weather on mars EVIL")
     assert decision.route == "default" and not decision.blocked
     assert keyed.decide("hello there, how are you today EVIL").blocked
+
+
+def _spans_in(value: object) -> int:
+    """The PII spans `value` holds, in whatever containers."""
+    if isinstance(value, PiiSpan):
+        return 1
+    if isinstance(value, Mapping):
+        return sum(_spans_in(v) for v in value.values())
+    if isinstance(value, tuple | list):
+        return sum(_spans_in(v) for v in value)
+    if hasattr(value, "__slots__"):
+        return sum(_spans_in(getattr(value, name, None)) for name in value.__slots__)
+    return 0
+
+
+@pytest.mark.parametrize("n", [3, KEPT_SPANS + 1])
+def test_a_decision_keeps_a_bounded_count_of_pii_spans_and_another_profile_still_applies(
+    router: Router, n: int
+) -> None:
+    """The decision keeps the spans the PII detector found so that another profile (a key's
+    pool sends the request to the default) applies without reading the texts again; but a
+    request with 100,000 phone numbers kept 100,000 spans (13 MB) with its decision until
+    the telemetry queue wrote it. Past `KEPT_SPANS` it keeps counts alone, and the other
+    profile's outcome is the same: the detector reads the texts again."""
+    emails = [f"user{i}@example.com" for i in range(n)]
+    # in the system prompt: the injection windows read the user's (no text left unscanned)
+    body = chat(("system", " ".join(emails)), ("user", "write a python function")) | {
+        "model": "code"
+    }
+    decision = router.decide(body)
+    safety = decision.safety
+    assert safety is not None and safety.profile == "open" and safety.action == "allow"
+    assert safety.pii == {"EMAIL": n}
+    kept = _spans_in(safety.detected)
+    assert kept == (n if n <= KEPT_SPANS else 0)
+    layer = router.guards[0]
+    assert isinstance(layer, SafetyLayer)
+    applied = layer.also_under(safety, router.request(body), "standard")
+    assert applied is not None
+    merged, detail = applied
+    assert merged.action == "redact" and merged.pii == {"EMAIL": n}
+    assert merged.redacted_body is not None
+    sent = merged.redacted_body["messages"][0]["content"]
+    assert sent.count("<EMAIL_") == n and not any(f"{e} " in f"{sent} " for e in emails)
+    assert detail["pii"] == {"EMAIL": n}
+    assert _spans_in(merged.detected) == kept

@@ -126,38 +126,56 @@ _NOTHING = _Scan()
 _Profile = tuple[str, SafetyProfile, AnswerMask | None]  # a profile's name, it, its mask
 
 
+KEPT_SPANS = 1_000
+"""PII spans a decision keeps of its request, for another profile to be applied to them
+(`SafetyLayer.also_under`: a key's pool sends the request to the default) without the
+detector reading the texts again. A request with more (a pasted contact list of 100,000
+numbers: 13 MB of spans, held with the decision until the telemetry queue wrote it)
+keeps none, and such a later profile has its texts read again."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Detected:
     """What the detectors saw in one request, whatever a profile does with it: the
     injection scan, and the spans the PII detector found by the order it read the texts
-    (those it found none in left out)."""
+    (those it found none in left out); None when there were more than `KEPT_SPANS`."""
 
     scan: _Scan
-    spans: Mapping[int, tuple[PiiSpan, ...]]
+    spans: Mapping[int, tuple[PiiSpan, ...]] | None
 
 
 class _Found:
-    """The PII detector's `find` for one request, keeping the spans it found (`spans`);
-    or, given those of an earlier pass over the same request, answering from them: the
-    texts are the same, read in the same order, whatever the profile."""
+    """The PII detector's `find` for one request, keeping the spans it found (`kept`, up
+    to `KEPT_SPANS`); or, given those of an earlier pass over the same request, answering
+    from them: the texts are the same, read in the same order, whatever the profile."""
 
-    __slots__ = ("_calls", "_detector", "spans")
+    __slots__ = ("_calls", "_detector", "_found", "_spans")
 
     def __init__(
         self, detector: PiiDetector | None, kept: Mapping[int, tuple[PiiSpan, ...]] | None = None
     ) -> None:
         self._detector = None if kept is not None else detector
-        self.spans: Mapping[int, tuple[PiiSpan, ...]] = {} if kept is None else kept
+        self._spans: Mapping[int, tuple[PiiSpan, ...]] = {} if kept is None else kept
+        self._found = 0  # spans the detector found
         self._calls = 0
+
+    @property
+    def kept(self) -> Mapping[int, tuple[PiiSpan, ...]] | None:
+        """The spans by the call that found them; None past `KEPT_SPANS`."""
+        return None if self._found > KEPT_SPANS else self._spans
 
     def find(self, text: str, budget: PhoneBudget) -> list[PiiSpan]:
         call, self._calls = self._calls, self._calls + 1
         if self._detector is None:
-            return list(self.spans.get(call, ()))
+            return list(self._spans.get(call, ()))
         spans = self._detector.find(text, budget)
         if spans:
-            assert isinstance(self.spans, dict)
-            self.spans[call] = tuple(spans)
+            assert isinstance(self._spans, dict)
+            self._found += len(spans)
+            if self._found <= KEPT_SPANS:
+                self._spans[call] = tuple(spans)
+            elif self._spans:
+                self._spans.clear()  # none kept: the spans are freed as they are used
         return spans
 
 
@@ -238,11 +256,7 @@ class SafetyLayer:
         mask = self._answer_masks.get(profile_name)
         found = _Found(self._pii)
         ctx.safety, detail = self._outcome(
-            ctx.request,
-            segments,
-            _Detected(scan, found.spans),
-            found,
-            (profile_name, profile, mask),
+            ctx.request, segments, scan, found, (profile_name, profile, mask)
         )
         return LayerResult(annotated=True, detail=detail)
 
@@ -260,8 +274,8 @@ class SafetyLayer:
         if name in self._parts_of(outcome.profile) or not isinstance(detected, _Detected):
             return None
         merged = self._stricter(outcome.profile, name)
-        found = _Found(self._pii, detected.spans)
-        return self._outcome(request, segments_of(request), detected, found, merged)
+        found = _Found(self._pii, detected.spans)  # None: read again
+        return self._outcome(request, segments_of(request), detected.scan, found, merged)
 
     def _stricter(self, first: str, then: str) -> _Profile:
         """Profiles `first` and `then` as one (``first+then``), each action the stricter
@@ -301,15 +315,14 @@ class SafetyLayer:
         self,
         request: RouteRequest,
         segments: Sequence[Segment],
-        detected: _Detected,
+        scan: _Scan,
         found: _Found,
         profile_of: _Profile,
     ) -> tuple[SafetyOutcome, Mapping[str, Any]]:
         """The outcome of `profile_of` (its name, itself, its answers' mask) on what the
-        detectors saw (`detected`; the PII spans read through `found`), and the detail
-        of the layer's signal."""
+        detectors saw (the injection `scan`; the PII spans read through `found`), and the
+        detail of the layer's signal."""
         profile_name, profile, mask = profile_of
-        scan = detected.scan
         calls: list[_Call] = []
         detail: dict[str, Any] = {"profile": profile_name}
         score, n_windows, unscanned = scan.score, scan.windows, scan.unscanned
@@ -366,7 +379,7 @@ class SafetyLayer:
             decisive=decisive,
             # a blocked request sends nothing, but is logged: its end user as a pseudonym
             fields=MappingProxyType(fields) if fields else None,
-            detected=detected,
+            detected=_Detected(scan, found.kept),
         )
         detail["action"] = action
         if fired:
