@@ -83,13 +83,35 @@ def test_a_keys_pool_leaves_part_of_the_chain_out(registry: Path) -> None:
     first, fallbacks = _explained(registry, CODE, "--key", "narrow")
     assert first.startswith("code -> small ")
     assert (
-        fallbacks == "fallbacks: none (the key's pool leaves out route 'code''s fallbacks (spare))"
+        fallbacks == "fallbacks: none (the key's pool leaves out route 'code''s target large "
+        "and fallbacks (spare): small serves alone)"
     )
     assert _json(registry, CODE, "--key", "narrow")["fallbacks"] == []
     # nothing of route chat's chain inside: the default's chain inside the pool serves it
     decision = _json(registry, "hi there", "--key", "spare-only")
     assert (decision["model"], decision["fallbacks"]) == ("spare", ["large"])
     assert _json(registry, CODE, "--key", "spare-only")["fallbacks"] == ["spare"]
+
+
+def test_a_cascade_routes_target_outside_the_pool_is_named_as_the_reason(tmp_path: Path) -> None:
+    """A cascade route whose target (its first tier) the key's pool leaves out is served
+    by its fallback alone, without the cascade. The line said "route 'code' has no
+    policy.fallback but large": true, but the pool is the reason."""
+    path = tmp_path / "registry.yaml"
+    cascade = "    target: small\n    cascade: [small, large]\n    policy: {fallback: [large]}"
+    text = REGISTRY.replace("    target: large\n    policy: {fallback: [small, spare]}", cascade)
+    path.write_text(
+        text + "    - {name: big, key_env: LLMROUTE_TEST_BIG_KEY, pool: [large, spare]}\n"
+    )
+    first, fallbacks = _explained(path, CODE)
+    assert first.startswith("code -> small ")
+    assert fallbacks == "fallbacks: large (the cascade's tiers, escalated to)"
+    first, fallbacks = _explained(path, CODE, "--key", "big")
+    assert first.startswith("code -> large ")
+    assert fallbacks == (
+        "fallbacks: none (the key's pool leaves out route 'code''s target small (and so its "
+        "cascade, which runs only with every tier inside): large serves alone)"
+    )
 
 
 def test_a_key_whose_pool_holds_nothing_of_the_chain_is_refused_as_the_gateway_does(

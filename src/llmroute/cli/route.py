@@ -346,7 +346,7 @@ def _fallbacks_line(router: Router, plan: Plan) -> str:
     if plan.fallbacks:
         tiers = " (the cascade's tiers, escalated to)" if plan.cascade is not None else ""
         return f"fallbacks: {' -> '.join(plan.fallbacks)}{tiers}"
-    return f"fallbacks: none ({alone_because(plan, router.loaded.registry.default)})"
+    return f"fallbacks: none ({alone_because(plan, router.loaded.registry)})"
 
 
 def _llm_line(decision: Decision, llm: LlmFallback) -> str:

@@ -29,7 +29,7 @@ from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
 from llmroute.layers.base import DecisionContext
 from llmroute.layers.pin import PIN_LAYER, PinLayer
-from llmroute.registry.schema import Cascade, Default, Model, Route, RoutePolicy
+from llmroute.registry.schema import Cascade, Default, Model, Registry, Route, RoutePolicy
 from llmroute.request import RouteRequest
 
 __all__ = [
@@ -464,11 +464,11 @@ def default_plan(default: Default, decision: Decision) -> Plan:
     return Plan(decision, (decision.model, *fallbacks), default.policy)
 
 
-def alone_because(plan: Plan, default: Default) -> str | None:
+def alone_because(plan: Plan, registry: Registry) -> str | None:
     """Why `plan` has no fallback, in words (None when it has one), for an operator
     asking why a request ended where it did: blocked, guarded, pinned, named by a rule,
-    its fallbacks outside the key's pool, or none in its policy (`default`, the
-    registry's, tells the default's policy from a route's)."""
+    its target or fallbacks outside the key's pool (and with them its cascade), or none
+    in its policy."""
     if plan.fallbacks:
         return None
     decision = plan.decision
@@ -481,13 +481,45 @@ def alone_because(plan: Plan, default: Default) -> str | None:
             return f"pinned: the request named {decision.model}, which is tried alone"
         rule = decision.route.removeprefix("rule:")
         return f"rule-named: rule {rule!r} names {decision.model}, which is tried alone"
-    owner = "the default" if plan.policy is default.policy else f"route {decision.route!r}"
+    default = registry.default
+    route = None if plan.policy is default.policy else _route_named(registry, decision.route)
+    owner = "the default" if route is None else f"route {decision.route!r}"
+    target = default.target if route is None else route.target
+    if plan.pool is not None:
+        left_out = _left_out(plan, plan.pool, target, route)
+        if left_out is not None:
+            return f"the key's pool leaves out {owner}'s {left_out}"
     others = [m for m in plan.policy.fallback if m != decision.model]
     if not others:
         return f"{owner} has no policy.fallback" + (
             f" but {decision.model}" if plan.policy.fallback else ""
         )
     return f"the key's pool leaves out {owner}'s fallbacks ({', '.join(others)})"
+
+
+def _left_out(plan: Plan, pool: tuple[str, ...], target: str, route: Route | None) -> str | None:
+    """What of its policy's chain (`target`, then `policy.fallback`) `pool` left out of
+    `plan`, in words: the target (the model serving then one of the fallbacks, alone), the
+    fallbacks, and the route's cascade with them; None when nothing was."""
+    assert plan.policy is not None
+    model = plan.decision.model
+    fallbacks = [m for m in plan.policy.fallback if m not in pool and m not in (model, target)]
+    parts = []
+    if target not in pool:
+        parts.append(f"target {target}")
+    if fallbacks:
+        parts.append(f"fallbacks ({', '.join(fallbacks)})")
+    if not parts:
+        return None
+    said = " and ".join(parts)
+    cascade = None if route is None else route.cascade
+    if cascade is not None and plan.cascade is None and not _cascade_within(cascade, pool):
+        said += " (and so its cascade, which runs only with every tier inside)"
+    return said + (f": {model} serves alone" if target not in pool else "")
+
+
+def _route_named(registry: Registry, name: str) -> Route | None:
+    return next((r for r in registry.routes if r.name == name), None)
 
 
 def _guarded(decision: Decision) -> bool:
