@@ -135,6 +135,33 @@ def test_a_key_whose_pool_holds_nothing_of_the_chain_is_refused_as_the_gateway_d
     assert plain.stdout.startswith("code -> small "), plain.stderr
 
 
+def test_a_key_whose_models_leave_out_auto_is_refused_as_the_gateway_does(
+    tmp_path: Path,
+) -> None:
+    """A key's ``models`` are the ``model`` values it may send: one without ``auto`` is
+    refused the request this command decides (the gateway's 403 ``model_not_allowed``);
+    ``--key`` read only its ``pool`` and showed a decision the gateway never makes."""
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        REGISTRY
+        + "    - {name: pinned, key_env: LLMROUTE_TEST_PINNED_KEY, models: [code, small]}\n"
+        + "    - {name: routed, key_env: LLMROUTE_TEST_ROUTED_KEY, models: [auto], pool: [spare]}\n"
+    )
+    for stdin in (None, f"{CODE}\n".encode()):
+        args = () if stdin is not None else (CODE,)
+        result = llmroute("route", "-r", str(path), "--key", "pinned", *args, stdin=stdin)
+        assert result.returncode == 2
+        said = " ".join(result.stderr.split())
+        assert said == (
+            "error: --key pinned: key 'pinned' may not use model 'auto'; it may use: code, "
+            "small (llmroute route decides a request for auto, which the gateway refuses "
+            "for this key: 403 model_not_allowed)"
+        )
+        assert result.stdout == ""
+    decision = _json(path, CODE, "--key", "routed")  # auto listed: decided, inside its pool
+    assert (decision["model"], decision["fallbacks"]) == ("spare", [])
+
+
 def test_stdin_lines_carry_their_fallbacks(registry: Path) -> None:
     result = llmroute(
         "route", "-r", str(registry), "--key", "spare-only", stdin=f"{CODE}\nhi there\n".encode()

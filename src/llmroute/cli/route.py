@@ -71,6 +71,8 @@ def route(
 
     router = Router.from_yaml(resolve_registry(registry))
     client = None if key is None else _client_key(router, key)
+    if client is not None:
+        _check_models(router, client)
     llm = None if no_llm else _llm_settings(router, client)
     with _llm_refiner(router, llm) as refine:
         if text is None or text == "-":
@@ -112,6 +114,20 @@ def _client_key(router: Router, name: str) -> ApiKey:
         f"value given is not shown: it may be a key itself) (keys: {known})"
         + did_you_mean(name, [k.name for k in keys])
     )
+
+
+def _check_models(router: Router, client: ApiKey) -> None:
+    """Fail as the gateway's 403 ``model_not_allowed`` does when `client`'s ``models``
+    do not let it send ``auto``, the request this command decides (it would never be
+    routed for that key)."""
+    from llmroute.dispatch.plan import AUTO
+
+    refusal = client.model_refusal(AUTO, router.loaded.registry.resolve_alias(AUTO))
+    if refusal is not None:
+        fail(
+            f"--key {client.name}: {refusal} (llmroute route decides a request for {AUTO}, "
+            "which the gateway refuses for this key: 403 model_not_allowed)"
+        )
 
 
 def _is_secret_of(key: ApiKey, value: str) -> bool:

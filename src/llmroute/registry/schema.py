@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmroute.errors import shown
 from llmroute.registry import chat_formats
 from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 from llmroute.safety._pii_span import PII_TYPES
@@ -2011,6 +2012,19 @@ class ApiKey(_Frozen):
         if (self.key_env is None) == (self.sha256 is None):
             raise ValueError("give exactly one of key_env (a variable holding it) or sha256")
         return self
+
+    def model_refusal(self, model: object, resolved: str | None = None) -> str | None:
+        """Why this key may not send `model` (no ``model`` counts as ``auto``): its
+        `models` list neither it nor `resolved`, an alias's target; None when it may. The
+        gateway's 403 ``model_not_allowed`` says it, and ``llmroute route --key``."""
+        if self.models is None:
+            return None
+        name = model if isinstance(model, str) and model else "auto"
+        if name in self.models or resolved in self.models:
+            return None
+        return f"key {self.name!r} may not use model {shown(name)}; it may use: " + ", ".join(
+            self.models
+        )
 
 
 class AuthSettings(_Frozen):

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmroute.deadline import NEVER, Deadline
 from llmroute.dispatch.budgets import Payer, paid_by
-from llmroute.errors import ConfigError, shown
+from llmroute.errors import ConfigError
 from llmroute.money import usd, usd_figure
 from llmroute.registry.schema import ApiKey, AuthSettings
 from llmroute.server.errors import NO_RETRY, GatewayError, speaks_anthropic
@@ -425,17 +425,9 @@ def check_model(scope: Scope, model: object, resolved: str | None = None) -> Non
     may send and `model` is not one of them (no ``model`` counts as ``auto``); an alias
     passes when its target, `resolved`, is listed."""
     key = api_key_of(scope)
-    if key is None or key.models is None:
-        return
-    name = model if isinstance(model, str) and model else "auto"
-    if name not in key.models and resolved not in key.models:
-        allowed = ", ".join(key.models)
-        raise GatewayError(
-            403,
-            f"key {key.name!r} may not use model {shown(name)}; it may use: {allowed}",
-            param="model",
-            code="model_not_allowed",
-        )
+    refusal = None if key is None else key.model_refusal(model, resolved)
+    if refusal is not None:
+        raise GatewayError(403, refusal, param="model", code="model_not_allowed")
 
 
 async def key_info(key: ApiKey, limits: RateLimits | None) -> dict[str, Any]:
