@@ -305,6 +305,48 @@ def test_the_gateway_keeps_a_conversation_on_its_model(
     assert later.parse().model == "up-large"
 
 
+def test_a_route_only_decision_reads_affinity_but_does_not_write_it(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """``POST /v1/route`` decides and sends nothing: a dry run. It remembered the
+    conversation's model as a served turn does, so a later real turn of a conversation
+    only ever dry-run was kept on the model of a turn never served (and a dry run's
+    session header pinned that session). It still reads what served turns remembered."""
+    text = REGISTRY % {"url": upstream.url, "affinity": "{}"}
+    session = {"x-llmroute-session": "conv-dry"}
+    with (
+        serve_text(text, tmp_path) as served,
+        httpx.Client(base_url=served.url, timeout=30) as http,
+    ):
+        dry = http.post("/v1/route", json=_turns(PROOF))
+        assert (dry.status_code, dry.json()["model"]) == (200, "large")
+        assert http.post("/v1/route", json=_turns(PROOF), headers=session).status_code == 200
+        later = http.post("/v1/chat/completions", json=_turns(PROOF, THANKS))
+        named = http.post("/v1/chat/completions", json=_turns(THANKS), headers=session)
+        # served turns are remembered, and a dry run reads them
+        served_first = http.post("/v1/chat/completions", json=_turns(PROOF, system="be brief"))
+        read = http.post("/v1/route", json=_turns(PROOF, THANKS, system="be brief"))
+        metrics = http.get("/metrics").text
+    assert later.status_code == 200 and named.status_code == 200
+    assert (later.headers["x-llmroute-model"], later.headers["x-llmroute-layer"]) == (
+        "small",
+        "intent",
+    )
+    assert (named.headers["x-llmroute-model"], named.headers["x-llmroute-layer"]) == (
+        "small",
+        "intent",
+    )
+    assert served_first.headers["x-llmroute-model"] == "large"
+    assert (read.json()["model"], read.json()["layer"]) == ("large", AFFINITY_LAYER)
+    outcomes = [line for line in metrics.splitlines() if line.startswith("llmroute_affinity_total")]
+    # the served turns alone: two first turns, one forgotten later turn (the dry runs'
+    # conversation), the named session's turn unknown
+    assert sorted(outcomes) == [
+        'llmroute_affinity_total{outcome="first"} 1.0',
+        'llmroute_affinity_total{outcome="unknown"} 2.0',
+    ], outcomes
+
+
 def test_memory_affinity_with_several_workers_is_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

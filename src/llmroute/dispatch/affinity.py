@@ -18,7 +18,7 @@ full name takes the model its first turn was remembered with under the opening a
 with the client key and end user, so nobody else's conversation shares it and no text
 is stored. Only requests that carry an earlier answer (an assistant turn) look the
 conversation up, or any request that names its session; every routed request records
-its model.
+its model, but a decision nothing is sent for (``POST /v1/route``), which only reads it.
 
 Requests pinned by the client (a model or route name), blocked by safety or rerouted by
 it to a guarded model are left alone. The store is a `KeyValueStore`: memory (this
@@ -199,13 +199,18 @@ class Affinity:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         client: str | None = None,
+        *,
+        remember: bool = True,
     ) -> Plan:
         """`plan` with the conversation's model, remembered for its next turn. The
         outcome told to `on_outcome`: ``first`` (a first turn, remembered), ``unknown``
         (a later turn whose conversation is not remembered: expired, evicted, or
         remembered by another worker; and a session header's first turn, which the
         header cannot tell from a forgotten one), ``same`` (routed to its model anyway),
-        ``kept`` (moved back to its model), ``upgraded`` (moved up to a costlier one)."""
+        ``kept`` (moved back to its model), ``upgraded`` (moved up to a costlier one).
+        Without `remember` (a decision nothing is sent for: ``POST /v1/route``) the
+        conversation is read, not written, and nothing is told: a dry run must not
+        change where later turns go."""
         decision = plan.decision
         if decision.layer == PINNED or decision.blocked:
             return plan
@@ -218,8 +223,9 @@ class Affinity:
         if remembered is None and named.look_up and named.opening is not None:
             remembered = await self._get(named.opening)  # its second turn
         chosen = self._choose(decision.model, remembered)
-        await self._set(named.name, chosen)  # also slides the conversation's expiry
-        self._count(named.look_up, remembered, decision.model, chosen)
+        if remember:
+            await self._set(named.name, chosen)  # also slides the conversation's expiry
+            self._count(named.look_up, remembered, decision.model, chosen)
         if chosen == decision.model:
             return plan
         kept = replace(

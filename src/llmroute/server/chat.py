@@ -740,11 +740,15 @@ def _check_model(request: Request, gateway: Gateway, body: dict[str, Any]) -> No
     check_model(request.scope, asked, resolved)
 
 
-async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Plan:
+async def _plan(
+    request: Request, gateway: Gateway, body: dict[str, Any], *, dry_run: bool = False
+) -> Plan:
     """The request's plan: routed, refined by the LLM router when it applies (and its
-    model is one the client key may reach), kept inside the key's pool. The LLM router's
-    call is cancelled when the client hangs up during it, and a client gone by the time
-    the plan is made is not served (both `_GoneWhilePlanning`)."""
+    model is one the client key may reach), kept on its conversation's model (affinity,
+    which a `dry_run`, a decision nothing is sent for, reads and does not write), kept
+    inside the key's pool. The LLM router's call is cancelled when the client hangs up
+    during it, and a client gone by the time the plan is made is not served (both
+    `_GoneWhilePlanning`)."""
     started = time.monotonic()
     plan = await aplan_request(gateway.router, body, request.headers)
     llm_router = gateway.llm_router
@@ -767,7 +771,9 @@ async def _plan(request: Request, gateway: Gateway, body: dict[str, Any]) -> Pla
     if gateway.affinity is not None:
         key = api_key_of(request.scope)
         client = key.name if key is not None else None
-        plan = await gateway.affinity.apply(plan, body, request.headers, client)
+        plan = await gateway.affinity.apply(
+            plan, body, request.headers, client, remember=not dry_run
+        )
     planned = await keep_in_pool(request.scope, plan, gateway.router, body, request.headers)
     # gone while the request was decided (a long prompt's scan, a remote encoder): nothing
     # was sent, so nothing is charged. Asked only after a plan that took a while: the
@@ -1061,6 +1067,8 @@ def log_blocked(router: Router, decision: Decision, body: Mapping[str, Any]) -> 
 async def route_only(request: Request) -> Response:
     """The decision alone: no answer is asked for. (The LLM router, when the registry
     has one and the intent layer is unsure, is part of the decision and is called.)
+    Conversation affinity is read, not written: a dry run leaves later turns' routing
+    as it was.
     The decision is logged (``route_only``) so that feedback can name its id. The body
     is checked as ``/v1/chat/completions`` checks it (`require_messages`): a body the
     chat endpoint refuses gets no decision it could not be served by."""
@@ -1071,7 +1079,7 @@ async def route_only(request: Request) -> Response:
     tags = request_tags(request)
     _check_model(request, gateway, body)
     try:
-        plan = await _plan(request, gateway, body)
+        plan = await _plan(request, gateway, body, dry_run=True)
     except _GoneWhilePlanning as gone:
         plan, answer = gone.plan, Response(status_code=CLIENT_CLOSED)
     else:
