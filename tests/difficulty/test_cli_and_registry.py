@@ -594,6 +594,44 @@ def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(
     assert run(["bench", "--router", str(out), "--data", str(data), "--split", "all"]) == 0
 
 
+def test_a_training_file_with_no_test_rows_suggests_split_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Four passages of 100 questions each: a passage's questions stay on one side, so
+    the split has train and validation rows and no test rows. `bench` (the test split)
+    and `calibrate` (the test split of a cross-validated router) on that file were a
+    traceback (``ValueError: ... must be a non-empty 1-D array``); they now say so in
+    a line and suggest ``--split all``, which works."""
+    rng = random.Random(3)
+    topics = ["number theory", "a seaside trip", "chemical equilibrium", "the year 1815"]
+    rows = []
+    for i in range(400):
+        hard = i % 4 < 2
+        passage = f"Read this passage about {topics[i % 4]} and answer below. " * 5
+        weak = (rng.random() < 0.15) if hard else (rng.random() < 0.9)
+        strong = (rng.random() < 0.85) if hard else (rng.random() < 0.92)
+        prompt = f"{passage}\nquestion {i}: what is {rng.randint(1, 999)}?"
+        rows.append({"prompt": prompt, "weak_correct": weak, "strong_correct": strong})
+    data = tmp_path / "passages.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "router"
+    argv = ["train", "difficulty", "--data", str(data), "--router", "linear", "-o", str(out)]
+    assert run(argv) == 0
+    assert "; 0 test rows left out" in capsys.readouterr().out
+    bench = ["bench", "--router", str(out), "--data", str(data)]
+    calibrate = ["calibrate", "--router", str(out), "--data", str(data), "--strong-share", "0.3"]
+    for command in (bench, calibrate):
+        assert run(command) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert err == (
+            "error: the test split of passages.jsonl has no rows (the router's training "
+            "left none there): give --split all to use every row, those it was trained on "
+            "included, or other data"
+        ), command
+        assert run([*command, "--split", "all"]) == 0, command
+        capsys.readouterr()
+
+
 def test_the_defaults_chain_follows_the_model_the_difficulty_router_picked(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:

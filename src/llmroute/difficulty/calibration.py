@@ -179,5 +179,11 @@ def held_out(
         ) from None
     index = {"val": 1, "test": 2}[choice]
     names = {"val": "validation", "test": "test"}
+    if not len(parts[index]):  # a passage's questions share a side: few passages, few sides
+        raise ConfigError(
+            f"the {names[choice]} split of {path.name} has no rows (the router's training "
+            "left none there): give --split all to use every row, those it was trained on "
+            "included, or other data"
+        )
     seen = " (rows it was fitted on)" if choice == "val" and fitted_on_val else ""
     return parts[index], f"the {names[choice]} split of its training file{seen}"
