@@ -183,6 +183,25 @@ def test_tiny_training_run_separates_the_classes(trained: tuple[InjectionDetecto
     assert scores[0] > score_texts(detector, ["please help me with my task"], encoder)[0]
 
 
+def test_training_fits_with_blas_on_one_thread(tmp_path: Path) -> None:
+    """The L-BFGS fits make thousands of dot products of ~17k numbers, which OpenBLAS
+    split across its threads: on 2 busy cores the threads mostly waited for each other
+    (180 rows: 72 s of training against 5.5 s on one thread, the same detector). The
+    limit is lifted afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    data = read_safety_data(_write(tmp_path / "tiny.jsonl", _fixture_rows()))
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        train_detector(data, load_builtin("static"), progress=lambda _: seen.append(blas_threads()))
+        assert blas_threads() == {2}
+    assert seen and all(threads == {1} for threads in seen), seen
+
+
 def test_extra_rows_join_the_training_pool_whatever_their_side(
     tmp_path: Path, trained: tuple[InjectionDetector, object]
 ) -> None:
