@@ -251,6 +251,60 @@ def test_a_span_failed_by_a_bug_ends_failed_when_its_outcome_cannot_be_set(
     assert attrs(span)["error.type"] == "RuntimeError"
 
 
+SECRET_TEXT = (
+    "postgresql://router:hunter2@db.internal/log failed; Authorization: Bearer sk-live-123; "
+    "prompt: my card is 4111 1111 1111 1111"
+)
+
+
+def _said(span: ReadableSpan) -> str:
+    """Everything a span sends a tracing backend, as text: its status, attributes, events."""
+    events = [(e.name, dict(e.attributes or {})) for e in span.events]
+    return f"{span.status.description} {attrs(span)} {events}"
+
+
+def test_a_failed_spans_status_holds_no_exception_text(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A request span failed by a bug whose message holds a URL with its password, a
+    header and a prompt, and one failed by an upstream's error whose message does too:
+    the span's status says the exception's class (an upstream's: its provider, HTTP
+    status and error code), nothing of its text. The status description was
+    ``str(exc)``: the password, the key and the prompt went to the tracing backend."""
+    tracing.start_request(decision("bug")).fail(RuntimeError(SECRET_TEXT))
+    upstream = ProviderError("up", SECRET_TEXT, status=502, code="server_error")
+    tracing.start_request(decision("upstream")).fail(upstream)
+    odd = ProviderError("up", "x", code=f"{SECRET_TEXT} hunter2")  # a code that is text
+    tracing.start_request(decision("odd")).fail(odd)
+    spans = by_name(tuple(s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER))
+    assert {name: spans[name][0].status.description for name in spans} == {
+        "chat bug": "RuntimeError",
+        "chat upstream": "ProviderError: provider 'up', status 502, code server_error",
+        "chat odd": "ProviderError: provider 'up'",
+    }
+    for (span,) in spans.values():
+        assert span.status.status_code is StatusCode.ERROR
+        assert "hunter2" not in _said(span) and "sk-live" not in _said(span)
+        assert "4111" not in _said(span)
+
+
+def test_a_failed_calls_span_holds_no_upstream_message(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A call that failed (a 503 whose body says "Provider returned error"; its
+    fallback answered) and a stream that broke: their spans' status names the failure's
+    class, provider and status, not the upstream's message, which can echo the request."""
+    _run(registry, tracing, ("bad", "b"), stream=False)
+    _run(registry, tracing, ("broken",), stream=True)
+    spans = by_name(exporter.get_finished_spans())
+    failed = spans["chat bad?status=503"][0]
+    assert failed.status.description == "ProviderError: provider 'up', status 503"
+    (broke,) = spans["chat broken?mid=1"]
+    assert broke.status.status_code is StatusCode.ERROR
+    assert broke.status.description == "ProviderError: provider 'up'"
+    assert "Provider returned error" not in _said(failed)
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [(400, "content_policy_violation"), (429, "rate_limit_exceeded"), (499, "client_disconnected")],

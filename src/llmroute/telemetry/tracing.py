@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -158,7 +159,7 @@ class _SpanTrace(RequestTrace):
 
         try:
             self.span.set_attribute("error.type", _error_type(error))
-            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+            self.span.set_status(Status(StatusCode.ERROR, _described(error)))
             if record is not None:
                 self.span.set_attributes(_outcome_attributes(record))
         finally:
@@ -327,7 +328,7 @@ class Tracing:
             )
         if attempt.error is not None:
             if attempt.outcome != _CANCELLED:  # its client left: the call did not fail
-                span.set_status(Status(StatusCode.ERROR, str(attempt.error)))
+                span.set_status(Status(StatusCode.ERROR, _described(attempt.error)))
         elif attempt.stream:  # open until the stream ends (`on_stream_end`)
             span.set_attribute("llmroute.ttft_s", attempt.elapsed_s)
             self._keep_open(attempt, span)
@@ -356,7 +357,7 @@ class Tracing:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_attribute("error.type", _error_type(error))
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.set_status(Status(StatusCode.ERROR, _described(error)))
         span.end()
 
     def on_retry(self, model: str, delay_s: float) -> None:
@@ -624,6 +625,27 @@ def _attempt_attributes(attempt: Attempt) -> dict[str, Any]:
         if isinstance(error, ProviderError) and error.status is not None:
             attributes["http.response.status_code"] = error.status
     return attributes
+
+
+# an upstream's error code as a span may say it: a short identifier, nothing else
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _described(error: BaseException) -> str:
+    """What a span's status says of `error`: its class, and for an upstream's failure the
+    provider's name, the HTTP status and the error code (fields the gateway set, a code
+    only when it is a short identifier). Never the exception's text: a bug's can hold a
+    URL with its password, a header, a prompt; an upstream's message can echo the
+    request. Secrets and prompts never go to a tracing backend (the log has the text)."""
+    said = type(error).__name__
+    if not isinstance(error, ProviderError):
+        return said
+    parts = [f"provider {error.provider!r}"]
+    if error.status is not None:
+        parts.append(f"status {error.status}")
+    if isinstance(error.code, str) and _CODE.fullmatch(error.code):
+        parts.append(f"code {error.code}")
+    return f"{said}: {', '.join(parts)}"
 
 
 def _error_type(error: BaseException) -> str:
