@@ -60,6 +60,7 @@ models:
   chunk-after: {provider: fake, model: "whole?after=chunk", price: {input: 1, output: 2}}
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
   refused: {provider: fake, model: "refused?status=400", price: {input: 1, output: 2}}
+  cut-mid: {provider: fake, model: "cut?mid=1", price: {input: 1, output: 2}}
   down: {provider: fake, model: "down?status=503", price: {input: 1, output: 2}}
 routes:
   - name: falling
@@ -85,6 +86,10 @@ routes:
   - name: masked-undone
     examples: ["phone my plumber"]
     target: undone
+    policy: {safety: masking}
+  - name: masked-cut
+    examples: ["ring my landlord"]
+    target: cut-mid
     policy: {safety: masking}
 default: {target: good}
 safety:
@@ -1157,3 +1162,49 @@ def test_a_bug_tracing_a_client_cut_keeps_its_row(
     assert len(logged) == 1
     _counted_once(url, "span")
     assert not _samples(url, "llmroute_api_errors_total")  # no 500 of its own
+
+
+def _fails_at_break(monkeypatch: pytest.MonkeyPatch, cls: Any, name: str) -> None:
+    """`cls.name` (a stream step fed piece by piece) made to raise on the first piece
+    holding relay's broke-off error chunk: a bug thrown into relay there."""
+    real = getattr(cls, name)
+    raised = False
+
+    def bug(self: Any, piece: Any) -> Any:
+        nonlocal raised
+        if not raised and "broke off" in str(piece):
+            raised = True
+            raise RuntimeError("a secret bug at the break")
+        return real(self, piece)
+
+    monkeypatch.setattr(cls, name, bug)
+
+
+@pytest.mark.parametrize(
+    ("where", "path"), [("safety", "/v1/chat/completions"), ("front", "/v1/messages")]
+)
+def test_a_bug_at_relays_broke_off_chunk_is_recorded_as_the_bugs(
+    gateway: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    path: str,
+) -> None:
+    """An upstream stream that broke after its first word, then a bug as relay's
+    broke-off error chunk went on (the safety step, `StreamEdit.feed`; the Messages
+    front's translator, made to raise on it): the row is the 200 the client got with
+    ``internal_error``, as for every other bug thrown into relay, the client's stream
+    ends with its API's error event, and the bug is logged once. The row said
+    ``stream_interrupted``: the bug was recorded as the upstream's break."""
+    url, store_url = gateway
+    if where == "safety":
+        _fails_at_break(monkeypatch, StreamEdit, "feed")
+    else:
+        _fails_at_break(monkeypatch, messages_convert.StreamTranslator, "_chunk")
+    prompt = f"ring my landlord, then a break ({where}, {path})"
+    raw = _stream(url, path, "masked-cut" if where == "safety" else "cut-mid", prompt)
+    assert b"secret" not in raw and raw.endswith(_ENDINGS[path])
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "internal_error")
+    logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
+    assert len(logged) == 1  # once, with its traceback

@@ -1134,8 +1134,12 @@ async def relay(
         else:
             error = "stream_interrupted"
             log.warning("stream from %s broke off: %s", opened.model, exc)
-            yield _BROKE_OFF  # one piece: the fronts translate event by event
-            yield b"data: [DONE]\n\n"
+            try:
+                yield _BROKE_OFF  # one piece: the fronts translate event by event
+                yield b"data: [DONE]\n\n"
+            except Exception:  # a bug thrown in there, raised on for its step to end it
+                error = BUG
+                raise
     except Exception as exc:
         # a bug, recorded as the request's end, not as its client leaving: one thrown
         # in by `translated` (the safety step, a front's conversion) is raised on, for
