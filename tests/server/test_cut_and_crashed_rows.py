@@ -61,6 +61,8 @@ models:
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
   refused: {provider: fake, model: "refused?status=400", price: {input: 1, output: 2}}
   cut-mid: {provider: fake, model: "cut?mid=1", price: {input: 1, output: 2}}
+  two-cut: {provider: fake, model: "two?choices=2&cutchoice=1", price: {input: 1, output: 2}}
+  two-undone: {provider: fake, model: "two?choices=2&nodone=1", price: {input: 1, output: 2}}
   down: {provider: fake, model: "down?status=503", price: {input: 1, output: 2}}
 routes:
   - name: falling
@@ -1208,3 +1210,49 @@ def test_a_bug_at_relays_broke_off_chunk_is_recorded_as_the_bugs(
     assert (row.status, row.error) == (200, "internal_error")
     logged = [r for r in caplog.records if r.exc_info and "a secret bug" in str(r.exc_info[1])]
     assert len(logged) == 1  # once, with its traceback
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_stream_of_several_choices_cut_before_each_finished_is_interrupted(
+    gateway: tuple[str, str], path: str
+) -> None:
+    """A stream asked for two choices (``n``: 2) whose upstream ended its body cleanly
+    after choice 0's finish reason, choice 1 still streaming, with no ``[DONE]``: the
+    client's stream ends as one broken off ends (the error chunk, then ``[DONE]``) and
+    the row says ``stream_interrupted``, as a single choice cut before its finish reason
+    is. It got a ``[DONE]`` and a whole stream's row: choice 1 taken for whole."""
+    url, store_url = gateway
+    prompt = f"two answers, the second cut ({path})"
+    body: dict[str, Any] = {"model": "two-cut", "stream": True, "n": 2}
+    if path == "/v1/completions":
+        body["prompt"] = prompt
+    else:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        raw = answer.read()
+    assert b"the upstream stream broke off" in raw and raw.endswith(b"data: [DONE]\n\n")
+    assert raw.count(b"[DONE]") == 1
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, "stream_interrupted")
+
+
+def test_a_stream_of_several_choices_each_finished_with_no_done_is_whole(
+    gateway: tuple[str, str],
+) -> None:
+    """Two choices, each with its finish reason (choice 0's last), no ``[DONE]``: whole,
+    the gateway's ``[DONE]`` after the usage chunk asked for, a whole stream's row."""
+    url, store_url = gateway
+    prompt = "two answers, both whole"
+    raw = _stream(
+        url,
+        "/v1/chat/completions",
+        "two-undone",
+        prompt,
+        n=2,
+        stream_options={"include_usage": True},
+    )
+    _ends_whole(raw)
+    assert b'"index": 1' in raw and b'"usage"' in raw
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error) == (200, None)

@@ -63,6 +63,9 @@ blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
 ``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut
 (``after=hold``: its body ends a second after its ``[DONE]``; ``after=chunk``: a
 content chunk and a second ``[DONE]`` follow its ``[DONE]``, then its body's end);
+``choices=N`` a stream says its answer as N choices, word by word in turn, each then
+its finish reason (``cutchoice=1``: choice 0 finishes, choice 1 says one word more and
+the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streaming);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
@@ -363,14 +366,20 @@ def _logprobs(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | 
 
 
 def _chunk(
-    model: str, delta: dict[str, Any] | None, finish: str | None, usage: bool = False
+    model: str,
+    delta: dict[str, Any] | None,
+    finish: str | None,
+    usage: bool = False,
+    index: int = 0,
 ) -> bytes:
     data: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": model,
-        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "choices": []
+        if delta is None
+        else [{"index": index, "delta": delta, "finish_reason": finish}],
     }
     if usage:
         data["usage"] = _usage()
@@ -741,6 +750,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 return
             if self._cut_short(model, faults):
                 return
+            if "choices" in faults:
+                self._choices(model, text, faults, usage)
+                return
             sent = 0
             try:
                 for word in text.split(" "):
@@ -753,6 +765,25 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 with upstream.lock:
                     upstream.cut.append((model, sent))
                 self.close_connection = True
+
+        def _choices(self, model: str, text: str, faults: dict[str, str], usage: bool) -> None:
+            """``choices=N``: the answer as N choices (indexes 0 to N-1), word by word in
+            turn, then each its finish reason, as `_ending` ends a stream. ``cutchoice=1``:
+            choice 0 finishes, choice 1 says a word more, and the body ends cleanly with
+            no finish reason for it and no ``[DONE]`` (a proxy closing it midway)."""
+            n = int(faults["choices"])
+            for word in text.split(" "):
+                for i in range(n):
+                    self._write_chunk(_chunk(model, {"content": word + " "}, None, index=i))
+            if "cutchoice" in faults:
+                self._write_chunk(_chunk(model, {}, "stop", index=0))
+                self._write_chunk(_chunk(model, {"content": "more "}, None, index=1))
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
+            for i in range(n - 1):
+                self._write_chunk(_chunk(model, {}, "stop", index=n - 1 - i))
+            self._ending(model, faults, usage)  # choice 0's finish reason last
 
         def _ending(self, model: str, faults: dict[str, str], usage: bool) -> None:
             """A whole stream's end: its finish reason, usage chunk and ``[DONE]`` (none

@@ -19,6 +19,7 @@ from llmroute.providers.token_transport import TokenTransport
 from llmroute.providers.tool_ids import openai_tool_ids
 from llmroute.registry.schema import Provider, env_headers
 from llmroute.sse import DONE
+from llmroute.untrusted_json import loads
 from llmroute.verbatim_json import Verbatim
 
 __all__ = ["OpenAICompatProvider"]
@@ -154,7 +155,8 @@ class OpenAICompatProvider:
     async def _events(
         self, path: str, payload: dict[str, Any], timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        started = finished = ended = False
+        started = ended = False
+        finishes = _Finishes(payload.get("n"))
         async with self._http.events(path, payload, timeouts) as events:
             async for raw in events:
                 # an error or unreadable event raises: before the first, another model
@@ -163,12 +165,12 @@ class OpenAICompatProvider:
                 if event is None:
                     continue  # a keep-alive, an id alone: nothing of the answer
                 started = True
-                finished = finished or _finishes(event)
+                finishes.see(event)
                 ended = ended or event.startswith(b"data: [DONE]")
                 yield event
-        if started and not finished:
-            raise ProviderError(self.name, "the stream ended before its finish reason or [DONE]")
-        if started and not ended:  # a server that ends on its finish reason: ours says it
+        if started and not ended and not finishes.done:
+            raise ProviderError(self.name, f"the stream ended before {finishes.missing} or [DONE]")
+        if started and not ended:  # a server that ends on its finish reasons: ours says it
             yield DONE
 
     async def aclose(self) -> None:
@@ -247,6 +249,43 @@ def _lacks(choices: Any, part: str, kind: type) -> bool:
         if not isinstance(choice, dict) or not isinstance(choice.get(part), kind):
             return True
     return False
+
+
+class _Finishes:
+    """Which of a stream's `n` choices (the request's ``n``, else 1) said their finish
+    reason: a stream with no ``[DONE]`` is whole only once every one of them did (one
+    cut after choice 0 finished, choice 1 still streaming, is cut short)."""
+
+    __slots__ = ("_finished", "_n")
+
+    def __init__(self, n: Any) -> None:
+        self._n = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        self._finished: set[int] = set()
+
+    def see(self, event: bytes) -> None:
+        if self.done or not _finishes(event) or not event.startswith(b"data: {"):
+            return
+        try:  # parsed again, only for an event with a finish reason: one per choice
+            chunk = loads(event[6:])
+        except ValueError:
+            return
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                index = choice.get("index", 0)
+                if isinstance(index, int) and 0 <= index < self._n:
+                    self._finished.add(index)
+
+    @property
+    def done(self) -> bool:
+        return len(self._finished) >= self._n
+
+    @property
+    def missing(self) -> str:
+        """What the stream ended before, as its error says it."""
+        if self._n == 1:
+            return "its finish reason"
+        return f"the finish reason of each of its {self._n} choices"
 
 
 def _finishes(event: bytes) -> bool:
