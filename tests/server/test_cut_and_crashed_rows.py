@@ -818,6 +818,9 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
     wait_for("the request span", lambda: _server_spans(exporter), 10)
     (span,) = _server_spans(exporter)
     assert span.status.status_code is StatusCode.UNSET
+    (call,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert call.status.status_code is StatusCode.UNSET  # the call's span says the break
+    assert dict(call.attributes or {})["llmroute.stream.broke_after_done"] is True
     said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
 

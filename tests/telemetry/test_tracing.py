@@ -353,6 +353,7 @@ models:
   b: {provider: up, model: b-up}
   slow: {provider: up, model: 'slow?gap=0.05'}
   broken: {provider: up, model: 'broken?mid=1'}
+  cutafter: {provider: up, model: 'whole?after=reset'}
   mute: {provider: up, model: 'mute?ttft=0.4'}
   dead: {provider: up, model: 'dead?ttft=30', first_token_timeout_s: 0.3}
   late: {provider: up, model: 'late?delay=2'}
@@ -591,6 +592,27 @@ def test_a_stream_calls_span_lasts_until_the_stream_ends(
     assert attrs(broke)["llmroute.stream.outcome"] == "error"
     assert broke.status.status_code is StatusCode.ERROR
     assert tracing._streams == {}  # nothing left open
+
+
+def test_a_stream_broken_after_its_done_says_so_on_its_whole_calls_span(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """An upstream that cut its connection once its ``[DONE]`` was read: the stream is
+    whole, its call span no error (``ok``), and it says the break
+    (``llmroute.stream.broke_after_done``, an event of that name with the break's
+    ``error.type``); a stream that ended properly says nothing of one. The span showed
+    nothing of the break (a warning in the log alone)."""
+    _run(registry, tracing, ("cutafter",), stream=True)
+    _run(registry, tracing, ("slow",), stream=True)
+    spans = by_name(exporter.get_finished_spans())
+    (broke,) = spans["chat whole?after=reset"]
+    assert broke.status.status_code is StatusCode.UNSET
+    assert attrs(broke)["llmroute.stream.outcome"] == "ok"
+    assert attrs(broke)["llmroute.stream.broke_after_done"] is True
+    (event,) = [e for e in broke.events if e.name == "llmroute.stream.broke_after_done"]
+    assert dict(event.attributes or {}) == {"error.type": "ProviderError"}
+    (whole,) = spans["chat slow?gap=0.05"]
+    assert "llmroute.stream.broke_after_done" not in attrs(whole) and not whole.events
 
 
 def test_an_embedding_attempt_is_named_after_its_operation(

@@ -362,9 +362,11 @@ class DispatchObserver(Protocol):
     # call (`on_attempt` follows when it ends), for an observer that must act while the
     # call runs (tracing: the call carries its own span's context); ``on_stream_end(attempt,
     # outcome, error)``, told when the stream that `attempt` (told ``ok``: it opened)
-    # opened ends: ``ok`` whole, else `attempt_outcome` of what ended it (``error``
-    # broken, ``cancelled`` left by its client); ``on_state_error(feature)``, told when a
-    # Redis call of the shared ``limits`` or ``breakers`` failed (dispatch went on without).
+    # opened ends: ``ok`` whole (its error None, or the upstream's break once its
+    # ``[DONE]`` was read: a success all the same), else `attempt_outcome` of what ended
+    # it (``error`` broken, ``cancelled`` left by its client); ``on_state_error(feature)``,
+    # told when a Redis call of the shared ``limits`` or ``breakers`` failed (dispatch
+    # went on without).
 
 
 class Observers:
@@ -416,11 +418,20 @@ class Observers:
 
 
 def _tell_stream_end(
-    observer: DispatchObserver, attempt: Attempt, error: BaseException | None
+    observer: DispatchObserver,
+    attempt: Attempt,
+    error: BaseException | None,
+    after_end: BaseException | None = None,
 ) -> None:
-    """``on_stream_end(attempt, outcome, error)``, for observers that have it."""
+    """``on_stream_end(attempt, outcome, error)``, for observers that have it: a whole
+    stream's (``ok``) error is None, or its break once its ``[DONE]`` was read
+    (`after_end`)."""
     method = getattr(observer, "on_stream_end", None)
-    if method is not None:
+    if method is None:
+        return
+    if error is None:
+        _tell(method, attempt, "ok", after_end)
+    else:
         _tell(method, attempt, attempt_outcome(error), error)
 
 
@@ -430,15 +441,17 @@ def _ended(
     events: AsyncIterator[bytes],
     told: list[Attempt],
     error: BaseException | None,
+    after_end: BaseException | None = None,
 ) -> None:
-    """A stream has ended (`error` None: whole): its breaker hears how, and the observer
-    the end of the call that opened it. Not a stream handed over silent whose first
-    event never came (`unopened`): its call ended, and was told, when its read did."""
+    """A stream has ended (`error` None: whole; `after_end`, the upstream's break once its
+    ``[DONE]`` was read, if any): its breaker hears how, and the observer the end of the
+    call that opened it. Not a stream handed over silent whose first event never came
+    (`unopened`): its call ended, and was told, when its read did."""
     if unopened(events):
         return
     stream_ended(deployment, error)
     if observer is not None and told:
-        _tell_stream_end(observer, told[-1], error)
+        _tell_stream_end(observer, told[-1], error, after_end)
 
 
 def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
@@ -736,6 +749,7 @@ class Dispatcher:
                 relayed(slots)  # its end tells the breaker below, however it comes
                 said = whole = False
                 ended: BaseException | None = None
+                after_end: ProviderError | None = None  # a break once [DONE] was read
                 try:
                     async for event in events:
                         if not said and says_nothing(event):
@@ -749,6 +763,7 @@ class Dispatcher:
                     return
                 except ProviderError as exc:
                     ended = None if whole else exc  # after [DONE]: a whole answer, a success
+                    after_end = exc if whole else None
                     step = None
                     if not said:
                         step = self._goes_on(
@@ -765,7 +780,7 @@ class Dispatcher:
                     try:
                         await _close(events)  # charged, its slot given back, whatever came
                     finally:
-                        _ended(self.observer, deployment, stream[1], told, ended)
+                        _ended(self.observer, deployment, stream[1], told, ended, after_end)
                 spent.append(opened.usage)
                 opened.usage = None  # the next stream's, once it has ended
                 self._going_on(plan, failure, later, resume)

@@ -73,6 +73,8 @@ _INSTRUMENTATION = "llmroute"
 # the deployment it went to (so that `on_attempt` ends that span and no other).
 _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
 _CANCELLED = "cancelled"  # the outcome of a call its request's client left (no failure)
+# said on a whole stream's call span whose upstream broke once its [DONE] was read
+_BROKE_AFTER_DONE = "llmroute.stream.broke_after_done"
 _MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
 # The GenAI conventions' `gen_ai.operation.name` of a request by the API it came by (the
 # decision log's `api`); the rest (chat, messages, responses) are ``chat``. (``rerank`` is
@@ -347,13 +349,19 @@ class Tracing:
     def on_stream_end(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
         """End the span of the call that opened the stream, now that the stream has
         ended: a broken one (``error``, ``timeout``) or one the request's fault ended
-        (``rejected``) is a span error; one its client left (``cancelled``) is not."""
+        (``rejected``) is a span error; one its client left (``cancelled``) is not, nor
+        a whole one (``ok``) whose upstream broke once its ``[DONE]`` was read (`error`:
+        that break), which says so (``llmroute.stream.broke_after_done``, and an event
+        of that name with the break's ``error.type``)."""
         kept = self._streams.pop(id(attempt), None)
         if kept is None:
             return
         span = kept[1]
         span.set_attribute("llmroute.stream.outcome", outcome)
-        if error is not None and outcome != _CANCELLED:
+        if error is not None and outcome == "ok":
+            span.set_attribute(_BROKE_AFTER_DONE, True)
+            span.add_event(_BROKE_AFTER_DONE, {"error.type": _error_type(error)})
+        elif error is not None and outcome != _CANCELLED:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_attribute("error.type", _error_type(error))
