@@ -30,6 +30,7 @@ from llmroute.dispatch import dispatcher as dispatcher_module
 from llmroute.dispatch import usage as usage_module
 from llmroute.dispatch.usage import StreamUsage
 from llmroute.errors import TelemetryError
+from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.safety.answer_pii import AnswerMask
 from llmroute.safety.stream_edit import StreamEdit
 from llmroute.server import app as app_module
@@ -1259,3 +1260,43 @@ def test_a_stream_of_several_choices_each_finished_with_no_done_is_whole(
     assert b'"index": 1' in raw and b'"usage"' in raw
     row = _logged(store_url, prompt)
     assert (row.status, row.error) == (200, None)
+
+
+def _done_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenAI-compatible provider's streams made to end with no ``[DONE]``: a provider
+    breaking its protocol (each ends its stream with one)."""
+    real = OpenAICompatProvider.stream
+
+    def without_done(self: Any, model: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        async def events() -> Any:
+            async with contextlib.aclosing(real(self, model, body, **kwargs)) as inner:
+                async for event in inner:
+                    if not event.startswith(b"data: [DONE]"):
+                        yield event
+
+        return events()
+
+    monkeypatch.setattr(OpenAICompatProvider, "stream", without_done)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_stream_a_provider_ends_with_no_done_is_interrupted(
+    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A provider whose stream ended with no ``[DONE]`` (its finish reason sent): nothing
+    says the answer is whole, so the client's stream ends as a broken-off one ends (the
+    error chunk and ``[DONE]``; a front's: its API's error event) and the row says
+    ``stream_interrupted``. The client's chat stream ended with no ``[DONE]``, a front's
+    as a whole answer, and the row was a whole stream's (200, no error)."""
+    url, store_url = gateway
+    _done_dropped(monkeypatch)
+    prompt = f"a provider with no end ({path})"
+    raw = _stream(url, path, "good", prompt)
+    if path == "/v1/chat/completions":
+        assert raw.endswith(b'"code": "upstream_error"}}\n\ndata: [DONE]\n\n')
+        assert raw.count(b"[DONE]") == 1
+    else:
+        assert raw.endswith(b'"message": "the upstream stream broke off"}}\n\n')
+        assert b"message_stop" not in raw
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, "stream_interrupted", "good")

@@ -37,7 +37,7 @@ from llmroute.safety.restore import StreamRestorer, restore_completion
 from llmroute.server.auth import api_key_of, check_model, hold_key_tokens, key_of
 from llmroute.server.body import read_json_object, require_messages
 from llmroute.server.cached import cache_headers, hit_headers
-from llmroute.server.chunk_translation import BUG_CHUNK, translated
+from llmroute.server.chunk_translation import BROKE_OFF_CHUNK, BUG_CHUNK, translated
 from llmroute.server.ended_stream import END_S, STREAM_HEADERS, EndedStream, closers_of
 from llmroute.server.errors import INTERNAL_ERROR, GatewayError, gateway_error
 from llmroute.server.keepalive import keepalive_of, with_keepalive
@@ -1090,10 +1090,7 @@ async def route_only(request: Request) -> Response:
     return answer
 
 
-_BROKE_OFF = (
-    b'data: {"error": {"message": "the upstream stream broke off", '
-    b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
-)
+_BROKE_OFF = BROKE_OFF_CHUNK
 
 
 async def relay(
@@ -1102,7 +1099,9 @@ async def relay(
     """The stream's events; an upstream failure mid-stream ends it with an error event
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently; one
     after its ``[DONE]`` went out sends nothing more and is a whole stream's end, and
-    nothing the upstream sends after its ``[DONE]`` is relayed), and
+    nothing the upstream sends after its ``[DONE]`` is relayed; one that ends with no
+    ``[DONE]``, which every provider's stream ends with, the OpenAI-compatible one's
+    after every choice's finish reason, is not known whole and ends as a broken one), and
     so does a bug reading it (`BUG_CHUNK`: nothing of the bug, which is logged; after
     ``[DONE]`` went out, nothing more). `done` is told how it ended
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
@@ -1126,6 +1125,7 @@ async def relay(
             yield event
             sending = False
             ended = ended or event.startswith(b"data: [DONE]")
+        _ended_properly(opened, ended)
         error = None
     except ProviderError as exc:
         if ended:  # the client read its whole answer, recorded as such: nothing follows
@@ -1161,6 +1161,15 @@ async def relay(
                 await opened.aclose()
         finally:
             _told(opened, done, error, "".join(parts), first_ns)
+
+
+def _ended_properly(opened: Opened, ended: bool) -> None:
+    """Raise `ProviderError` for a stream that ended with no ``[DONE]`` (`ended` False): a
+    provider that broke its protocol (every one ends its stream so, the OpenAI-compatible
+    one after every choice's finish reason), whose answer is not known whole; `relay`
+    ends it as one that broke off."""
+    if not ended:
+        raise ProviderError(opened.deployment, "the stream ended before its [DONE]")
 
 
 async def _end_unread(opened: Opened, done: StreamDone | None) -> None:

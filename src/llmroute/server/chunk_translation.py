@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from llmroute.untrusted_json import loads
 
 __all__ = [
+    "BROKE_OFF_CHUNK",
     "BUG_CHUNK",
     "ChunkTranslator",
     "EventFilter",
@@ -194,7 +195,26 @@ class ChunkTranslator(ABC):
                 continue
             if isinstance(chunk, dict) and not self._done:
                 self._number_calls(chunk)
-                yield from self._chunk(clean_chunk(chunk))
+                cleaned = clean_chunk(chunk)
+                self._note_finishes(cleaned)
+                yield from self._chunk(cleaned)
+
+    _choices: dict[int, bool] | None = None  # each choice streamed: whether it finished
+
+    def _note_finishes(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            if self._choices is None:
+                self._choices = {}
+            index = choice["index"]
+            self._choices[index] = self._choices.get(index, False) or bool(choice["finish_reason"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether every choice the stream said something of said its finish reason: a
+        stream that stops there with no ``[DONE]`` is whole, as the OpenAI-compatible
+        provider reads one (`translated`)."""
+        choices = self._choices
+        return choices is not None and all(choices.values())
 
     _call_ids: dict[str, int] | None = None  # tool-call id -> the index it was given
 
@@ -270,17 +290,24 @@ async def translated(
     (`_thrown_down`), not as its client leaving. A bug of its own then ends the stream
     as a broken-off upstream's ends (`_ended_by_bug`: its API's error event, its end), the
     client's answer read whole; one thrown in is raised on, for that step to end it.
-    The translator is closed as ``[DONE]`` comes (and at the end of a stream without it),
-    while `events` is still open, so that a bug closing it is the stream's too; nothing
-    follows a ``[DONE]`` that went out."""
+    The translator is closed as ``[DONE]`` comes, while `events` is still open, so that a
+    bug closing it is the stream's too; nothing follows a ``[DONE]`` that went out. A
+    stream that stops with no ``[DONE]`` (every one the gateway relays ends with it:
+    `relay` adds it after a break, the providers after their finish reasons) is read as
+    the OpenAI-compatible provider reads one: whole (closed) once every choice it
+    streamed said its finish reason (a `ChunkTranslator`'s `finished`), else cut short,
+    ended as a broken-off upstream's ends (`BROKE_OFF_CHUNK`, its end), not closed as a
+    whole answer (a filter that cannot tell ends it so too)."""
     sending = False  # at a piece that went out: what is thrown in is the next step's bug
     ended = False  # a ``[DONE]`` went out: the client has read the stream's end
+    done = False  # a ``[DONE]`` came in: the stream's end, closed at it
     try:
         async for event in events:
             try:
                 raw = event.encode() if isinstance(event, str) else bytes(event)
                 going: Iterable[bytes] = translator.feed(raw)
                 if raw.startswith(_DONE):  # closing twice makes nothing more
+                    done = True
                     going = itertools.chain(going, translator.close())
                 if before_sending is not None:
                     going = await before_sending(list(going))
@@ -300,7 +327,7 @@ async def translated(
                 for out in ending:
                     yield out
                 return
-        made = list(translator.close())
+        made = _ending(translator, done)
         if before_sending is not None:
             made = await before_sending(made)
         for out in made:
@@ -321,6 +348,24 @@ BUG_CHUNK = (
     b'"param": null, "code": "internal_error"}}\n\n'
 )
 _BUG_ENDING = BUG_CHUNK + _DONE + b"\n\n"
+
+# what an upstream's stream broken off (or ended with no ``[DONE]``) ends with: `relay`'s
+# chunk saying so, then its end
+BROKE_OFF_CHUNK = (
+    b'data: {"error": {"message": "the upstream stream broke off", '
+    b'"type": "server_error", "param": null, "code": "upstream_error"}}\n\n'
+)
+_BROKE_OFF_ENDING = BROKE_OFF_CHUNK + _DONE + b"\n\n"
+
+
+def _ending(translator: EventFilter, done: bool) -> list[bytes]:
+    """The events that end a stream once it ran out: its translator's close, once its
+    ``[DONE]`` came (`done`) or every choice finished; else those of a broken-off
+    upstream's end, its answer not known whole."""
+    if done or getattr(translator, "finished", False) is True:
+        return list(translator.close())
+    log.warning("a stream ended before its [DONE]: ended as one broken off")
+    return list(translator.feed(_BROKE_OFF_ENDING))
 
 
 async def _ended_by_bug(
