@@ -1281,13 +1281,17 @@ def _done_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_a_stream_a_provider_ends_with_no_done_is_interrupted(
-    gateway: tuple[str, str], monkeypatch: pytest.MonkeyPatch, path: str
+    gateway: tuple[str, str],
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
 ) -> None:
     """A provider whose stream ended with no ``[DONE]`` (its finish reason sent): nothing
     says the answer is whole, so the client's stream ends as a broken-off one ends (the
     error chunk and ``[DONE]``; a front's: its API's error event) and the row says
-    ``stream_interrupted``. The client's chat stream ended with no ``[DONE]``, a front's
-    as a whole answer, and the row was a whole stream's (200, no error)."""
+    ``stream_interrupted``; for its deployment too the stream broke (its call's span an
+    error). The client's chat stream ended with no ``[DONE]``, a front's as a whole
+    answer, and the row was a whole stream's (200, no error)."""
     url, store_url = gateway
     _done_dropped(monkeypatch)
     prompt = f"a provider with no end ({path})"
@@ -1300,3 +1304,7 @@ def test_a_stream_a_provider_ends_with_no_done_is_interrupted(
         assert b"message_stop" not in raw
     row = _logged(store_url, prompt)
     assert (row.status, row.error, row.served_model) == (200, "stream_interrupted", "good")
+    wait_for("the request span", lambda: _server_spans(exporter), 10)
+    (call,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert call.status.status_code is StatusCode.ERROR  # for its deployment too: broken
+    assert dict(call.attributes or {})["llmroute.stream.outcome"] == "error"

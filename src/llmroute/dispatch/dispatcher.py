@@ -454,6 +454,14 @@ def _ended(
         _tell_stream_end(observer, told[-1], error, after_end)
 
 
+def _check_end(deployment: Deployment, whole: bool) -> None:
+    """Raise `ProviderError` for a stream that ended with no ``[DONE]`` (`whole` False): a
+    provider that broke its protocol (each ends its stream so, the OpenAI-compatible one
+    after every choice's finish reason), its answer not known whole: a broken stream."""
+    if not whole:
+        raise ProviderError(deployment.provider_name, "the stream ended before its [DONE]")
+
+
 def _tell_limited(observer: DispatchObserver, model: str, limit: str) -> None:
     """``on_limited(model, limit)``, for observers that have it (it came after the
     protocol's first three methods): `model` was skipped at its ``rpm`` limit or over
@@ -760,6 +768,7 @@ class Dispatcher:
                         began = True
                         whole = whole or event.startswith(b"data: [DONE]")
                         yield event
+                    _check_end(deployment, whole)
                     return
                 except ProviderError as exc:
                     ended = None if whole else exc  # after [DONE]: a whole answer, a success
