@@ -204,20 +204,43 @@ def test_a_merged_profile_reuses_the_scan(tmp_path: Path) -> None:
     assert "by the static detector" in detail["summary"]
 
 
-def test_extra_windows_in_a_script_the_static_encoder_does_not_read_are_not_scored(
+def _own_static(tmp_path: Path, encoder: str = "builtin:static") -> Router:
+    """A registry on `encoder` with an artifact of its own (a copy of the shipped static
+    one): the extra windows go to the built-in static detector."""
+    folder = tmp_path / "detector"
+    shutil.copytree(builtin_detector_dir(load_builtin("static").identity), folder)
+    text = _registry(artifact=folder).replace("encoder: builtin:static", f"encoder: {encoder}")
+    return Router(parse_registry(text, source="reg.yaml"))
+
+
+CHINESE = "会议记录：委员会讨论了花园的浇水安排和新工具的采购。" * 120  # ~3,000 characters
+
+
+def test_extra_windows_the_registry_encoder_reads_but_the_static_one_does_not_are_unscanned(
     tmp_path: Path,
 ) -> None:
     """The registry's encoder reads any script (`scripts: any`), the static one Latin
-    only: its windows mostly in Chinese are not scored but counted unread, as the
-    registry's own would be by its encoder's check."""
-    folder = tmp_path / "detector"
-    shutil.copytree(builtin_detector_dir(load_builtin("static").identity), folder)
-    text = _registry(artifact=folder).replace(
-        "encoder: builtin:static", "encoder: {kind: builtin, name: static, scripts: any}"
-    )
-    router = Router(parse_registry(text, source="reg.yaml"))
-    chinese = "会议记录：委员会讨论了花园的浇水安排和新工具的采购。" * 120  # ~3,000 characters
-    decision = router.decide(_user(_prose(13_000) + "\n\n" + chinese))
+    only: its windows mostly in Chinese are scored by no classifier that reads them, so
+    they stay *unscanned* (the standard profile blocks), as with ``extra_windows: 0``; not
+    `unread_scripts`, which the profile allows because the registry's encoder reads
+    every script."""
+    router = _own_static(tmp_path, "{kind: builtin, name: static, scripts: any}")
+    decision = router.decide(_user(_prose(13_000) + "\n\n" + CHINESE))
+    safety = decision.safety
+    assert safety is not None and safety.extra_windows > 0
+    assert safety.unscanned and safety.unread_windows == 0
+    assert safety.fired == ("unscanned",) and decision.blocked
+    # the English extra windows before the Chinese ones are scored all the same
+    assert safety.extra_score is not None
+    detail = next(s.detail for s in decision.signals if s.layer == "safety")
+    assert " in 16 windows; " in detail["summary"], detail["summary"]
+
+
+def test_extra_windows_neither_encoder_reads_are_unread(tmp_path: Path) -> None:
+    """The registry's encoder and the static one read Latin only: an extra window mostly
+    in Chinese is unread by both, `unread_scripts` as the registry's own windows are."""
+    router = _own_static(tmp_path)
+    decision = router.decide(_user(_prose(13_000) + "\n\n" + CHINESE))
     safety = decision.safety
     assert safety is not None and safety.extra_windows > 0 and not safety.unscanned
     assert 0 < safety.unread_windows <= safety.extra_windows

@@ -107,7 +107,8 @@ class _Scan:
     their script, the scripts of the first of them and how many of those had their
     letters the encoder reads scored alone; and of the windows cut, how many were past
     ``max_windows`` for the extra detector (`ExtraWindows`), how many of those it scored
-    and their worst score."""
+    and their worst score, and how many of them it left *unscanned* (in scripts the
+    registry's encoder reads and its own does not: `SafetyLayer._static_reads`)."""
 
     score: float | None = None
     rule: str | None = None
@@ -119,6 +120,7 @@ class _Scan:
     extra: int = 0
     extra_scored: int = 0
     extra_score: float | None = None
+    beyond: int = 0
 
 
 _NOTHING = _Scan()
@@ -445,19 +447,22 @@ class SafetyLayer:
             chunks = [ctx.request.text]  # the very text the intent layer checked: no recount
         # the windows past max_windows go to the extra detector, when it is another one
         more: list[str] = []
+        beyond = 0  # extra windows the registry's encoder reads and the static one does not
         if extra is not None and extra.detector is not None:
             chunks, more = chunks[: settings.max_windows], chunks[settings.max_windows :]
+            more, beyond = self._static_reads(more, extra.scripts)
         read, parts, unread = self._readable(chunks, self._scripts)
         more_read, more_parts, more_unread = self._readable(
             more, None if extra is None else extra.scripts
         )
         scan = _Scan(
-            windows=len(chunks) + len(more),
-            unscanned=unscanned,
+            windows=len(chunks) + len(more) + beyond,
+            unscanned=unscanned or beyond > 0,
             unread=len(chunks) - len(read) + len(more) - len(more_read),
             scripts=unread if unread is not None else more_unread,
             partly=len(parts) + len(more_parts),
-            extra=len(more),
+            extra=len(more) + beyond,
+            beyond=beyond,
             extra_scored=len(more_read) + len(more_parts),
         )
         if more_read or more_parts:
@@ -476,6 +481,25 @@ class SafetyLayer:
         vectors = ctx.embedding[np.newaxis, :] if shared and not parts else ctx.encode(read)
         scores = detector.score(read, vectors)
         return replace(scan, score=float(np.max(scores)))
+
+    def _static_reads(self, chunks: list[str], check: ScriptCheck | None) -> tuple[list[str], int]:
+        """The extra windows for the static detector (`check`: its encoder's scripts), and
+        how many were left out: those mostly in scripts it does not read but the
+        registry's encoder reads. No classifier that reads them scores them, so they are
+        *unscanned*, as they were with ``extra_windows: 0``, not `unread_scripts` (which a
+        profile may allow because its encoder reads every script). A window neither
+        encoder reads is kept: unread, as the registry's own windows are."""
+        if check is None:
+            return chunks, 0
+        own = self._scripts
+        kept: list[str] = []
+        for chunk in chunks:
+            if check.unread(chunk, enough=READ_ENOUGH) is not None and (
+                own is None or own.unread(chunk, enough=READ_ENOUGH) is None
+            ):
+                continue
+            kept.append(chunk)
+        return kept, len(chunks) - len(kept)
 
     @staticmethod
     def _readable(
@@ -703,7 +727,7 @@ def _summary(
     score, threshold = own
     if score is not None and threshold is not None:
         cmp = "≥" if score >= threshold else "<"
-        scored = n_windows + scan.partly - scan.extra_scored
+        scored = n_windows + scan.partly - scan.extra_scored - scan.beyond
         where = f" in {scored} windows" if scored > 1 else ""
         seen.append(f"injection {score:.3f} {cmp} {threshold:.3f}{where}")
     extra_score, extra_threshold = extra
