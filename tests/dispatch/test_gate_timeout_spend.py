@@ -17,8 +17,10 @@ import llmroute.dispatch.cascade as cascade_module
 from llmroute.decision import Decision
 from llmroute.dispatch import Dispatcher, Plan, Served
 from llmroute.dispatch.budgets import model_account
+from llmroute.dispatch.cascade import run_gates
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.dispatch.usage import Usage
+from llmroute.gates.base import GateVerdict, TierAnswer
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Registry
@@ -139,3 +141,46 @@ def test_a_request_cut_after_the_gate_timed_out_pays_the_judge_once(
     assert total is not None
     paid = [*spend.answered, spend.cut[0][1]]
     assert total.prompt_tokens == sum(u.prompt_tokens for u in paid)
+
+
+class _RaisesAfterItsCall:
+    """A gate whose model call is answered (and paid: the model's budget, the request's
+    spend), then raises, as a gate's bug on an odd answer does (the verifier's P(yes) of
+    a first token whose logprob is 1000: an OverflowError)."""
+
+    name = "raises"
+
+    def __init__(self, dispatcher: Dispatcher, reg: Registry) -> None:
+        self.dispatcher, self.reg = dispatcher, reg
+
+    async def check(self, request: dict[str, object], answer: TierAnswer) -> GateVerdict:
+        decision = Decision("d", "r", "small", "test", 1.0, None, "test", "v", (), 0.0, 0.0)
+        await self.dispatcher.complete_chain(Plan(decision, ("small",)), dict(BODY))
+        raise ValueError("the judge's answer could not be read")
+
+
+def test_a_gate_that_raises_after_its_model_call_keeps_what_the_call_cost(
+    upstream: FakeUpstream,
+) -> None:
+    """Its rejection's verdict holds the cost of the call it made (as a timed-out gate's
+    does), so the tier's step, and the request's usage summed from the steps, count it:
+    it held none, and the request's usage (its row, its key's budget) left out a call
+    its model's budget and the request's spend had counted."""
+    reg, _ = _registry(upstream)
+    spend = Spend()
+    answer = TierAnswer({"choices": []}, "Paris", "stop", "small")
+
+    async def main() -> GateVerdict:
+        dispatcher = Dispatcher(reg, build_providers(reg))
+        try:
+            with tracked(spend):
+                gate = _RaisesAfterItsCall(dispatcher, reg)
+                (verdict,) = await run_gates([gate], dict(BODY), answer, dispatcher)
+                return verdict
+        finally:
+            await dispatcher.aclose()
+
+    verdict = asyncio.run(main())
+    assert (verdict.accept, verdict.reason) == (False, "error (ValueError)")
+    assert spend.paid_to == ["small"]  # the call was answered and counted
+    assert verdict.usage == spend.answered[0]

@@ -161,7 +161,8 @@ async def _checked(
     """The gate's verdict; a rejection when it raises or takes over `GATE_TIMEOUT_S`. The
     log names the error's type only (an exception's message may quote the answer). A
     timed-out gate's verdict holds what its model calls cost by then, the prompt of the
-    one it cut included: charged as it gave up (`Dispatcher.within`)."""
+    one it cut included: charged as it gave up (`Dispatcher.within`); a gate that raised,
+    what its calls answered by then cost (charged as they answered)."""
     name = getattr(gate, "name", type(gate).__name__)
     spent: list[Usage] = []
     try:
@@ -176,7 +177,7 @@ async def _checked(
     except Exception as exc:
         log.warning("gate %s on %s failed: %s", name, answer.model, type(exc).__name__)
         log.debug("gate %s failed", name, exc_info=True)
-        return GateVerdict(False, None, f"error ({type(exc).__name__})", name)
+        return GateVerdict(False, None, f"error ({type(exc).__name__})", name, total_usage(spent))
 
 
 # -- the run ----------------------------------------------------------------------------

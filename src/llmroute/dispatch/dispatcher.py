@@ -1400,7 +1400,9 @@ class Dispatcher:
         in the request's `spend` (its row's usage, its key's budget), no longer
         unanswered, so that the request pays it once, whether it goes on or is cut
         later. What the block's calls cost by then, those answered and those cut, is
-        added to `spent` (a gate's verdict says what it spent). Calls cut by a cancel
+        added to `spent` when the block ends by its limit or by an error of its own (a
+        gate's verdict says what it spent; a gate that raised after its model answered
+        had paid for that answer). Calls cut by a cancel
         of the request itself are left to `charge_abandoned`. Outside `tracked`, the
         block counts its calls in a spend of its own, to see which were cut. A call of
         the request in flight beside the block when the limit runs out would be taken
@@ -1414,11 +1416,11 @@ class Dispatcher:
             try:
                 async with limit:
                     yield
-            except TimeoutError:
-                if limit.expired():
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and limit.expired():
                     await self._charge_cut(spend, before)
-                    if spent is not None:
-                        spent.extend(spend.answered[paid:])
+                if spent is not None:  # its limit or its own error: what it paid for
+                    spent.extend(spend.answered[paid:])
                 raise
 
     async def _charge_cut(self, spend: Spend, before: set[int]) -> None:
