@@ -441,6 +441,25 @@ def test_a_stream_broken_mid_way_escalates(upstream: FakeUpstream) -> None:
     assert cascade_header(opened.cascade) == "small:error,large:accept"
 
 
+def test_a_buffered_stream_broken_after_its_done_is_a_whole_answer(
+    upstream: FakeUpstream,
+) -> None:
+    """A tier whose upstream broke once its ``[DONE]`` was read sent its whole answer (a
+    success for its breaker, a whole stream at the gateway): it is gated and served as
+    any other, not taken for a failed tier and escalated (the next tier paid for)."""
+    reg = registry(upstream, small="small?reply=fine%20answer&after=reset", large="large")
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        return opened, (await drain(opened))[0]
+
+    opened, text = run(reg, job)
+    assert opened.model == "small" and text.strip() == "fine answer"
+    assert cascade_header(opened.cascade) == "small:accept"
+    assert opened.attempts == ()
+    assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
+
+
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
     reg = registry(
         upstream,

@@ -443,15 +443,23 @@ async def open_cascade(dispatcher: Dispatcher, plan: Plan, body: dict[str, Any])
 
 async def _collect(events: AsyncIterator[bytes], limit: int) -> list[bytes]:
     """Every event of a stream, or `_Overflow` past `limit` bytes; the stream is closed
-    either way."""
+    either way. An upstream that breaks once its ``[DONE]`` was read sent its whole
+    answer (a success for its breaker, a whole stream at the gateway's `relay`): its
+    events, the break a warning, not a failed tier."""
     collected: list[bytes] = []
     size = 0
+    ended = False  # its ``[DONE]`` was read
     try:
         async for event in events:
             size += len(event)
             if size > limit:
                 raise _Overflow
             collected.append(event)
+            ended = ended or event.startswith(b"data: [DONE]")
+    except ProviderError as exc:
+        if not ended:
+            raise
+        log.warning("buffered stream broke off after its end: %s", exc)
     finally:
         await _aclose(events)
     return collected
