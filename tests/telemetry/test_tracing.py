@@ -288,6 +288,28 @@ def test_a_failed_spans_status_holds_no_exception_text(
         assert "4111" not in _said(span)
 
 
+@pytest.mark.parametrize("status", [400, 200, 501])
+def test_a_requests_span_holds_no_error_code_that_is_text(
+    tracing: Tracing, exporter: InMemorySpanExporter, status: int
+) -> None:
+    """A request's row holds the upstream's error code as it sent it (an upstream's 400
+    passed on with its code; a stream's end): a code that is text, not a short
+    identifier, is said ``error`` on its span (``llmroute.error``, or ``error.type`` and
+    the status of a failed one), as `fail` says it. The row's code went there whole: an
+    upstream's words, which can echo the request, sent to the tracing backend."""
+    d = decision()
+    text = f"{SECRET_TEXT} hunter2"
+    record = DecisionRecord(d, ts=0.0, status=status, latency_ms=1.0, error=text)
+    tracing.start_request(d).finish(record)
+    (span,) = by_name(exporter.get_finished_spans())["chat a"]
+    said = _said(span)
+    assert "hunter2" not in said and "sk-live" not in said and "4111" not in said
+    if status == 400:
+        assert attrs(span)["llmroute.error"] == "error"
+    else:
+        assert attrs(span)["error.type"] == "error" and span.status.description == "error"
+
+
 def test_a_failed_calls_span_holds_no_upstream_message(
     registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
 ) -> None:

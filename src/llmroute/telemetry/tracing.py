@@ -141,13 +141,14 @@ class _SpanTrace(RequestTrace):
         try:
             if record is not None:
                 span.set_attributes(_outcome_attributes(record))
+                error = _code_said(record.error)
                 if _failed(record):
                     from opentelemetry.trace import Status, StatusCode
 
-                    span.set_attribute("error.type", record.error or str(record.status))
-                    span.set_status(Status(StatusCode.ERROR, record.error))
-                elif record.error is not None:
-                    span.set_attribute("llmroute.error", record.error)
+                    span.set_attribute("error.type", error or str(record.status))
+                    span.set_status(Status(StatusCode.ERROR, error))
+                elif error is not None:
+                    span.set_attribute("llmroute.error", error)
         finally:
             span.end()
 
@@ -654,6 +655,15 @@ def _described(error: BaseException) -> str:
     if isinstance(error.code, str) and _CODE.fullmatch(error.code):
         parts.append(f"code {error.code}")
     return f"{said}: {', '.join(parts)}"
+
+
+def _code_said(code: str | None) -> str | None:
+    """A request row's error code as its span says it: ``error`` for one that is not a
+    short identifier (an upstream's code is passed on as it sent it, and can be text
+    that echoes the request), as `_described` says an upstream's."""
+    if code is None or _CODE.fullmatch(code):
+        return code
+    return "error"
 
 
 def _error_type(error: BaseException) -> str:
