@@ -376,6 +376,7 @@ models:
   slow: {provider: up, model: 'slow?gap=0.05'}
   broken: {provider: up, model: 'broken?mid=1'}
   cutafter: {provider: up, model: 'whole?after=reset'}
+  holdafter: {provider: up, model: 'whole?after=hold'}
   mute: {provider: up, model: 'mute?ttft=0.4'}
   dead: {provider: up, model: 'dead?ttft=30', first_token_timeout_s: 0.3}
   late: {provider: up, model: 'late?delay=2'}
@@ -635,6 +636,32 @@ def test_a_stream_broken_after_its_done_says_so_on_its_whole_calls_span(
     assert dict(event.attributes or {}) == {"error.type": "ProviderError"}
     (whole,) = spans["chat slow?gap=0.05"]
     assert "llmroute.stream.broke_after_done" not in attrs(whole) and not whole.events
+
+
+def test_a_stream_its_reader_left_once_its_done_was_read_is_whole_on_its_calls_span(
+    registry: Registry, tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A reader that left once it read the stream's ``[DONE]`` (a client that closed as
+    its answer ended, the upstream's body still open) had its whole answer, as its row
+    says: the call's span says ``ok``, as a success for the deployment's breaker. It
+    said ``cancelled``, the breaker told nothing, as for a client that left midway."""
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+    async def main() -> None:
+        dispatcher = Dispatcher(registry, build_providers(registry), observer=tracing.observer)
+        try:
+            opened = await dispatcher.open_stream(Plan(decision("holdafter"), ("holdafter",)), body)
+            async for event in opened.events:
+                if event.startswith(b"data: [DONE]"):
+                    break  # the reader leaves, the upstream's body still open
+            await opened.aclose()
+        finally:
+            await dispatcher.aclose()
+
+    asyncio.run(main())
+    (span,) = by_name(exporter.get_finished_spans())["chat whole?after=hold"]
+    assert attrs(span)["llmroute.stream.outcome"] == "ok"
+    assert span.status.status_code is StatusCode.UNSET
 
 
 def test_an_embedding_attempt_is_named_after_its_operation(

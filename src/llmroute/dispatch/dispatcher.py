@@ -363,8 +363,9 @@ class DispatchObserver(Protocol):
     # call runs (tracing: the call carries its own span's context); ``on_stream_end(attempt,
     # outcome, error)``, told when the stream that `attempt` (told ``ok``: it opened)
     # opened ends: ``ok`` whole (its error None, or the upstream's break once its
-    # ``[DONE]`` was read: a success all the same), else `attempt_outcome` of what ended
-    # it (``error`` broken, ``cancelled`` left by its client); ``on_state_error(feature)``,
+    # ``[DONE]`` was read: a success all the same; so is one its reader left then), else
+    # `attempt_outcome` of what ended it (``error`` broken, ``cancelled`` left by its
+    # client); ``on_state_error(feature)``,
     # told when a Redis call of the shared ``limits`` or ``breakers`` failed (dispatch
     # went on without).
 
@@ -783,7 +784,8 @@ class Dispatcher:
                     later, resume = step
                     failure = (name, exc)
                 except BaseException as exc:
-                    ended = exc
+                    # its reader left (or a bug) once its [DONE] was read: a whole answer
+                    ended = None if whole else exc
                     raise
                 finally:
                     try:
