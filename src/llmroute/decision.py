@@ -116,7 +116,10 @@ class SafetyOutcome:
     not score whole (only their read letters, when there are enough), `extra_windows`
     those past ``max_windows`` that went to the built-in static detector (when the
     registry's is another), and `extra_score` its worst score of them; `injection_score`
-    is the registry's detector's, of the others.
+    is the registry's detector's, of the others. `unscanned_for` says why text went
+    unscanned: ``length`` (past all the windows), ``script`` (windows past ``max_windows``
+    in a script the registry's encoder reads and the static detector's does not); it is
+    in the signal's detail, not in `to_dict`.
     """
 
     profile: str
@@ -127,6 +130,7 @@ class SafetyOutcome:
     windows: int = 0
     unread_windows: int = 0
     unscanned: bool = False
+    unscanned_for: tuple[str, ...] = ()
     extra_windows: int = 0
     extra_score: float | None = None
     model: str | None = None

@@ -198,12 +198,19 @@ class PolicyViolation(RoutingError):
     """The safety layer blocked the request. The message names the profile and the
     detectors that fired, never the text that made them fire."""
 
-    def __init__(self, profile: str, fired: tuple[str, ...], decision_id: str) -> None:
+    def __init__(
+        self,
+        profile: str,
+        fired: tuple[str, ...],
+        decision_id: str,
+        *,
+        unscanned_for: tuple[str, ...] = (),
+    ) -> None:
         self.profile = profile
         self.fired = fired
         self.decision_id = decision_id
         what = ", ".join(fired) or "policy"
-        why = "".join(_WHY[name] for name in fired if name in _WHY)
+        why = "".join(_why(name, unscanned_for) for name in fired)
         super().__init__(
             f"the request was blocked by the safety policy (profile {profile!r}: {what}){why}; "
             f"decision {decision_id}"
@@ -222,6 +229,30 @@ _WHY = {
         "operator can use an encoder that reads it"
     ),
 }
+# `unscanned` for windows past max_windows in a script the registry's encoder reads and
+# the static detector of those windows does not (`SafetyOutcome.unscanned_for`): more
+# extra windows would not read them, more of the encoder's would
+_UNSCANNED_SCRIPT = (
+    "; part of the request past the injection scan's first windows is in a script only "
+    "the registry's encoder reads, not the static detector of the windows after them: "
+    "shorten it, or the operator can raise safety.injection.max_windows or set the "
+    "profile's unscanned: allow"
+)
+_UNSCANNED_BOTH = (
+    "; the request is longer than the injection scan reads, and part of it past the "
+    "scan's first windows is in a script only the registry's encoder reads: shorten it, "
+    "or the operator can raise safety.injection.max_windows or set the profile's "
+    "unscanned: allow"
+)
+
+
+def _why(name: str, unscanned_for: tuple[str, ...]) -> str:
+    """What a client (and its operator) can change about finding `name`; for
+    ``unscanned``, by what left text unscanned (``length``, ``script``; length when not
+    said)."""
+    if name == "unscanned" and "script" in unscanned_for:
+        return _UNSCANNED_BOTH if "length" in unscanned_for else _UNSCANNED_SCRIPT
+    return _WHY.get(name, "")
 
 
 GATEWAY = "llmroute"

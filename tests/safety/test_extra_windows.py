@@ -16,8 +16,9 @@ import pytest
 from safety_registry import BLOCKING_REGISTRY
 
 from llmroute.decide import Router
+from llmroute.dispatch import Plan
 from llmroute.encoders.builtin import load_builtin
-from llmroute.errors import ConfigError
+from llmroute.errors import ConfigError, PolicyViolation
 from llmroute.layers.safety import SafetyLayer
 from llmroute.registry import parse_registry
 from llmroute.request import RouteRequest
@@ -274,3 +275,91 @@ def test_the_example_registry_reads_a_long_document() -> None:
     buried = router.decide(_user(_buried(HIDDEN, 15_000, 20_000)))
     assert buried.safety is not None and buried.blocked
     assert buried.safety.fired == ("injection",) and buried.safety.extra_score is not None
+
+
+def test_extra_threshold_sets_the_static_detectors_threshold(tmp_path: Path) -> None:
+    """With an artifact of its own, `threshold` is the registry's detector's; the extra
+    windows' is `extra_threshold` (the shipped artifact's when unset): the buried
+    instruction the static detector flags at its own threshold passes at 0.99, and a
+    benign document is flagged at 0.0. `threshold` does not change it."""
+    folder = tmp_path / "detector"
+    shutil.copytree(builtin_detector_dir(load_builtin("static").identity), folder)
+
+    def router(items: str) -> Router:
+        return Router(parse_registry(_registry(items, artifact=folder), source="reg.yaml"))
+
+    buried = _user(_buried(HIDDEN, 40_000, 44_000))
+    lax = router("extra_threshold: 0.99").decide(buried)
+    assert lax.safety is not None and not lax.blocked and lax.safety.fired == ()
+    detail = next(s.detail for s in lax.signals if s.layer == "safety")
+    assert detail["extra_threshold"] == 0.99
+    assert "< 0.990 in " in detail["summary"]
+    strict = router("extra_threshold: 0.0").decide(_user(_prose(44_000)))
+    assert strict.safety is not None and strict.blocked and strict.safety.fired == ("injection",)
+    # the registry's own threshold leaves the extra windows' alone
+    own = router("threshold: 0.99").decide(buried)
+    assert own.safety is not None and own.blocked and own.safety.fired == ("injection",)
+    assert next(s.detail for s in own.signals if s.layer == "safety")["threshold"] == 0.99
+
+
+def test_extra_threshold_is_refused_when_the_registry_detector_is_the_static_one() -> None:
+    """There its extra windows are its own, at `threshold`: a second knob would be
+    ignored, so the load says so and names its line."""
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(_registry("extra_threshold: 0.5"), source="reg.yaml")
+    message = str(caught.value)
+    assert "reg.yaml:13: safety.injection.extra_threshold: " in message
+    assert "set threshold instead" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.5", "reg.yaml:13: safety.injection.extra_threshold: must be between 0 and 1"),
+        ("high", "reg.yaml:13: safety.injection.extra_threshold: must be a number, not"),
+    ],
+)
+def test_a_bad_extra_threshold_names_its_line(tmp_path: Path, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_registry(_registry(f"extra_threshold: {value}", artifact=tmp_path), source="reg.yaml")
+    assert expected in str(caught.value)
+
+
+def test_the_block_says_what_helps_when_extra_windows_are_unscanned_for_their_script(
+    tmp_path: Path,
+) -> None:
+    """Windows the registry's encoder reads and the static one does not are unscanned
+    whatever `extra_windows` is: the error names what does help (max_windows, or the
+    profile's unscanned: allow), not extra_windows; the signal and --explain say why."""
+    router = _own_static(tmp_path, "{kind: builtin, name: static, scripts: any}")
+    decision = router.decide(_user(_prose(13_000) + "\n\n" + CHINESE))
+    assert decision.blocked and decision.safety is not None
+    assert decision.safety.unscanned_for == ("script",)
+    detail = next(s.detail for s in decision.signals if s.layer == "safety")
+    assert detail["unscanned"] == ["script"]
+    assert "past max_windows in a script the encoder reads" in detail["summary"]
+    with pytest.raises(PolicyViolation) as caught:
+        Plan(decision, (decision.model,)).outgoing(_user("x"))
+    message = str(caught.value)
+    assert "safety.injection.max_windows" in message and "unscanned: allow" in message
+    assert "extra_windows" not in message and "longer than the injection scan" not in message
+    assert "会议" not in message
+
+
+def test_the_block_of_text_past_both_budgets_names_extra_windows() -> None:
+    text = _registry("window_chars: 200, stride_chars: 150, max_windows: 3, extra_windows: 4")
+    router = Router(parse_registry(text, source="reg.yaml"))
+    decision = router.decide(_user(_prose(3_000)))
+    assert decision.blocked and decision.safety is not None
+    assert decision.safety.unscanned_for == ("length",)
+    with pytest.raises(PolicyViolation) as caught:
+        Plan(decision, (decision.model,)).outgoing(_user("x"))
+    assert "can raise safety.injection.extra_windows or max_windows" in str(caught.value)
+
+
+def test_the_block_for_both_causes_names_what_helps_both() -> None:
+    message = str(
+        PolicyViolation("standard", ("unscanned",), "d", unscanned_for=("length", "script"))
+    )
+    assert "longer than the injection scan reads" in message
+    assert "safety.injection.max_windows" in message and "extra_windows" not in message

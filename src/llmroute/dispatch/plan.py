@@ -123,7 +123,12 @@ class Plan:
         if safety is None:
             return body
         if safety.blocked:
-            raise PolicyViolation(safety.profile, safety.decisive or safety.fired, self.decision.id)
+            raise PolicyViolation(
+                safety.profile,
+                safety.decisive or safety.fired,
+                self.decision.id,
+                unscanned_for=safety.unscanned_for,
+            )
         if safety.redacted_body is not None:
             body = dict(safety.redacted_body)
         if safety.fields:

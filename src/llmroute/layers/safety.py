@@ -90,9 +90,10 @@ class _Call:
 @dataclass(frozen=True, slots=True)
 class ExtraWindows:
     """The windows past ``max_windows``: at most `count` more, scored by `detector` (the
-    built-in static one, at its own threshold) on `encoder`'s vectors, those mostly in
-    scripts it does not read found by `scripts`. With `detector` None they are more
-    windows of the layer's own detector, which is that one already."""
+    built-in static one, at ``injection.extra_threshold``, else its own threshold) on
+    `encoder`'s vectors, those mostly in scripts it does not read found by `scripts`.
+    With `detector` None they are more windows of the layer's own detector, which is that
+    one already."""
 
     count: int
     detector: InjectionDetector | None = None
@@ -108,7 +109,8 @@ class _Scan:
     letters the encoder reads scored alone; and of the windows cut, how many were past
     ``max_windows`` for the extra detector (`ExtraWindows`), how many of those it scored
     and their worst score, and how many of them it left *unscanned* (in scripts the
-    registry's encoder reads and its own does not: `SafetyLayer._static_reads`)."""
+    registry's encoder reads and its own does not: `SafetyLayer._static_reads`).
+    `unscanned` is either that or `past`: text past all the windows."""
 
     score: float | None = None
     rule: str | None = None
@@ -121,6 +123,12 @@ class _Scan:
     extra_scored: int = 0
     extra_score: float | None = None
     beyond: int = 0
+    past: bool = False
+
+    @property
+    def unscanned_for(self) -> tuple[str, ...]:
+        """Why text went unscanned (`SafetyOutcome.unscanned_for`)."""
+        return (*(("length",) if self.past else ()), *(("script",) if self.beyond else ()))
 
 
 _NOTHING = _Scan()
@@ -233,7 +241,11 @@ class SafetyLayer:
         self._scripts = scripts
         self._extra = extra
         self._extra_threshold = (
-            None if extra is None or extra.detector is None else extra.detector.threshold
+            None
+            if extra is None or extra.detector is None
+            else extra.detector.threshold
+            if settings.injection.extra_threshold is None
+            else settings.injection.extra_threshold
         )
         self._merged: dict[str, _Profile] = {}  # `_stricter`'s, by their names
         self._parts: dict[str, frozenset[str]] = {}  # the profiles each of them merges
@@ -339,6 +351,7 @@ class SafetyLayer:
             calls.append(_call(profile.unread_scripts, "unread_scripts"))
         if unscanned:
             calls.append(_Call(profile.unscanned, "unscanned"))
+            detail["unscanned"] = list(scan.unscanned_for)
 
         # the tags the request already holds: only a PII detector issues placeholders
         redactor = Redactor(_placeholders_in(segments) if self._pii is not None else ())
@@ -374,6 +387,7 @@ class SafetyLayer:
             extra_windows=scan.extra,
             extra_score=extra_score,
             unscanned=unscanned,
+            unscanned_for=scan.unscanned_for,
             model=model,
             redacted_body=redacted,
             restore=restore,
@@ -458,6 +472,7 @@ class SafetyLayer:
         scan = _Scan(
             windows=len(chunks) + len(more) + beyond,
             unscanned=unscanned or beyond > 0,
+            past=unscanned,
             unread=len(chunks) - len(read) + len(more) - len(more_read),
             scripts=unread if unread is not None else more_unread,
             partly=len(parts) + len(more_parts),
@@ -748,6 +763,11 @@ def _summary(
         seen.append(
             f"injection not scored: {which} mostly in a script the encoder does not read "
             f"({scan.scripts} of the letters){partly}"
+        )
+    if scan.beyond:
+        seen.append(
+            f"unscanned: {scan.beyond} window{'s' if scan.beyond > 1 else ''} past max_windows "
+            "in a script the encoder reads and the static detector does not"
         )
     seen.append("PII " + ", ".join(f"{k}×{v}" for k, v in counts.items()) if counts else "no PII")
     head = action if not fired else f"{action} ({', '.join(fired)})"

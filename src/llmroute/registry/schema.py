@@ -1382,9 +1382,12 @@ class InjectionSettings(_Frozen):
     Window sizes are Latin characters: a character of another script counts 4, Hangul 8
     (`llmroute.safety.windows`), so the encoder reads a whole window in any script.
     Up to `extra_windows` more, past `max_windows`, are scored by the built-in static
-    detector (``builtin:static`` and its shipped artifact, at its own threshold), whatever
-    `artifact` is: ~1.5 ms a window instead of MiniLM's ~55; 0 turns them off. Text past
-    both is *unscanned*."""
+    detector (``builtin:static`` and its shipped artifact), whatever `artifact` is, at
+    `extra_threshold` (default: that artifact's calibrated threshold): ~1.5 ms a window
+    instead of MiniLM's ~55; 0 turns them off. When the registry's detector is that one
+    (``builtin:static`` with ``artifact: builtin``) they are more of its windows, at
+    `threshold`, and `extra_threshold` is refused (`Registry`). Text past both is
+    *unscanned*."""
 
     enabled: bool = True
     artifact: str = Field(default="builtin", min_length=1)
@@ -1395,6 +1398,7 @@ class InjectionSettings(_Frozen):
     stride_chars: int = Field(default=750, ge=50)
     max_windows: int = Field(default=16, ge=1, le=1024)
     extra_windows: int = Field(default=496, ge=0, le=8192)
+    extra_threshold: Unit | None = None  # default: the built-in static artifact's
 
     @model_validator(mode="after")
     def _stride(self) -> Self:
@@ -2671,6 +2675,7 @@ class Registry(_Frozen):
             yield ("default", "policy", "safety"), self._unknown_profile(wanted, profiles)
         if safety is None:
             return
+        yield from self._extra_threshold_problems()
         if not profiles:
             yield (
                 ("safety", "profiles"),
@@ -2690,6 +2695,26 @@ class Registry(_Frozen):
             yield ("safety", "profile"), self._unknown_profile(safety.profile, profiles)
         for name, profile in profiles.items():
             yield from self._profile_problems(name, profile, safety.pii.enabled)
+
+    def _extra_threshold_problems(self) -> Iterator[Problem]:
+        """``injection.extra_threshold`` set where the registry's detector is the built-in
+        static one: the windows past ``max_windows`` are more of its windows, at
+        `threshold` (`llmroute.layers.safety`'s ``_extra_windows``), so it would be
+        ignored."""
+        safety, encoder = self.safety, self.encoder
+        if (
+            safety is not None
+            and safety.injection.extra_threshold is not None
+            and safety.injection.artifact == "builtin"
+            and isinstance(encoder, BuiltinEncoderSpec)
+            and encoder.name == "static"
+        ):
+            yield (
+                ("safety", "injection", "extra_threshold"),
+                "the registry's detector is the built-in static one (encoder builtin:static, "
+                "artifact: builtin), so the windows past max_windows are more of its windows, "
+                "flagged at injection.threshold: set threshold instead",
+            )
 
     def _profile_problems(self, name: str, profile: SafetyProfile, pii: bool) -> Iterator[Problem]:
         """A profile's reroutes name pool models; redacting answers needs the detector."""
