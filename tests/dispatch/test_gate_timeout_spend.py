@@ -146,7 +146,8 @@ def test_a_request_cut_after_the_gate_timed_out_pays_the_judge_once(
 class _RaisesAfterItsCall:
     """A gate whose model call is answered (and paid: the model's budget, the request's
     spend), then raises, as a gate's bug on an odd answer does (the verifier's P(yes) of
-    a first token whose logprob is 1000: an OverflowError)."""
+    a first token whose logprob is 1000 was an OverflowError until the gate read it as a
+    malformed answer)."""
 
     name = "raises"
 

@@ -13,7 +13,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 
 from llmroute.decision import Decision
 from llmroute.dispatch import Dispatcher, Plan, Served
-from llmroute.gates.verifier import VERIFIER_PROMPT, p_yes
+from llmroute.gates.verifier import VERIFIER_PROMPT, MalformedVerdict, p_yes
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 
@@ -133,3 +133,57 @@ def test_p_yes_normalises_yes_over_no() -> None:
     assert p_yes(data) == pytest.approx(expected)
     assert p_yes({"choices": [{"message": {"content": "NO"}}]}) == 0.0
     assert p_yes({"choices": []}) is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"),
+    [
+        ("huge", "logprob above 0"),  # exp(1000) overflowed: OverflowError
+        ("positive", "logprob above 0"),  # a probability of 1.65
+        ("notalist", "top_logprobs not a list"),  # iterating 5: TypeError
+    ],
+)
+def test_a_malformed_judge_answer_is_an_unusable_verdict(
+    upstream: FakeUpstream, bad: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logprobs no provider sends (a first token's logprob above 0, ``top_logprobs`` not
+    a list) give no P(yes): the gate escalates, as for an unparseable reply, saying what
+    was wrong with them, and logs that (never the answer); nothing raises."""
+    with caplog.at_level("WARNING", logger="llmroute.gates"):
+        served = serve(upstream, f"judge?reply=yes&badlogprobs={bad}")
+    assert served.model == "large"
+    verdict = served.cascade[0].verdicts[0]
+    assert (verdict.accept, verdict.score) == (False, None)
+    assert verdict.reason == f"malformed ({kind})"
+    assert verdict.usage is not None and verdict.usage.cost_usd > 0  # the call was paid
+    assert served.attempts == (f"small escalated: verifier (malformed ({kind}))",)
+    logged = [r.getMessage() for r in caplog.records if r.name == "llmroute.gates"]
+    assert any(kind in line and "judge" in line for line in logged), logged
+    assert not any("capital of France" in line for line in logged)
+
+
+def test_p_yes_refuses_malformed_logprobs() -> None:
+    def data(first: dict[str, Any]) -> dict[str, Any]:
+        choice = {"message": {"content": "yes"}, "logprobs": {"content": [first]}}
+        return {"choices": [choice]}
+
+    for first, kind in [
+        ({"token": "yes", "logprob": 1000}, "logprob above 0"),
+        ({"token": "yes", "logprob": float("inf")}, "logprob above 0"),
+        ({"token": "yes", "logprob": float("nan")}, "logprob NaN"),
+        ({"token": "yes", "logprob": True}, "logprob not a number"),
+        ({"token": "yes", "logprob": "-0.1"}, "logprob not a number"),
+        ({"token": "yes", "logprob": 10**400}, "logprob above 0"),
+        ({"token": "yes", "logprob": -0.1, "top_logprobs": {"yes": -0.1}}, "top_logprobs"),
+    ]:
+        with pytest.raises(MalformedVerdict) as caught:
+            p_yes(data(first))
+        assert kind in caught.value.kind
+    # a logprob of 0 (certain) and one a rounding error above it are fine
+    assert p_yes(data({"token": "yes", "logprob": 0.0})) == 1.0
+    assert p_yes(data({"token": "yes", "logprob": 1e-9})) == 1.0
+    # -inf is a probability of 0
+    top = [{"token": "yes", "logprob": float("-inf")}, {"token": "no", "logprob": -0.1}]
+    assert p_yes(data({"token": "no", "logprob": -0.1, "top_logprobs": top})) == 0.0
+    top = [{"token": "yes", "logprob": -(10**400)}, {"token": "no", "logprob": -0.1}]
+    assert p_yes(data({"token": "no", "logprob": -0.1, "top_logprobs": top})) == 0.0

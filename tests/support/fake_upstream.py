@@ -50,7 +50,9 @@ answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting thi
 name's answers (choices); ``multi=1`` honour the request's ``n`` with that many
 choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P`` when
 the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
-probability P and "no" 1-P; ``nologprobs=1`` answer 400 to a request asking for them;
+probability P and "no" 1-P; ``badlogprobs=huge|positive|notalist`` send malformed
+ones instead (a first token's logprob of 1000 or of 0.5, ``top_logprobs: 5``), as a
+broken judge might; ``nologprobs=1`` answer 400 to a request asking for them;
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
 error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to a
 ``max_tokens`` / ``max_completion_tokens`` above N ("max_tokens is too large");
@@ -206,7 +208,7 @@ def _completion(
 
 
 _SCRIPTED = (
-    *("reply", "vary", "multi", "finish", "p_yes", "nologprobs", "unsupported"),
+    *("reply", "vary", "multi", "finish", "p_yes", "badlogprobs", "nologprobs", "unsupported"),
     *("gap", "stall", "cap"),
 )
 
@@ -354,7 +356,16 @@ def _unknown_message_field(body: dict[str, Any]) -> str | None:
 
 
 def _logprobs(faults: dict[str, str], body: dict[str, Any]) -> dict[str, Any] | None:
-    if body.get("logprobs") is not True or "p_yes" not in faults:
+    if body.get("logprobs") is not True:
+        return None
+    bad = faults.get("badlogprobs")
+    if bad is not None:
+        if bad == "notalist":
+            return {"content": [{"token": "yes", "logprob": -0.1, "top_logprobs": 5}]}
+        value = 1000.0 if bad == "huge" else 0.5
+        first = {"token": "yes", "logprob": value, "bytes": None}
+        return {"content": [{**first, "top_logprobs": [first]}]}
+    if "p_yes" not in faults:
         return None
     p = min(max(float(faults["p_yes"]), 1e-6), 1 - 1e-6)
     top = [
