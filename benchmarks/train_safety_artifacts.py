@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENCODERS = ("static", "minilm-int8")
 
 
-def train_rows(path: Path) -> SafetyData:
-    """The rows of `path` whose ``split`` is ``train`` (the others stay held out)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+def train_rows(*paths: Path) -> SafetyData:
+    """The rows of `paths` whose ``split`` is ``train`` (the others stay held out)."""
+    lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
     rows = [r for r in map(json.loads, filter(str.strip, lines)) if r["split"] == "train"]
     return SafetyData(
         tuple(r["text"] for r in rows),
@@ -64,11 +64,13 @@ def main() -> None:
     parser.add_argument(
         "--benign-extra",
         type=Path,
-        help="JSONL with a 'split' field (benchmarks/data/latin_prose_long.jsonl): its "
-        "'train' rows join the training pool, the others are left for the benchmarks",
+        nargs="+",
+        help="JSONL files with a 'split' field (benchmarks/data/latin_prose_long.jsonl, "
+        "benign_technical.jsonl): their 'train' rows join the training pool, the others "
+        "are left for the benchmarks",
     )
     args = parser.parse_args()
-    extra = None if args.benign_extra is None else train_rows(args.benign_extra)
+    extra = None if args.benign_extra is None else train_rows(*args.benign_extra)
     data = read_safety_data(
         args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
     )
