@@ -19,7 +19,9 @@ layer flagged it (the classifier or an attack rule) and blocked it. Its windows
 (`llmroute.safety.windows`, the artifact's settings, the ones the layer uses) are also
 scored one by one by the detector: how many reach its threshold. ``head`` counts the
 excerpts that start a file (a module docstring, a licence header, a document's title).
-`--artifacts DIR` scores DIR/injection-<encoder> instead of the shipped artifacts.
+`--artifacts DIR` scores DIR/injection-<encoder> instead of the shipped artifacts;
+`--thresholds 0.5 0.6` also counts the excerpts whose worst window reaches each of those
+(what a profile's raised ``safety.injection.threshold`` would flag, rules aside).
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def registry(encoder: str, artifact: Path | None, folder: Path) -> Path:
     return path
 
 
-def bench(name: str, docs: list[dict[str, Any]], artifacts: Path | None) -> dict[str, Any]:
+def bench(
+    name: str, docs: list[dict[str, Any]], artifacts: Path | None, thresholds: list[float]
+) -> dict[str, Any]:
     encoder = load_builtin(name)
     folder = (
         builtin_detector_dir(encoder.identity)
@@ -104,6 +108,8 @@ def bench(name: str, docs: list[dict[str, Any]], artifacts: Path | None) -> dict
             line["heads_flagged"] += head and flagged
             line["windows"] += len(found)
             line["windows_flagged"] += int(np.sum(scores >= detector.threshold))
+            for t in thresholds:
+                line[f"worst>={t}"] = line.get(f"worst>={t}", 0) + int(scores.max() >= t)
     return {"encoder": encoder.identity, "threshold": detector.threshold, "sources": out}
 
 
@@ -116,10 +122,11 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["validation"], choices=SPLITS)
     parser.add_argument("--artifacts", type=Path, help="score DIR/injection-<encoder>")
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
+    parser.add_argument("--thresholds", nargs="*", type=float, default=[], help="also count these")
     parser.add_argument("--json", action="store_true", help="print JSON, not a table")
     args = parser.parse_args()
     docs = rows(args.splits)
-    results = {name: bench(name, docs, args.artifacts) for name in args.encoders}
+    results = {name: bench(name, docs, args.artifacts, args.thresholds) for name in args.encoders}
     if args.json:
         dump_json({"machine": machine(), "splits": args.splits, "results": results})
         return
@@ -136,6 +143,8 @@ def main() -> None:
                 f" {rate(s['heads_flagged'], s['heads']):>17}"
                 f" {rate(s['windows_flagged'], s['windows']):>17}"
             )
+            for t in args.thresholds:
+                print(f"{'':26} worst window >= {t}: {rate(s[f'worst>={t}'], s['docs'])}")
 
 
 if __name__ == "__main__":
