@@ -81,7 +81,7 @@ def bench(
     folder = (
         builtin_detector_dir(encoder.identity)
         if artifacts is None
-        else artifacts / f"injection-{name}"
+        else artifacts.resolve() / f"injection-{name}"
     )
     detector = load_detector(folder, encoder_identity=encoder.identity)
     with tempfile.TemporaryDirectory() as tmp:
