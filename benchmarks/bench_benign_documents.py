@@ -1,4 +1,4 @@
-"""Benign technical documents (API docs, source code, licence texts) through the safety
+"""Benign technical documents (API docs, source code) through the safety
 layer: how many excerpts and windows the injection classifier flags, per source, split
 and encoder.
 
@@ -6,12 +6,12 @@ and encoder.
         [--encoders static minilm-int8] [--json]
 
 Data: benchmarks/data/benign_technical.jsonl, built by `build_benign_technical.py` from
-local files (Node.js API docs, MIT; Python 3.11 standard library, PSF-2.0; licence
-texts of /usr/share/common-licenses): 311 excerpts of at most 1,700 characters (two
-windows of the default 1,000 / 750), each row's ``split`` fixed by a hash of its file
-(licence texts: of the licence family) before anything was scored. ``train`` rows may be
-learnt from (`train_safety_artifacts.py --benign-extra`), ``validation`` is what a
-candidate is judged on, ``test`` is read once.
+local files (Node.js API docs, MIT; Python 3.11 standard library, PSF-2.0): 272
+excerpts of at most 1,700 characters (two windows of the default 1,000 / 750), each
+row's ``split`` fixed by a hash of its file before anything was scored (licence texts
+were measured once from the local files, docs/benchmarks.md, and are not included).
+``train`` rows may be learnt from (`train_safety_artifacts.py --benign-extra`),
+``validation`` is what a candidate is judged on, ``test`` is read once.
 
 Each excerpt is sent through `Router.decide` with examples/registry.yaml (profile
 ``standard``: ``injection: block``) and the given encoder, as the user turn: whether the

@@ -1,5 +1,5 @@
 """Build benchmarks/data/benign_technical.jsonl: benign technical excerpts (API docs,
-source code, licence texts) for `bench_benign_documents.py` and
+source code) for `bench_benign_documents.py` and
 `train_safety_artifacts.py --benign-extra`.
 
     python benchmarks/build_benign_technical.py [--out PATH]
@@ -11,8 +11,10 @@ Reads local files of a Debian machine with Node.js and Python 3.11 installed:
 * ``python-stdlib``: /usr/lib/python3.11/*.py (the Python standard library, PSF-2.0);
   one excerpt a file: its head (module docstring, licence header) for about half the
   files, a random offset for the others.
-* ``licence-texts``: /usr/share/common-licenses/* (licence documents; each permits
-  verbatim copying), symlinks read once; three excerpts a file: head and two offsets.
+
+Licence texts (/usr/share/common-licenses) were measured once, on 2026-12-07, from the
+local files (docs/benchmarks.md) and are not in the corpus: the GPL family's texts
+permit only verbatim copies of the whole document, and an excerpt is not one.
 
 An excerpt is at most 1,700 characters (two windows of the safety layer's default
 1,000 / 750), cut at line starts. Everything is drawn from a random generator seeded by
@@ -20,8 +22,7 @@ the file's path, so the output is the same on every run on the same files.
 
 The split is fixed by the file, never by the excerpt: ``sha1(key) % 100`` < 60 train,
 < 80 validation, else test, where the key is the path (``nodejs/api/fs.md``,
-``python3.11/json/__init__.py``) and, for licence texts, the licence family (``GPL``
-for GPL-1, GPL-2, GPL-3), so near-identical versions of one licence stay on one side.
+``python3.11/json/__init__.py``).
 Every excerpt of a file is one ``group`` (cross-validation keeps it in one fold).
 """
 
@@ -33,7 +34,6 @@ import hashlib
 import json
 import os
 import random
-import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +45,6 @@ SOURCES = (
     # source, glob, licence, excerpts a file, key prefix
     ("nodejs-docs", "/usr/share/doc/nodejs/api/*.md", "MIT (Node.js)", 2, "nodejs/api/"),
     ("python-stdlib", "/usr/lib/python3.11/*.py", "PSF-2.0 (Python 3.11)", 1, "python3.11/"),
-    (
-        "licence-texts",
-        "/usr/share/common-licenses/*",
-        "verbatim copying permitted (licence document)",
-        3,
-        "common-licenses/",
-    ),
 )
 
 
@@ -99,8 +92,6 @@ def build() -> list[dict[str, object]]:
                 continue
             name = prefix + os.path.basename(real)
             key = name
-            if source == "licence-texts":
-                key = prefix + re.sub(r"-[0-9.]+$", "", os.path.basename(real))
             rng = random.Random(name)
             head = source != "python-stdlib" or rng.random() < 0.5
             for at in offsets(text, count, rng, head):
