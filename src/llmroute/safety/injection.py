@@ -50,6 +50,7 @@ import numpy.typing as npt
 
 from llmroute import __version__
 from llmroute.artifact_files import check_folder, missing_meta, write_artifact
+from llmroute.blas import one_blas_thread
 from llmroute.encoders.base import Encoder, weights_identity, without_credentials
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import read_jsonl
@@ -722,9 +723,7 @@ def train_detector(
     its threads, and the threads spent their time waiting for each other (180 rows: 72 s
     against 5.5 s on a busy 2-core machine, 30 s of CPU against 2.8; the same detector).
     """
-    from threadpoolctl import threadpool_limits  # its library scan: for training only
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _train_detector(data, encoder, token_bag, seed, neighbours, extra, progress)
 
 

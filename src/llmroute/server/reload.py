@@ -32,6 +32,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from starlette.datastructures import State
 
+from llmroute.blas import one_blas_thread
 from llmroute.deadline import NEVER, Deadline
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher
@@ -125,9 +126,7 @@ def build(
     one, where BLAS threads mostly wait for a core."""
     if current is None:
         return _build(path, threads, current, cases, settled)
-    from threadpoolctl import threadpool_limits  # its library scan is for reloads only
-
-    with _ONE_RELOAD, threadpool_limits(limits=1, user_api="blas"):
+    with _ONE_RELOAD, one_blas_thread():
         return _build(path, threads, current, cases, settled)
 
 
