@@ -149,3 +149,26 @@ def test_the_split_is_the_difficulty_split() -> None:
     )
     for mine, theirs in zip(gate_split(data), split(labelled), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_fits_run_with_blas_on_one_thread(static: object) -> None:
+    """The L-BFGS fits' small products, split across OpenBLAS's threads, mostly waited
+    for each other (676 GSM8K rows: 14-32 s against 8-15 s on one thread, the same gate).
+    The limit is lifted afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+
+    def progress(message: str) -> None:
+        if "validation AUC" in message:  # a candidate's fit, not the embedding
+            seen.append(blas_threads())
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if blas_threads() != {2}:
+            pytest.skip("numpy is linked to no BLAS that threadpoolctl can set")
+        train_gate(_synthetic(200, seed=5), static, progress=progress)  # type: ignore[arg-type]
+        assert blas_threads() == {2}
+    assert seen and all(threads == {1} for threads in seen), seen
