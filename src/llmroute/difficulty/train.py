@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmroute.blas import one_blas_thread
 from llmroute.difficulty.data import LabelledPrompts, cv_folds
 from llmroute.difficulty.features import FeatureScaler
 from llmroute.difficulty.fit import fit_mf, fit_mlp, ridge_path
@@ -396,6 +397,9 @@ def train_router(
 
     Returns the router and its selection metrics (APGR, chosen hyper-parameters, every
     candidate tried). DataError when there are too few rows for `kind`.
+
+    The fits run with numpy's BLAS on one thread (`one_blas_thread`): OpenBLAS's threads
+    mostly waited for each other at their small products (docs/benchmarks.md).
     """
     tr, va = np.asarray(train_idx, dtype=np.intp), np.asarray(val_idx, dtype=np.intp)
     if folds < 1:
@@ -434,16 +438,17 @@ def train_router(
         texts = [data.prompts[i] for i in np.concatenate([tr, va])]
         embedded = embed(encoder, texts, progress=progress)
         vectors = (embedded[: tr.size], embedded[tr.size :])
-    if cross:
-        rows = _rows(data, both, np.concatenate(vectors))
-        router, metrics = crossfit_router(kind, rows, fold_of, seed=seed, progress=progress)
-    else:
-        router, metrics = fit_router(
-            kind,
-            _rows(data, tr, vectors[0]),
-            _rows(data, va, vectors[1]),
-            seed=seed,
-            progress=progress,
-        )
+    with one_blas_thread():  # the fits' small products: see llmroute.blas
+        if cross:
+            rows = _rows(data, both, np.concatenate(vectors))
+            router, metrics = crossfit_router(kind, rows, fold_of, seed=seed, progress=progress)
+        else:
+            router, metrics = fit_router(
+                kind,
+                _rows(data, tr, vectors[0]),
+                _rows(data, va, vectors[1]),
+                seed=seed,
+                progress=progress,
+            )
     metrics["encoder"] = encoder.identity
     return router, metrics
