@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from llmroute.scoring.heads import CentroidHead, KnnHead, LinearHead, labels_from
 
@@ -68,3 +70,33 @@ def test_the_head_cache_tells_apart_vectors_made_otherwise(tmp_path: Path) -> No
     build_intent_layer(registry, FakeEncoder(), cache_dir=tmp_path)
     build_intent_layer(registry, Remade(), cache_dir=tmp_path)
     assert len(list((tmp_path / "heads").glob("linear-*.npz"))) == 2
+
+
+def test_the_linear_head_fits_with_blas_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBLAS's threads mostly waited for each other at the fit's products (3,000
+    CLINC150 examples, 151 routes: 6 s against 1.2 s on one thread, the same head). The
+    limit is lifted afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import llmroute.scoring.heads as heads
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    real = heads.fit_softmax
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(heads, "fit_softmax", fit)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    labels = np.arange(40, dtype=np.intp) % 4
+    with threadpool_limits(limits=2, user_api="blas"):
+        if blas_threads() != {2}:
+            pytest.skip("numpy is linked to no BLAS that threadpoolctl can set")
+        LinearHead.train(x, labels, 4)
+        assert blas_threads() == {2}
+    assert seen == [{1}]
