@@ -130,7 +130,7 @@ FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's own name for it
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def one_blas_thread(env: MutableMapping[str, str]) -> None:
+def default_blas_threads(env: MutableMapping[str, str]) -> None:
     """numpy's BLAS on one thread per process unless the operator chose (any of
     `BLAS_THREAD_VARS` set): a request's products are small, and OpenBLAS's thread per
     core, in every worker, was no faster and cost more CPU (docs/benchmarks.md, "numpy's
@@ -255,7 +255,7 @@ def serve(
     (SIGHUP to the main process reaches them all), each listens on a socket of its own
     (SO_REUSEPORT, on Linux) and a worker that dies is restarted.
     """
-    one_blas_thread(os.environ)  # before anything imports numpy; workers inherit it
+    default_blas_threads(os.environ)  # before anything imports numpy; workers inherit it
     import uvicorn
 
     from llmroute.registry import load_registry
