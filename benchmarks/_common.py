@@ -67,3 +67,24 @@ def log(message: str) -> None:
 
 def dump_json(payload: dict[str, Any]) -> None:
     print(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def split_rows(path: Path, splits: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of the JSONL file `path` whose ``split`` is one of `splits`."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] in splits]
+
+
+def example_registry(encoder: str, artifact: Path | None, folder: Path) -> Path:
+    """examples/registry.yaml with the built-in `encoder` and, given one, the injection
+    `artifact`, written to `folder` (the path made absolute: the registry reads its
+    artifact paths relative to its own folder)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "examples" / "registry.yaml").read_text(encoding="utf-8"))
+    data["encoder"] = f"builtin:{encoder}"
+    if artifact is not None:
+        data["safety"]["injection"]["artifact"] = str(artifact.resolve())
+    path = folder / f"registry-{encoder}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path

@@ -27,7 +27,6 @@ excerpts that start a file (a module docstring, a licence header, a document's t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections import defaultdict
@@ -35,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from _common import ROOT, dump_json, machine
+from _common import ROOT, dump_json, example_registry, machine, split_rows
 
 from llmroute.decide import Router
 from llmroute.encoders.builtin import load_builtin
@@ -44,7 +42,6 @@ from llmroute.safety.injection import builtin_detector_dir, load_detector
 from llmroute.safety.windows import windows
 
 DATA = ROOT / "benchmarks" / "data" / "benign_technical.jsonl"
-REGISTRY = ROOT / "examples" / "registry.yaml"
 ENCODERS = ("static", "minilm-int8")
 SPLITS = ("train", "validation", "test")
 KEYS = (
@@ -59,21 +56,6 @@ KEYS = (
 )
 
 
-def rows(splits: list[str]) -> list[dict[str, Any]]:
-    lines = DATA.read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] in splits]
-
-
-def registry(encoder: str, artifact: Path | None, folder: Path) -> Path:
-    data = yaml.safe_load(REGISTRY.read_text(encoding="utf-8"))
-    data["encoder"] = f"builtin:{encoder}"
-    if artifact is not None:
-        data["safety"]["injection"]["artifact"] = str(artifact)
-    path = folder / f"registry-{encoder}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 def bench(
     name: str, docs: list[dict[str, Any]], artifacts: Path | None, thresholds: list[float]
 ) -> dict[str, Any]:
@@ -85,7 +67,9 @@ def bench(
     )
     detector = load_detector(folder, encoder_identity=encoder.identity)
     with tempfile.TemporaryDirectory() as tmp:
-        router = Router.from_yaml(registry(name, None if artifacts is None else folder, Path(tmp)))
+        router = Router.from_yaml(
+            example_registry(name, None if artifacts is None else folder, Path(tmp))
+        )
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(KEYS, 0))
     for doc in docs:
         decision = router.decide(
@@ -125,7 +109,7 @@ def main() -> None:
     parser.add_argument("--thresholds", nargs="*", type=float, default=[], help="also count these")
     parser.add_argument("--json", action="store_true", help="print JSON, not a table")
     args = parser.parse_args()
-    docs = rows(args.splits)
+    docs = split_rows(DATA, args.splits)
     results = {name: bench(name, docs, args.artifacts, args.thresholds) for name in args.encoders}
     if args.json:
         dump_json({"machine": machine(), "splits": args.splits, "results": results})
