@@ -111,6 +111,27 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     assert "p4ssw0rd" not in warnings[0]
 
 
+async def _warm_hold(limits: RedisLimits) -> UsdHold:
+    """A hold of $0.10 on model ``m``'s day, once a first hold and settle loaded the
+    scripts (so that a stall after it falls on the settle, not on a SCRIPT LOAD)."""
+    warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)
+    assert warm is not None
+    await limits.settle_usd(warm, 0.0)
+    hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
+    assert hold is not None
+    return hold
+
+
+async def _settle_lost(limits: RedisLimits, proxy: StallProxy, hold: UsdHold, *, cut: bool) -> None:
+    """Settle `hold` at $0.05 while `proxy` stalls (or, `cut`, cuts) Redis's replies: the
+    settle is made in Redis and its answer lost."""
+    proxy.cut_replies() if cut else proxy.stall_replies()
+    try:
+        await limits.settle_usd(hold, 0.05)
+    finally:
+        proxy.resume()
+
+
 @contextlib.asynccontextmanager
 async def _two_views(
     backend: str, namespace: str, clock: Clock
@@ -401,16 +422,8 @@ def test_a_settle_whose_answer_was_lost_is_not_counted_twice(redis_namespace: st
     async def go(proxy: StallProxy, url: str) -> list[Any]:
         limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock)
         try:
-            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
-            assert warm is not None
-            await limits.settle_usd(warm, 0.0)
-            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
-            assert hold is not None
-            proxy.stall_replies()
-            try:
-                await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
-            finally:
-                proxy.resume()
+            hold = await _warm_hold(limits)
+            await _settle_lost(limits, proxy, hold, cut=False)
             assert not limits.answering and limits._pending  # kept: made again later
             await asyncio.sleep(limits._outage.left_s() + 0.05)  # the outage's pause
             seen: list[Any] = [round(await limits.spent("m", "day"), 9), len(limits._pending)]
@@ -490,17 +503,9 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
         limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock, monotonic=mono)
         other = RedisLimits(REDIS_URL, 2.0, redis_namespace, clock)  # another gateway
         try:
-            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
-            assert warm is not None
-            await limits.settle_usd(warm, 0.0)
-            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
-            assert hold is not None
+            hold = await _warm_hold(limits)
             if made:
-                proxy.stall_replies() if lost == "answer" else proxy.cut_replies()
-                try:
-                    await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
-                finally:
-                    proxy.resume()
+                await _settle_lost(limits, proxy, hold, cut=lost != "answer")
             else:  # asked, and lost on the way: kept as if it may have been made
                 limits._pending.append(_Kept(hold, 0.05, tried_at=mono.now))
             assert limits._pending
@@ -550,16 +555,8 @@ def test_a_gateway_whose_clock_is_ahead_does_not_sweep_a_tombstone_early(
         limits = RedisLimits(url, STALLED_TIMEOUT_S, redis_namespace, clock, monotonic=mono)
         other = RedisLimits(REDIS_URL, 2.0, redis_namespace, ahead)  # another gateway
         try:
-            warm, _ = await limits.hold_usd("m", "day", 0.0, 10.0)  # scripts loaded
-            assert warm is not None
-            await limits.settle_usd(warm, 0.0)
-            hold, _ = await limits.hold_usd("m", "day", 0.1, 10.0)
-            assert hold is not None
-            proxy.stall_replies()
-            try:
-                await limits.settle_usd(hold, 0.05)  # made in Redis; its answer lost
-            finally:
-                proxy.resume()
+            hold = await _warm_hold(limits)
+            await _settle_lost(limits, proxy, hold, cut=False)
             assert limits._pending
             clock.now += 55  # within LATE_S of the lost try: made again, not late
             mono.now += 55
