@@ -943,6 +943,49 @@ def test_a_route_action_beside_pii_types_is_one_error_naming_no_class() -> None:
 
 
 @pytest.mark.parametrize(
+    ("injection", "field", "said"),
+    [
+        (
+            "{enabled: false, extra_threshold: 0.5}",
+            "extra_threshold",
+            "'extra_threshold' is not used: injection scanning is off (enabled: false)",
+        ),
+        (
+            "{enabled: false, threshold: 0.5}",
+            "threshold",
+            "'threshold' is not used: injection scanning is off (enabled: false)",
+        ),
+        (
+            "{artifact: mine, extra_windows: 0, extra_threshold: 0.5}",
+            "extra_threshold",
+            "extra_windows is 0, so no window is scored at it",
+        ),
+    ],
+)
+def test_an_injection_setting_that_would_do_nothing_is_refused(
+    injection: str, field: str, said: str
+) -> None:
+    """`extra_threshold` with `extra_windows: 0`, or any setting of a detector that is
+    off, loaded and was never used: the operator thought it applied."""
+    error = one_error(VALID + f"safety:\n  injection: {injection}\n")
+    assert (error.line, error.field) == (37, f"safety.injection.{field}")
+    assert error.message.startswith(said), error.message
+
+
+def test_injection_settings_written_on_their_own_lines_name_theirs() -> None:
+    """Each unused key at its own line, all in one load."""
+    block = "safety:\n  injection:\n    enabled: false\n    max_windows: 4\n    scan: [user]\n"
+    errors = errors_of(VALID + block)
+    assert [(e.line, e.field) for e in errors] == [
+        (39, "safety.injection.max_windows"),
+        (40, "safety.injection.scan"),
+    ]
+    # the detector off alone, or with everything at its default, loads
+    parse_registry(VALID + "safety:\n  injection: {enabled: false}\n")
+    parse_registry(VALID + "safety:\n  injection: {artifact: mine, extra_windows: 0}\n")
+
+
+@pytest.mark.parametrize(
     ("profile", "line", "field"),
     [
         ("pii:\n        EMAIL:\n          rout: large\n", 42, "pii.EMAIL.rout"),

@@ -1387,7 +1387,8 @@ class InjectionSettings(_Frozen):
     instead of MiniLM's ~55; 0 turns them off. When the registry's detector is that one
     (``builtin:static`` with ``artifact: builtin``) they are more of its windows, at
     `threshold`, and `extra_threshold` is refused (`Registry`). Text past both is
-    *unscanned*."""
+    *unscanned*. A key that would do nothing is refused: any but `enabled` when it is
+    false, `extra_threshold` when `extra_windows` is 0."""
 
     enabled: bool = True
     artifact: str = Field(default="builtin", min_length=1)
@@ -1405,6 +1406,32 @@ class InjectionSettings(_Frozen):
         if self.stride_chars > self.window_chars:
             raise PathProblems(
                 [(("stride_chars",), "must not exceed window_chars (windows would leave gaps)")]
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _unused(self) -> Self:
+        """Written, loaded and never read: the operator thought it applied."""
+        if not self.enabled:
+            PathProblems.raise_if_any(
+                [
+                    (
+                        (key,),
+                        f"{key!r} is not used: injection scanning is off (enabled: false); "
+                        "remove it, or enabled: false",
+                    )
+                    for key in sorted(self.model_fields_set - {"enabled"})
+                ]
+            )
+        elif self.extra_windows == 0 and self.extra_threshold is not None:
+            raise PathProblems(
+                [
+                    (
+                        ("extra_threshold",),
+                        "extra_windows is 0, so no window is scored at it; remove it, or "
+                        "set extra_windows",
+                    )
+                ]
             )
         return self
 
