@@ -174,14 +174,20 @@ def eval_safety(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """TPR, FPR, precision and ROC-AUC of the detector on labelled data: jailbreak and
-    injection rows are positives, benign rows negatives, other labels reported apart."""
+    injection rows are positives, benign rows negatives, other labels reported apart.
+    A row's score is its worst window's, of the artifact's own windows (16 of 1,000
+    characters: ~12,000 of English); the rest of a longer row is not scored, while the
+    router scores safety.injection.extra_windows more with the built-in static detector
+    (and calls the rest unscanned). The report counts such rows (past_windows). The fast
+    rules read each row whole."""
+    import numpy as np
+
     from llmroute.safety.injection import builtin_detector_dir, evaluate_detector, load_detector
+    from llmroute.safety.windows import windows
 
     rows = _read(data)
     total = len(rows)
     if split == "test":
-        import numpy as np
-
         from llmroute.safety.injection import split_sides
 
         rows = rows.subset(np.flatnonzero(split_sides(rows, seed=seed) == 2))
@@ -200,10 +206,13 @@ def eval_safety(
         )
     report = evaluate_detector(detector, rows, enc, threshold=threshold)
     seen = f"; the {left_out} whose texts it saw in training left out" if left_out else ""
+    measured = [text for text, row in zip(rows.texts, rows.is_detector_row, strict=True) if row]
     out = {
         "rows": f"{split} split ({len(rows)} of {total}{seen})",
         "left_out_seen": left_out,
         **report.to_dict(),
+        "window": list(detector.window),
+        "past_windows": sum(windows(text, *detector.window)[1] for text in measured),
     }
     if as_json:
         print(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False))
@@ -256,6 +265,13 @@ def _print_report(out: dict[str, Any]) -> None:
         f"{_share(out['precision'])} · ROC-AUC {_share(out['auc'], 4)} · threshold "
         f"{out['threshold']:.4f}"
     )
+    if out["past_windows"]:
+        n, (size, _, most) = out["past_windows"], out["window"]
+        console.print(
+            f"{n} row{' ran' if n == 1 else 's ran'} past the {most} windows scored "
+            f"({size} characters each): the rest of {'it' if n == 1 else 'them'} was not "
+            "scored (the router's extra_windows read further: docs/safety.md)"
+        )
     if out["hard_negative_n"]:
         console.print(
             f"hard negatives (benign look-alikes): {out['hard_negative_n']} rows, "
