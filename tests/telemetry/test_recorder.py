@@ -161,3 +161,31 @@ def test_the_prompt_stored_is_the_text_the_layers_routed_on(router: Router) -> N
 
     assert stored(body) == "as the layers saw it"
     assert stored(dict(body)) == "hi there"  # not the body routed: its own text
+
+
+def test_the_record_keeps_no_original_value_safety_redacted() -> None:
+    """A profile that restores answers holds each value it replaced (`restore`), and the
+    decision the text it routed on: both for the request's own way out. Its record waits
+    in the writer's queue past the request, and the row reads neither, so the record's
+    decision is the same less those (and the redacted body, and the spans the detectors
+    found)."""
+    restoring = REGISTRY.replace("standard: {", "standard: {restore: true, ", 1)
+    router = Router(parse_registry(restoring % {"extra": ""}))
+    body = {"model": "auto", "messages": [{"role": "user", "content": EMAIL}]}
+    decision = router.decide(body)
+    assert decision.safety is not None and decision.routed is not None
+    assert dict(decision.safety.restore or {}) == {"<EMAIL_1>": "jane.doe@example.com"}
+    assert "jane.doe" in decision.routed[1]
+    sink = ListSink()
+    recorder = Recorder(sink, None, "full")
+    record = recorder.finished(
+        router, decision, body, ts=time.time(), started_ns=time.perf_counter_ns(), status=200
+    )
+    assert sink.records == [record]
+    kept = record.decision
+    assert kept.routed is None and kept.safety is not None
+    assert (kept.safety.restore, kept.safety.redacted_body, kept.safety.detected) == (None,) * 3
+    assert kept.to_dict() == decision.to_dict()
+    assert record.stored_prompt()[1] == "my address is <EMAIL_1>, say hi"
+    # the request's own decision is left whole: its answer is restored from it
+    assert decision.safety.restore is not None and decision.routed is not None
