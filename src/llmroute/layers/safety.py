@@ -140,8 +140,8 @@ KEPT_SPANS = 1_000
 """PII spans a decision keeps of its request, for another profile to be applied to them
 (`SafetyLayer.also_under`: a key's pool sends the request to the default) without the
 detector reading the texts again. A request with more (a pasted contact list of 100,000
-numbers: 13 MB of spans, held with the decision until the telemetry queue wrote it)
-keeps none, and such a later profile has its texts read again."""
+numbers: 13 MB of spans, held with the decision while the request lasts; the decision
+log's record drops them) keeps none, and such a later profile has its texts read again."""
 
 
 @dataclass(frozen=True, slots=True)
