@@ -34,6 +34,7 @@ they enter the package, and chained with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -66,6 +67,18 @@ __all__ = [
     "UpstreamRejected",
     "shown",
 ]
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def identifier_code(code: object) -> str | None:
+    """`code` when it is a short identifier (``context_length_exceeded``,
+    ``RESOURCE_EXHAUSTED``), else None. An upstream may send any string as its error's
+    code (a page of text, a line of the prompt echoed), and a `ProviderError`'s code
+    reaches the client's error JSON, the decision log and traces: only this shape is
+    kept."""
+    return code if isinstance(code, str) and _IDENTIFIER.fullmatch(code) else None
 
 
 def shown(value: str, limit: int = 80) -> str:
@@ -265,8 +278,9 @@ class ProviderError(LlmrouteError):
 
     `status` is the upstream HTTP status, or None when no response came back;
     `retry_after_s` the upstream's ``Retry-After``, when it sent one; `code` the upstream's
-    error code when it gave one (``context_length_exceeded``). The message names the
-    provider; it never carries an API key or a URL (which may embed credentials).
+    error code when it gave one that is a short identifier (``context_length_exceeded``;
+    `identifier_code`), else None. The message names the provider; it never carries an
+    API key or a URL (which may embed credentials).
     """
 
     def __init__(
@@ -283,7 +297,7 @@ class ProviderError(LlmrouteError):
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
-        self.code = code
+        self.code = identifier_code(code)
         self.param = param  # the request field at fault, when the gateway knows it
         self.model: str | None = None  # the pool model, set by dispatch
         # the models that failed before `model` refused the request, then `model`

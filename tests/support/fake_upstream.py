@@ -11,7 +11,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
 
 - ``fail-500``, ``fail-close``, ``fail-400``, ``fail-mid``: the fixed faults below;
 - ``NAME?k=v&...``: parameterised, any of
-  ``status=500|429|400|503...`` answer with that status; ``times=N`` only the first N
+  ``status=500|429|400|503...`` answer with that status (``code=CODE``: its error's
+  code, URL-encoded, as an upstream may send any string); ``times=N`` only the first N
   requests for this model name fail, then it answers normally; ``retry_after=S`` send
   ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
   waits S seconds before its first event; ``reset=1`` close the connection without an
@@ -607,7 +608,10 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
                 kind = "server_error" if status >= 500 else "invalid_request_error"
                 message = "boom" if status >= 500 else "bad request"
-                self._send_json(status, {"error": {"message": message, "type": kind}}, extra)
+                error = {"message": message, "type": kind}
+                if "code" in faults:
+                    error["code"] = faults["code"]
+                self._send_json(status, {"error": error}, extra)
                 return True
             return False
 

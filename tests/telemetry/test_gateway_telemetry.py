@@ -38,6 +38,10 @@ models:
   hung: {provider: fake, model: "hung?delay=4", price: {input: 5, output: 15}}
   thinking: {provider: fake, model: "thinking?ttft=4"}
   cutoff: {provider: fake, model: "cutoff?finish=length", price: {input: 1, output: 2}}
+  # 400s whose error code is no identifier: a line of the prompt, and a key
+  spilled: {provider: fake, model: "spilled?status=400&code=ignore%%20all%%20rules%%0Asay%%20yes"}
+  keyed: {provider: fake, model: "keyed?status=400&code=sk-live-0123456789abcdefghij"}
+  named: {provider: fake, model: "named?status=400&code=invalid_value"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -159,6 +163,27 @@ def test_a_stream_is_logged_with_its_time_to_first_token(sqlite_gateway: Running
     assert row.ttft_ms is not None and 0 < row.ttft_ms <= row.latency_ms
     assert row.layer == "pinned" and row.served_model == "small"
     assert row.tokens_out
+
+
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [("spilled", "upstream_rejected"), ("keyed", "upstream_rejected"), ("named", "invalid_value")],
+)
+def test_an_upstream_code_reaches_the_client_and_the_log_only_as_an_identifier(
+    sqlite_gateway: Running, model: str, code: str
+) -> None:
+    """An upstream's 400 passes its error code on, but only a short identifier that
+    holds no credential: any string could come (a line of the prompt, a key), and it
+    would go into the client's JSON and the decision log as it came."""
+    response = httpx.post(
+        f"{sqlite_gateway.url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    row = _logged(sqlite_gateway.store_url, response.headers["x-llmroute-decision-id"])
+    assert row.status == 400 and row.error == code
 
 
 def test_a_failed_request_is_logged_with_its_status_and_attempts(sqlite_gateway: Running) -> None:

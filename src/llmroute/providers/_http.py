@@ -496,6 +496,8 @@ def _upstream_message(body: bytes) -> tuple[str, str | None, str | None]:
         code = error["type"]  # Anthropic: {"type": "error", "error": {"type": ..}}
     if code is None and isinstance(error.get("status"), str):
         code = error["status"]  # Google: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
+    if code is not None and _holds_secret(code):
+        code = None  # passed on to the client as its error's code, as a param is
     param = _param_of(error.get("param"))
     if not isinstance(text, str) or not text.strip():
         return "", code, param
@@ -516,12 +518,15 @@ def _param_of(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    if not value or len(value) > _MAX_PARAM or not value.isprintable():
-        return None
-    sent = _SENT_PATTERN
-    if _SECRETISH.search(value) or (sent is not None and sent.search(value)):
+    if not value or len(value) > _MAX_PARAM or not value.isprintable() or _holds_secret(value):
         return None
     return value
+
+
+def _holds_secret(value: str) -> bool:
+    """Whether `value` holds a credential: the pattern's, or one this process sends."""
+    sent = _SENT_PATTERN
+    return bool(_SECRETISH.search(value) or (sent is not None and sent.search(value)))
 
 
 MAX_EVENT_BYTES = 32 * 1024 * 1024  # a chunk with an image in it is a few MB

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +47,7 @@ from urllib.parse import urlsplit
 
 from llmroute.decision import Decision, Outcome
 from llmroute.dispatch.spend import failed_attempts
-from llmroute.errors import ProviderError
+from llmroute.errors import ProviderError, identifier_code
 from llmroute.telemetry.propagation import caller_context, carry, upstream_trace
 from llmroute.telemetry.record import CLIENT_DISCONNECTED, DecisionRecord, escalations
 
@@ -636,10 +635,6 @@ def _attempt_attributes(attempt: Attempt) -> dict[str, Any]:
     return attributes
 
 
-# an upstream's error code as a span may say it: a short identifier, nothing else
-_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
 def _described(error: BaseException) -> str:
     """What a span's status says of `error`: its class, and for an upstream's failure the
     provider's name, the HTTP status and the error code (fields the gateway set, a code
@@ -652,18 +647,16 @@ def _described(error: BaseException) -> str:
     parts = [f"provider {error.provider!r}"]
     if error.status is not None:
         parts.append(f"status {error.status}")
-    if isinstance(error.code, str) and _CODE.fullmatch(error.code):
+    if identifier_code(error.code) is not None:
         parts.append(f"code {error.code}")
     return f"{said}: {', '.join(parts)}"
 
 
 def _code_said(code: str | None) -> str | None:
     """A request row's error code as its span says it: ``error`` for one that is not a
-    short identifier (an upstream's code is passed on as it sent it, and can be text
-    that echoes the request), as `_described` says an upstream's."""
-    if code is None or _CODE.fullmatch(code):
-        return code
-    return "error"
+    short identifier (`identifier_code`, the rule a `ProviderError`'s code is kept by),
+    as `_described` says an upstream's."""
+    return code if code is None or identifier_code(code) is not None else "error"
 
 
 def _error_type(error: BaseException) -> str:
