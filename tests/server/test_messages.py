@@ -28,6 +28,7 @@ models:
   sonnet: {provider: claude, model: claude-x}
   routed: {provider: relay, model: up-routed}
   broken: {provider: fake, model: "up-broken?mid=1"}
+  several: {provider: fake, model: "up-several?multi=1&vary=1", params: {n: 2}}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -92,6 +93,28 @@ def test_a_stream_that_breaks_ends_with_an_error_event(client: anthropic.Anthrop
     ):
         list(stream)
     assert "the upstream stream broke off" in str(caught.value)
+
+
+def test_a_model_asked_for_several_choices_answers_choice_0(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    """Messages has no ``n``: a client's is not sent, but a registry's ``params: {n: 2}``
+    asks the upstream for two choices all the same. The message is choice 0's, whole
+    or streamed: a stream read every choice's deltas into one message, the words of
+    both interleaved ("echo: echo: hello hello")."""
+    ask = [{"role": "user", "content": "hello"}]
+    client.messages.create(model="small", max_tokens=32, messages=ask, extra_body={"n": 3})
+    assert "n" not in upstream.requests[-1].body
+    message = client.messages.create(model="several", max_tokens=32, messages=ask)
+    assert upstream.requests[-1].body["n"] == 2
+    assert len(message.content) == 1 and message.content[0].type == "text"
+    assert message.content[0].text.startswith("echo: hello #")
+    with client.messages.stream(model="several", max_tokens=32, messages=ask) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert upstream.requests[-1].body["n"] == 2
+    assert text.startswith("echo: hello #") and text.count("echo") == 1
+    assert len(final.content) == 1 and final.stop_reason == "end_turn"
 
 
 def test_tool_use_and_results_cross_both_ways(

@@ -60,6 +60,38 @@ def test_an_answer_with_tool_calls_becomes_tool_use_blocks() -> None:
     )
 
 
+def test_a_stream_of_several_choices_becomes_choice_0s_message() -> None:
+    """A registry's ``params: {n: 2}`` (Messages has no ``n``): choice 1's text, tool
+    call and finish reason were read into the one message with choice 0's."""
+    translator = StreamTranslator("small")
+
+    def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {"id": "c1", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
+    raw: list[bytes] = []
+    for event in (
+        choice(0, {"role": "assistant", "content": "Hel"}),
+        choice(1, {"role": "assistant", "content": "Other"}),
+        choice(0, {"content": "lo"}),
+        choice(1, {"tool_calls": [call]}),
+        choice(0, {}, "stop"),
+        choice(1, {}, "length"),
+        b"data: [DONE]\n\n",
+    ):
+        raw.extend(translator.feed(event))
+    events = _events(raw)
+    texts = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert texts == ["Hel", "lo"]
+    assert [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"] == [
+        "text"
+    ]
+    assert next(e for e in events if e["type"] == "message_delta")["delta"]["stop_reason"] == (
+        "end_turn"
+    )
+
+
 def test_a_stream_of_text_then_a_tool_call_becomes_messages_events() -> None:
     translator = StreamTranslator("small")
     raw: list[bytes] = []

@@ -49,11 +49,12 @@ Faults are chosen by the upstream model name, so a registry can point models at 
 Answers can be scripted the same way (for cascade gates): ``reply=TEXT`` (URL-encoded)
 answer TEXT instead of the echo; ``vary=1`` append `` #N`` to it, N counting this model
 name's answers (choices); ``multi=1`` honour the request's ``n`` with that many
-choices; ``finish=REASON`` end with that finish reason (``length``); ``p_yes=P`` when
-the request asks for ``logprobs``, send first-token ``top_logprobs`` giving "yes"
-probability P and "no" 1-P; ``badlogprobs=huge|positive|notalist`` send malformed
-ones instead (a first token's logprob of 1000 or of 0.5, ``top_logprobs: 5``), as a
-broken judge might; ``nologprobs=1`` answer 400 to a request asking for them;
+choices (a stream: as ``choices=N`` below); ``finish=REASON`` end with that finish
+reason (``length``); ``p_yes=P`` when the request asks for ``logprobs``, send
+first-token ``top_logprobs`` giving "yes" probability P and "no" 1-P;
+``badlogprobs=huge|positive|notalist`` send malformed ones instead (a first token's
+logprob of 1000 or of 0.5, ``top_logprobs: 5``), as a broken judge might;
+``nologprobs=1`` answer 400 to a request asking for them;
 ``unsupported=A,B`` answer 400 ``unsupported_parameter`` (OpenAI's reasoning models'
 error) to a request that sets parameter A or B; ``cap=N`` answer OpenAI's 400 to a
 ``max_tokens`` / ``max_completion_tokens`` above N ("max_tokens is too large");
@@ -248,6 +249,11 @@ def _scripted_texts(
                 text = f"{base} #{upstream.answers[model]}"
         texts.append(text)
     return texts
+
+
+def _streamed(faults: dict[str, str], texts: list[str]) -> dict[str, str]:
+    """`faults` for a stream: the ``n`` choices ``multi=1`` answers, as ``choices=N``."""
+    return {**faults, "choices": str(len(texts))} if len(texts) > 1 else faults
 
 
 _MESSAGE_FIELDS = frozenset(
@@ -524,7 +530,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             usage = "nousage" not in faults
             if body.get("stream") is True and "nostream" not in faults:
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._stream(model, text, faults, usage and include)
+                self._stream(model, text, _streamed(faults, texts), usage and include)
             else:
                 data = _completion(
                     model,

@@ -450,7 +450,8 @@ def _input(arguments: Any) -> Any:
 
 def to_message(data: dict[str, Any], model: str) -> dict[str, Any]:
     """The Messages answer for an OpenAI chat completion; `model` is the pool model that
-    served it."""
+    served it. Messages has no ``n``: of several choices (a registry's ``params: {n:
+    2}``), the message is the first's, choice 0, as `StreamTranslator` streams it."""
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     message = choice.get("message") or {}
@@ -567,6 +568,8 @@ class StreamTranslator(ChunkTranslator):
         if isinstance(usage, dict):
             self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
+            if choice["index"] != 0:  # a registry's ``n``: the message is choice 0's
+                continue
             delta = choice.get("delta") or {}
             for block in delta.get("thinking_blocks") or ():
                 yield from self._thinking_piece(block)
