@@ -66,7 +66,7 @@ def test_a_key_allowed_a_difficulty_router_the_registry_lacks_names_its_line() -
 
 def test_a_pool_model_named_router_something_may_be_aliased_and_allowed() -> None:
     """A pool model is served by its name before a `router-` name is read as a
-    difficulty router (`plan._decide`): an alias or a key naming one is no 404."""
+    difficulty router (`plan.model_layers`): an alias or a key naming one is no 404."""
     small = "  small: {provider:"
     pool = VALID.replace(small, "  router-lite: {provider: local, model: m}\n" + small)
     assert pool != VALID

@@ -27,7 +27,8 @@ from llmroute.decision import Decision, LayerSignal, Outcome
 from llmroute.dispatch.text_completions import TextRequest
 from llmroute.dispatch.usage import prompt_chars
 from llmroute.errors import ModelNotFound, PolicyViolation, RoutingError, shown
-from llmroute.layers.base import DecisionContext
+from llmroute.layers.base import DecisionContext, DecisionLayer
+from llmroute.layers.difficulty import DifficultyLayer
 from llmroute.layers.pin import PIN_LAYER, PinLayer
 from llmroute.registry.schema import Cascade, Default, Model, Registry, Route, RoutePolicy
 from llmroute.request import RouteRequest
@@ -46,6 +47,7 @@ __all__ = [
     "difficulty_model",
     "falls_to_default",
     "keep_within",
+    "model_layers",
     "plan_of",
     "plan_request",
     "pool_refusal",
@@ -437,7 +439,8 @@ def plan_request(router: Router, body: Mapping[str, Any], headers: Mapping[str, 
         requested = AUTO
     if not isinstance(requested, str):
         raise ModelNotAString("'model' must be a string")
-    return plan_of(router, _decide(router, requested, body, headers))
+    decision = router.route(body, headers=headers, layers=model_layers(router, requested))
+    return plan_of(router, decision)
 
 
 def plan_of(router: Router, decision: Decision) -> Plan:
@@ -532,22 +535,26 @@ def _guarded(decision: Decision) -> bool:
     return decision.safety is not None and decision.safety.model is not None
 
 
-def _decide(
-    router: Router, requested: str, body: Mapping[str, Any], headers: Mapping[str, str]
-) -> Decision:
+def model_layers(router: Router, requested: str) -> tuple[DecisionLayer, ...] | None:
+    """The routing layers for a request whose ``model`` is `requested`, an alias read
+    as its target: None for ``auto`` (the router's own), a `PinLayer` for a route or a
+    pool chat model (routing skipped, the guards still run), the difficulty layer alone
+    at the asked threshold for ``router-<name>-<threshold>``; `ModelNotFound` for
+    anything else. It decides nothing, so ``llmroute route --model`` checks a name once
+    and decides every prompt with the gateway's reading of it."""
     registry = router.loaded.registry
     if requested == AUTO:
-        return router.route(body, headers=headers)
+        return None
     asked, requested = requested, registry.resolve_alias(requested)
     if requested == AUTO:  # an alias of auto
-        return router.route(body, headers=headers)
+        return None
     alias_of = requested if requested != asked else None
     route = _route(router, requested)
     if route is not None:
-        return _pinned(router, PinLayer(route.name, route.target, asked, alias_of), body, headers)
+        return (PinLayer(route.name, route.target, asked, alias_of),)
     model = registry.models.get(requested)
     if model is not None and model.kind == "chat":
-        return _pinned(router, PinLayer(PINNED, requested, asked, alias_of), body, headers)
+        return (PinLayer(PINNED, requested, asked, alias_of),)
     if model is not None:
         raise ModelNotFound(
             f"{shown(requested)} is an embedding model; use POST /v1/embeddings"
@@ -556,7 +563,7 @@ def _decide(
             code="model_not_chat",
         )
     if requested.startswith("router-"):
-        return _difficulty(router, requested, body, headers)
+        return (_difficulty(router, requested),)
     raise ModelNotFound(
         f"the model {shown(requested)} does not exist: use 'auto', a route or a pool model "
         "(GET /v1/models lists them)"
@@ -575,9 +582,7 @@ def difficulty_model(router: Router) -> str | None:
     return f"router-{layer.router.name}-{exact}"
 
 
-def _difficulty(
-    router: Router, requested: str, body: Mapping[str, Any], headers: Mapping[str, str]
-) -> Decision:
+def _difficulty(router: Router, requested: str) -> DifficultyLayer:
     """``router-<name>-<threshold>``: the difficulty router alone, at that threshold."""
     layer = router.difficulty
     match = _ROUTER_MODEL.match(requested)
@@ -594,7 +599,7 @@ def _difficulty(
     threshold = float(match["threshold"])
     if not math.isfinite(threshold):  # 1e999: every request to the weak model
         raise ModelNotFound(f"the model {shown(requested)} names no finite threshold")
-    return router.decide(body, headers=headers, layers=(layer.with_threshold(threshold),))
+    return layer.with_threshold(threshold)
 
 
 def _route(router: Router, name: str) -> Route | None:
@@ -602,10 +607,3 @@ def _route(router: Router, name: str) -> Route | None:
         return router.loaded.registry.route(name)
     except KeyError:
         return None
-
-
-def _pinned(
-    router: Router, pin: PinLayer, body: Mapping[str, Any], headers: Mapping[str, str]
-) -> Decision:
-    """A pinned request skips routing; the guards (safety, reasoning) still run."""
-    return router.decide(body, headers=headers, layers=(pin,))

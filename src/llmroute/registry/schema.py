@@ -2253,7 +2253,7 @@ class Registry(_Frozen):
 
     def _missing_router(self, name: str) -> bool:
         """Whether `name` asks for a difficulty router this registry lacks: a route or a
-        pool model of that name is served as itself first (`plan._decide`)."""
+        pool model of that name is served as itself first (`plan.model_layers`)."""
         return (
             name.startswith("router-")
             and self.default.difficulty is None
