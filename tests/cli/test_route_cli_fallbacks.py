@@ -139,8 +139,9 @@ def test_a_key_whose_models_leave_out_auto_is_refused_as_the_gateway_does(
     tmp_path: Path,
 ) -> None:
     """A key's ``models`` are the ``model`` values it may send: one without ``auto`` is
-    refused the request this command decides (the gateway's 403 ``model_not_allowed``);
-    ``--key`` read only its ``pool`` and showed a decision the gateway never makes."""
+    refused the request this command decides by default (the gateway's 403
+    ``model_not_allowed``); ``--key`` read only its ``pool`` and showed a decision the
+    gateway never makes. The refusal points at ``--model``, which decides another."""
     path = tmp_path / "registry.yaml"
     path.write_text(
         REGISTRY
@@ -154,8 +155,8 @@ def test_a_key_whose_models_leave_out_auto_is_refused_as_the_gateway_does(
         said = " ".join(result.stderr.split())
         assert said == (
             "error: --key pinned: key 'pinned' may not use model 'auto'; it may use: code, "
-            "small (llmroute route decides a request for auto, which the gateway refuses "
-            "for this key: 403 model_not_allowed)"
+            "small (the gateway refuses this key a request for it: 403 model_not_allowed; "
+            "--model NAME decides a request for NAME)"
         )
         assert result.stdout == ""
     decision = _json(path, CODE, "--key", "routed")  # auto listed: decided, inside its pool

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     from llmroute.decide import Router
     from llmroute.decision import Decision
     from llmroute.dispatch.plan import Plan
+    from llmroute.layers.base import DecisionLayer
     from llmroute.registry.schema import ApiKey, LlmFallback
 
     Refine = Callable[[Decision, str], Decision]
@@ -49,6 +50,16 @@ def route(
             help="Show each layer, the top routes, the margin and the fallback chain.",
         ),
     ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            metavar="NAME",
+            help="Decide a request for model NAME, read as the gateway reads a chat request's "
+            "model: auto (routed), a route (pinned), a pool model (pinned), "
+            "router-<kind>-<threshold> (the difficulty router alone), or an alias of one.",
+        ),
+    ] = "auto",
     key: Annotated[
         str | None,
         typer.Option(
@@ -72,13 +83,14 @@ def route(
     router = Router.from_yaml(resolve_registry(registry))
     client = None if key is None else _client_key(router, key)
     if client is not None:
-        _check_models(router, client)
+        _check_models(router, client, model)
+    layers = _model_layers(router, model)
     llm = None if no_llm else _llm_settings(router, client)
     with _llm_refiner(router, llm) as refine:
         if text is None or text == "-":
-            _route_stdin(router, explain, refine, llm, client)
+            _route_stdin(router, explain, refine, llm, client, layers)
             return
-        decision = router.decide(text)
+        decision = router.decide(text, layers=layers)
         if refine is not None:
             decision = refine(decision, text)
     plan = _plan(router, decision, text, client)
@@ -116,18 +128,28 @@ def _client_key(router: Router, name: str) -> ApiKey:
     )
 
 
-def _check_models(router: Router, client: ApiKey) -> None:
+def _check_models(router: Router, client: ApiKey, model: str) -> None:
     """Fail as the gateway's 403 ``model_not_allowed`` does when `client`'s ``models``
-    do not let it send ``auto``, the request this command decides (it would never be
-    routed for that key)."""
-    from llmroute.dispatch.plan import AUTO
-
-    refusal = client.model_refusal(AUTO, router.loaded.registry.resolve_alias(AUTO))
+    do not let it send `model`, the request this command decides (the gateway would
+    never route it for that key); checked before the name itself, as the gateway does."""
+    refusal = client.model_refusal(model, router.loaded.registry.resolve_alias(model))
     if refusal is not None:
         fail(
-            f"--key {client.name}: {refusal} (llmroute route decides a request for {AUTO}, "
-            "which the gateway refuses for this key: 403 model_not_allowed)"
+            f"--key {client.name}: {refusal} (the gateway refuses this key a request for "
+            "it: 403 model_not_allowed; --model NAME decides a request for NAME)"
         )
+
+
+def _model_layers(router: Router, model: str) -> tuple[DecisionLayer, ...] | None:
+    """`model` read as the gateway reads a request's (`model_layers`); a name it does
+    not serve fails with the gateway's 404 message."""
+    from llmroute.dispatch.plan import model_layers
+    from llmroute.errors import ModelNotFound
+
+    try:
+        return model_layers(router, model)
+    except ModelNotFound as exc:
+        fail(f"--model: {exc}")
 
 
 def _is_secret_of(key: ApiKey, value: str) -> bool:
@@ -211,6 +233,7 @@ def _route_stdin(
     refine: Refine | None,
     llm: LlmFallback | None,
     client: ApiKey | None,
+    layers: tuple[DecisionLayer, ...] | None,
 ) -> None:
     prompts = _read_stdin_lines()
     show_progress = len(prompts) >= _PROGRESS_AFTER and err_console.is_terminal
@@ -221,7 +244,7 @@ def _route_stdin(
             for number, text, decision in zip(
                 range(start + 1, start + len(chunk) + 1),
                 chunk,
-                router.decide_many(chunk),
+                _decide_many(router, chunk, layers),
                 strict=True,
             ):
                 if refine is not None:
@@ -240,6 +263,15 @@ def _route_stdin(
             escape(_llm_share(llm, outcomes, len(prompts)))
         )
     sys.stdout.flush()
+
+
+def _decide_many(
+    router: Router, texts: Sequence[str], layers: tuple[DecisionLayer, ...] | None
+) -> list[Decision]:
+    """`texts` decided by `layers` (`model_layers`), in one encoder batch when routed."""
+    if layers is None:
+        return router.decide_many(texts)
+    return [router.decide(text, layers=layers) for text in texts]
 
 
 def _llm_outcome(decision: Decision) -> str | None:
