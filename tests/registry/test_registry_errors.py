@@ -10,6 +10,7 @@ from registry_helpers import VALID, assert_points_at, errors_of, one_error, repl
 from llmroute.errors import ConfigError
 from llmroute.layers.llm_router import NONE
 from llmroute.registry import ConfigErrors, load_registry, parse_registry
+from llmroute.registry.lint import lint
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
@@ -942,47 +943,32 @@ def test_a_route_action_beside_pii_types_is_one_error_naming_no_class() -> None:
     assert error.message == "unknown key 'EMAIL'"
 
 
-@pytest.mark.parametrize(
-    ("injection", "field", "said"),
-    [
-        (
-            "{enabled: false, extra_threshold: 0.5}",
-            "extra_threshold",
-            "'extra_threshold' is not used: injection scanning is off (enabled: false)",
-        ),
-        (
-            "{enabled: false, threshold: 0.5}",
-            "threshold",
-            "'threshold' is not used: injection scanning is off (enabled: false)",
-        ),
-        (
-            "{artifact: mine, extra_windows: 0, extra_threshold: 0.5}",
-            "extra_threshold",
-            "extra_windows is 0, so no window is scored at it",
-        ),
-    ],
-)
-def test_an_injection_setting_that_would_do_nothing_is_refused(
-    injection: str, field: str, said: str
-) -> None:
-    """`extra_threshold` with `extra_windows: 0`, or any setting of a detector that is
-    off, loaded and was never used: the operator thought it applied."""
+def test_extra_threshold_with_no_extra_window_is_refused() -> None:
+    """`extra_threshold` with `extra_windows: 0` loaded and was never used: the operator
+    thought it applied."""
+    injection = "{artifact: mine, extra_windows: 0, extra_threshold: 0.5}"
     error = one_error(VALID + f"safety:\n  injection: {injection}\n")
-    assert (error.line, error.field) == (37, f"safety.injection.{field}")
-    assert error.message.startswith(said), error.message
-
-
-def test_injection_settings_written_on_their_own_lines_name_theirs() -> None:
-    """Each unused key at its own line, all in one load."""
-    block = "safety:\n  injection:\n    enabled: false\n    max_windows: 4\n    scan: [user]\n"
-    errors = errors_of(VALID + block)
-    assert [(e.line, e.field) for e in errors] == [
-        (39, "safety.injection.max_windows"),
-        (40, "safety.injection.scan"),
-    ]
-    # the detector off alone, or with everything at its default, loads
-    parse_registry(VALID + "safety:\n  injection: {enabled: false}\n")
+    assert (error.line, error.field) == (37, "safety.injection.extra_threshold")
+    assert error.message.startswith("extra_windows is 0, so no window is scored at it")
     parse_registry(VALID + "safety:\n  injection: {artifact: mine, extra_windows: 0}\n")
+
+
+def test_injection_settings_kept_while_the_detector_is_off_load_and_are_warned_of() -> None:
+    """Turning the detector off for a while keeps its settings: they load (the static
+    detector's `extra_threshold` refusal, which named the detector, included), and
+    ``registry check`` says that none applies."""
+    block = (
+        "safety:\n  injection:\n    enabled: false\n    max_windows: 4\n    extra_threshold: 0.5\n"
+    )
+    registry = parse_registry(VALID + block).registry  # VALID's encoder: builtin:static
+    warnings = [w for w in lint(registry) if w.startswith("safety.injection.")]
+    assert warnings == [
+        f"safety.injection.{key}: set, but safety.injection.enabled is false: it does "
+        "nothing until the detector is turned on"
+        for key in ("extra_threshold", "max_windows")
+    ]
+    on = parse_registry(VALID + "safety:\n  injection: {max_windows: 4}\n").registry
+    assert not [w for w in lint(on) if w.startswith("safety.injection.")]
 
 
 @pytest.mark.parametrize(

@@ -45,8 +45,9 @@ def lint(registry: Registry) -> list[str]:
     reasoning models sent parameters they refuse, Claude models told a thinking form
     their version refuses, conversation affinity without the prices it compares, content
     fallbacks behind their target's own filter, budgets nothing counts against or no
-    call fits in, llamacpp chat formats llama-cpp-python is not here to check, and a
-    spaCy model no PII type uses."""
+    call fits in, llamacpp chat formats llama-cpp-python is not here to check, a
+    spaCy model no PII type uses, and injection settings kept while the detector is
+    off."""
     return (
         _lone_route(registry)
         + _example_warnings(registry)
@@ -58,7 +59,22 @@ def lint(registry: Registry) -> list[str]:
         + _idle_budgets(registry)
         + _unchecked_chat_formats(registry)
         + _unused_ner_model(registry)
+        + _idle_injection_settings(registry)
     )
+
+
+def _idle_injection_settings(registry: Registry) -> list[str]:
+    """Injection settings written while the detector is off: none applies. A warning,
+    not an error: turning the detector off for a while keeps its settings."""
+    injection = None if registry.safety is None else registry.safety.injection
+    if injection is None or injection.enabled:
+        return []
+    idle = sorted(injection.model_fields_set - {"enabled"})
+    return [
+        f"safety.injection.{key}: set, but safety.injection.enabled is false: it does "
+        "nothing until the detector is turned on"
+        for key in idle
+    ]
 
 
 def _unused_ner_model(registry: Registry) -> list[str]:

@@ -1387,8 +1387,8 @@ class InjectionSettings(_Frozen):
     instead of MiniLM's ~55; 0 turns them off. When the registry's detector is that one
     (``builtin:static`` with ``artifact: builtin``) they are more of its windows, at
     `threshold`, and `extra_threshold` is refused (`Registry`). Text past both is
-    *unscanned*. A key that would do nothing is refused: any but `enabled` when it is
-    false, `extra_threshold` when `extra_windows` is 0."""
+    *unscanned*. `extra_threshold` with `extra_windows` 0 is refused: it would do
+    nothing."""
 
     enabled: bool = True
     artifact: str = Field(default="builtin", min_length=1)
@@ -1411,19 +1411,10 @@ class InjectionSettings(_Frozen):
 
     @model_validator(mode="after")
     def _unused(self) -> Self:
-        """Written, loaded and never read: the operator thought it applied."""
-        if not self.enabled:
-            PathProblems.raise_if_any(
-                [
-                    (
-                        (key,),
-                        f"{key!r} is not used: injection scanning is off (enabled: false); "
-                        "remove it, or enabled: false",
-                    )
-                    for key in sorted(self.model_fields_set - {"enabled"})
-                ]
-            )
-        elif self.extra_windows == 0 and self.extra_threshold is not None:
+        """`extra_threshold` with no extra window to score at it: the operator thought it
+        applied. (Keys kept while the detector is off are a warning of ``registry check``:
+        turning it off for a while keeps its settings.)"""
+        if self.enabled and self.extra_windows == 0 and self.extra_threshold is not None:
             raise PathProblems(
                 [
                     (
@@ -2731,6 +2722,7 @@ class Registry(_Frozen):
         safety, encoder = self.safety, self.encoder
         if (
             safety is not None
+            and safety.injection.enabled
             and safety.injection.extra_threshold is not None
             and safety.injection.artifact == "builtin"
             and isinstance(encoder, BuiltinEncoderSpec)
