@@ -826,6 +826,39 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
     assert len(said) == 1 and said[0].levelno == logging.WARNING
 
 
+@pytest.mark.parametrize("model", ["reset-after", "garbage-after", "chunk-after", "hold-after"])
+def test_a_stream_that_ended_after_its_done_went_out_is_cached(
+    cached_gateway: tuple[str, str], exporter: InMemorySpanExporter, model: str
+) -> None:
+    """A stream whose ``[DONE]`` went out, and then whose upstream broke, sent more, or
+    whose client left (``hold-after``: as soon as it read the ``[DONE]``), reached the
+    client whole, so it is stored as any whole stream, up to that ``[DONE]``: the same
+    request again is a cache hit, the very bytes the first client got. The break or the
+    client's leaving kept it out of the cache (every such request a miss), and what an
+    upstream sent after its ``[DONE]`` was stored and replayed (a second ``[DONE]``)."""
+    url, _ = cached_gateway
+    body = {
+        "model": model,
+        "stream": True,
+        "messages": [{"role": "user", "content": f"a whole stream to keep ({model})"}],
+    }
+    read = []
+    for _ in range(2):
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as answer:
+            assert answer.status_code == 200
+            raw = b""
+            for piece in answer.iter_raw():
+                raw += piece
+                if model == "hold-after" and raw.endswith(b"data: [DONE]\n\n"):
+                    break  # leaving, its upstream's body not ended yet
+            read.append((answer.headers["x-llmroute-cache"], raw))
+        wait_for("the request span", lambda: len(_server_spans(exporter)) == len(read), 10)
+    (first, raw), (second, again) = read
+    _ends_whole(raw)
+    assert (first, second) == ("miss", "hit")
+    assert again == raw
+
+
 def test_events_an_upstream_sends_after_its_done_are_not_relayed(
     gateway: tuple[str, str],
 ) -> None:

@@ -265,6 +265,43 @@ def test_streams_are_stored_only_when_complete_and_small_enough() -> None:
     assert results.count("too_large") == 1 and results.count("stored") == 3
 
 
+async def _broken_after(*events: bytes) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+    raise ConnectionResetError("the upstream broke off")
+
+
+def test_a_stream_is_stored_up_to_its_done_once_that_went_out() -> None:
+    """Whatever ends a stream after its ``[DONE]`` went out (its upstream breaking, more
+    events after it), what the client got is stored: the events up to that ``[DONE]``.
+    One closed as its ``[DONE]`` was being sent (the client gone) is not. A break after
+    the ``[DONE]`` kept the stream out, and what followed it was stored and replayed."""
+    cache = ResponseCache(CacheSettings(), MemoryStore(10, 100_000), "v")
+    allow = CacheDirectives()
+    late = b'data: {"choices":[{"delta":{"content":" late"}}]}\n\n'
+
+    async def go() -> None:
+        sent = []
+        with pytest.raises(ConnectionResetError):
+            async for event in cache.tee_stream("broke", allow, _small, _broken_after(*STREAM)):
+                sent.append(event)
+        assert sent == list(STREAM)
+        more = _events(*STREAM, late, STREAM[1])
+        assert len([e async for e in cache.tee_stream("more", allow, _small, more)]) == 4
+        cut = cache.tee_stream("cut", allow, _small, _events(*STREAM))
+        async for event in cut:
+            if event == STREAM[1]:
+                break  # its sender failed on the [DONE]: the client did not get it
+        await cut.aclose()  # type: ignore[attr-defined]
+        await cache.flush()
+        for key in ("broke", "more"):
+            stored = await cache.get(key, allow)
+            assert stored is not None and stored.payload == b"".join(STREAM)
+        assert await cache.store.get("cut") is None
+
+    asyncio.run(go())
+
+
 def test_a_store_that_is_down_is_a_miss_and_rested(closed_port: int) -> None:
     store = RedisStore(f"redis://127.0.0.1:{closed_port}/0", timeout_s=0.5)
     cache, results, clock = cache_for(store=store)

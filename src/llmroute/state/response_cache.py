@@ -358,10 +358,13 @@ class ResponseCache:
         served_by: Callable[[], tuple[str, str]],
         events: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes]:
-        """`events`, unchanged; once they have all gone out and ended with ``[DONE]``,
-        they are stored (not when the stream broke, the client left, or they outgrew
+        """`events`, unchanged; once their ``[DONE]`` has gone out, they are stored up to
+        it (not when the stream broke or the client left before it, or they outgrew
         ``max_entry_bytes``) as made by the model and deployment `served_by()` names
-        then (a stream may have fallen back to another model after it opened)."""
+        then (a stream may have fallen back to another model after it opened). What ends
+        the stream after its ``[DONE]`` (its upstream breaking, the client leaving) does
+        not keep it out: the client has the whole answer, and what follows the
+        ``[DONE]`` is not the client's, so not stored."""
         if not directives.store:
             return events
         return self._tee(key, served_by, events)
@@ -375,9 +378,10 @@ class ResponseCache:
         limit = self.settings.max_entry_bytes
         parts: list[bytes] | None = []
         size = 0
+        whole = False  # its ``[DONE]`` went out (its reader came back for more)
         try:
             async for event in events:
-                if parts is not None:
+                if parts is not None and not whole:
                     size += len(event)
                     if size > limit:
                         parts = None
@@ -385,15 +389,18 @@ class ResponseCache:
                     else:
                         parts.append(event)
                 yield event
+                whole = whole or event.startswith(_DONE)
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if parts is not None:
-            payload = b"".join(_free_event(event) for event in parts)
-            if _DONE in payload[-64:]:
-                model, deployment = served_by()
-                self._put_later(key, CachedAnswer(model, deployment, self._clock(), True, payload))
+            try:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if whole and parts is not None:
+                    payload = b"".join(_free_event(event) for event in parts)
+                    model, deployment = served_by()
+                    answer = CachedAnswer(model, deployment, self._clock(), True, payload)
+                    self._put_later(key, answer)
 
     def _put_later(self, key: str | CacheKeys, answer: CachedAnswer) -> None:
         if len(answer.payload) > self.settings.max_entry_bytes:
