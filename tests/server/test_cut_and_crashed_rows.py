@@ -803,9 +803,11 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
 ) -> None:
     """An upstream stream broken (its connection cut; an event that is not JSON) once its
     ``[DONE]`` had gone out to the client: nothing follows that ``[DONE]``, and the row
-    and the span are a whole stream's (200, no error), the break a warning. relay sent
-    its broke-off error chunk and a second ``[DONE]``, and the row said
-    ``stream_interrupted`` for a whole answer."""
+    and the span are a whole stream's (200, no error), the break a warning, which the
+    request span says as its call's does (``llmroute.stream.broke_after_done``). relay
+    sent its broke-off error chunk and a second ``[DONE]``, and the row said
+    ``stream_interrupted`` for a whole answer; the request span said nothing of the
+    break."""
     url, store_url = gateway
     prompt = f"a whole stream, then a break ({model}, {path})"
     raw = _stream(url, path, model, prompt)
@@ -822,6 +824,10 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
     (call,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert call.status.status_code is StatusCode.UNSET  # the call's span says the break
     assert dict(call.attributes or {})["llmroute.stream.broke_after_done"] is True
+    # and so does the request's, its outcome ok
+    assert dict(span.attributes or {})["llmroute.stream.broke_after_done"] is True
+    (event,) = [e for e in span.events if e.name == "llmroute.stream.broke_after_done"]
+    assert dict(event.attributes or {})["error.type"] == "ProviderError"
     said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
 

@@ -231,6 +231,30 @@ def test_a_failed_request_span(tracing: Tracing, exporter: InMemorySpanExporter)
     assert attrs(raised)["error.type"] == "RuntimeError"
 
 
+def test_a_whole_streams_request_span_says_its_upstreams_break_after_its_done(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    """A stream whose upstream broke once its ``[DONE]`` had gone out is a whole answer:
+    its request span is no error and says the break as its call's span does
+    (``llmroute.stream.broke_after_done``, an event with the break's ``error.type``); a
+    request ended with no break says nothing of one. Only the call's span said it."""
+    for name, broke in (("a", ProviderError("up", "the upstream broke off")), ("b", None)):
+        d = decision(name)
+        record = DecisionRecord(d, ts=0.0, status=200, latency_ms=5.0, served_model=name)
+        tracing.start_request(d).finish(record, broke)
+    spans = by_name(exporter.get_finished_spans())
+    (said,) = spans["chat a"]
+    assert said.status.status_code is StatusCode.UNSET
+    assert attrs(said)["llmroute.stream.broke_after_done"] is True
+    (event,) = said.events
+    assert (event.name, dict(event.attributes or {})) == (
+        "llmroute.stream.broke_after_done",
+        {"error.type": "ProviderError"},
+    )
+    (whole,) = spans["chat b"]
+    assert "llmroute.stream.broke_after_done" not in attrs(whole) and not whole.events
+
+
 def test_a_span_failed_by_a_bug_ends_failed_when_its_outcome_cannot_be_set(
     tracing: Tracing, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

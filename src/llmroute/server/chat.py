@@ -246,15 +246,17 @@ def _span_ended(
     record: DecisionRecord | None,
     metrics: GatewayMetrics | None,
     failed: BaseException | None = None,
+    broke_after_done: BaseException | None = None,
 ) -> None:
     """`trace` ended with `record`, its request's row (and `failed`, the exception that
-    failed it: a bug's, or an error with no row). Every request span ends here: a bug
+    failed it: a bug's, or an error with no row; `broke_after_done`, the break of a
+    stream's upstream once its ``[DONE]`` had gone out). Every request span ends here: a bug
     there is logged and counted (``llmroute_telemetry_errors_total{part="span"}``), not
     the request's, whose answer (an error, a cut) is made and recorded as it would be
     without it (the client got a 500 that its row did not hold)."""
     try:
         if failed is None:
-            trace.finish(record)
+            trace.finish(record, broke_after_done)
         else:
             trace.fail(failed, record)
     except Exception:
@@ -962,8 +964,9 @@ def tracing_of(request: Request) -> Tracing:
     return tracing if isinstance(tracing, Tracing) else _NO_TRACING
 
 
-# told how a stream ended: the stream, its error, its text, when its first event went out
-StreamDone = Callable[[Opened, str | None, str, int | None], None]
+# told how a stream ended: the stream, its error, its text, when its first event went
+# out, and the break of its upstream once its [DONE] had gone out (None: none)
+StreamDone = Callable[[Opened, str | None, str, int | None, BaseException | None], None]
 
 
 def _stream_done(
@@ -990,7 +993,13 @@ def _stream_done(
     has its answer; the span ends all the same, failed by a bug in the record."""
     told = False
 
-    def done(opened: Opened, error: str | None, text: str, first_ns: int | None) -> None:
+    def done(
+        opened: Opened,
+        error: str | None,
+        text: str,
+        first_ns: int | None,
+        broke_after_done: BaseException | None,
+    ) -> None:
         nonlocal told
         if told:
             return
@@ -1025,7 +1034,7 @@ def _stream_done(
                 metrics.telemetry_error("record")
             _span_ended(trace, None, metrics, exc)
             return
-        _span_ended(trace, record, metrics)
+        _span_ended(trace, record, metrics, broke_after_done=broke_after_done)
         if shadow and error is None and gateway.shadow is not None:
             gateway.shadow.submit(plan.decision, plan.outgoing(body), opened.model, text, ts)
 
@@ -1107,8 +1116,10 @@ async def relay(
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
     ``server_shutdown`` when the gateway stopped, ``internal_error`` for a bug, here or
     thrown in by what relays it on; a client that left, or a gateway that stopped, once
-    its ``[DONE]`` went out: whole) with the streamed text when `collect` is set."""
+    its ``[DONE]`` went out: whole) with the streamed text when `collect` is set, and
+    with the break of an upstream that broke once its ``[DONE]`` went out (for the span)."""
     error: str | None = CLIENT_DISCONNECTED
+    broke: ProviderError | None = None  # its upstream's break once its [DONE] went out
     parts: list[str] = []
     first_ns: int | None = None
     sending = False  # at an event that went out: what is thrown in is the next step's bug
@@ -1129,7 +1140,7 @@ async def relay(
         error = None
     except ProviderError as exc:
         if ended:  # the client read its whole answer, recorded as such: nothing follows
-            error = None
+            error, broke = None, exc
             log.warning("stream from %s broke off after its end: %s", opened.model, exc)
         else:
             error = "stream_interrupted"
@@ -1160,7 +1171,7 @@ async def relay(
             with anyio.move_on_after(END_S, shield=True):
                 await opened.aclose()
         finally:
-            _told(opened, done, error, "".join(parts), first_ns)
+            _told(opened, done, error, "".join(parts), first_ns, broke)
 
 
 def _ended_properly(opened: Opened, ended: bool) -> None:
@@ -1182,13 +1193,18 @@ async def _end_unread(opened: Opened, done: StreamDone | None) -> None:
 
 
 def _told(
-    opened: Opened, done: StreamDone | None, error: str | None, text: str, first_ns: int | None
+    opened: Opened,
+    done: StreamDone | None,
+    error: str | None,
+    text: str,
+    first_ns: int | None,
+    broke_after_done: BaseException | None = None,
 ) -> None:
     if done is None:
         return
     if error == CLIENT_DISCONNECTED and stopping():
         error = SERVER_SHUTDOWN
     try:
-        done(opened, error, text, first_ns)
+        done(opened, error, text, first_ns, broke_after_done)
     except Exception:
         log.exception("recording the stream of %s failed", opened.model)

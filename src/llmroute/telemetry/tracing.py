@@ -72,7 +72,8 @@ _INSTRUMENTATION = "llmroute"
 # the deployment it went to (so that `on_attempt` ends that span and no other).
 _LIVE: ContextVar[tuple[Span, object] | None] = ContextVar("llmroute_live_attempt", default=None)
 _CANCELLED = "cancelled"  # the outcome of a call its request's client left (no failure)
-# said on a whole stream's call span whose upstream broke once its [DONE] was read
+# said on a whole stream's call span whose upstream broke once its [DONE] was read,
+# and on its request span when that [DONE] had gone out to the client
 _BROKE_AFTER_DONE = "llmroute.stream.broke_after_done"
 _MAX_OPEN_STREAMS = 10_000  # stream spans kept open at once (a stream never ended: bounded)
 # The GenAI conventions' `gen_ai.operation.name` of a request by the API it came by (the
@@ -91,9 +92,13 @@ class RequestTrace:
         children; it stays open on exit."""
         return _NULL_CONTEXT
 
-    def finish(self, record: DecisionRecord | None = None) -> None:
+    def finish(
+        self, record: DecisionRecord | None = None, broke_after_done: BaseException | None = None
+    ) -> None:
         """End the span, with the request's outcome from `record` (usage, served model,
-        status); the first call ends it, later ones do nothing."""
+        status) and `broke_after_done`, the break of a stream's upstream once its
+        ``[DONE]`` had gone out to the client; the first call ends it, later ones do
+        nothing."""
 
     def fail(self, error: BaseException, record: DecisionRecord | None = None) -> None:
         """End the span as failed by `error`: a request that ends without a record, or
@@ -124,20 +129,27 @@ class _SpanTrace(RequestTrace):
         ):
             yield self.span
 
-    def finish(self, record: DecisionRecord | None = None) -> None:
+    def finish(
+        self, record: DecisionRecord | None = None, broke_after_done: BaseException | None = None
+    ) -> None:
         """End the request's span with its outcome. A 5xx is a span error, and so is a
         stream that failed after its 200 was sent (broken off upstream, cut by a
         shutdown: the request failed, as one reset before its status would); a 4xx (the
         client's request refused: a bad body, a key over its limit, a blocked prompt) or
         a client that hung up (499, or a stream it left) leaves the status unset, as
         OpenTelemetry's HTTP server convention says, and its code goes to
-        ``llmroute.error``. The span ends even when setting its outcome fails (a bug,
-        raised on)."""
+        ``llmroute.error``. A whole stream whose upstream broke once its ``[DONE]`` had
+        gone out (`broke_after_done`) is no error: it says the break as its call's span
+        does (``llmroute.stream.broke_after_done``, and an event of that name with the
+        break's ``error.type``). The span ends even when setting its outcome fails (a
+        bug, raised on)."""
         if self._ended:
             return
         self._ended = True
         span = self.span
         try:
+            if broke_after_done is not None:
+                _said_broke_after_done(span, broke_after_done)
             if record is not None:
                 span.set_attributes(_outcome_attributes(record))
                 error = _code_said(record.error)
@@ -166,6 +178,12 @@ class _SpanTrace(RequestTrace):
                 self.span.set_attributes(_outcome_attributes(record))
         finally:
             self.finish()
+
+
+def _said_broke_after_done(span: Span, error: BaseException) -> None:
+    """`span`, of a whole stream, says its upstream broke (`error`) after its ``[DONE]``."""
+    span.set_attribute(_BROKE_AFTER_DONE, True)
+    span.add_event(_BROKE_AFTER_DONE, {"error.type": _error_type(error)})
 
 
 def _failed(record: DecisionRecord) -> bool:
@@ -359,8 +377,7 @@ class Tracing:
         span = kept[1]
         span.set_attribute("llmroute.stream.outcome", outcome)
         if error is not None and outcome == "ok":
-            span.set_attribute(_BROKE_AFTER_DONE, True)
-            span.add_event(_BROKE_AFTER_DONE, {"error.type": _error_type(error)})
+            _said_broke_after_done(span, error)
         elif error is not None and outcome != _CANCELLED:
             from opentelemetry.trace import Status, StatusCode
 
