@@ -8,10 +8,13 @@ SQLite file; the bug is a function of ours made to raise once the request is rou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +156,9 @@ def _serving(
     exporter: InMemorySpanExporter,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    wrap: Callable[[Any], Any] = lambda app: app,
 ) -> Iterator[tuple[str, str]]:
+    """The gateway (its app as `wrap` makes it) and its log's URL, its spans to `exporter`."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(app_module, "tracing_from_env", lambda: Tracing(provider))
@@ -162,7 +167,7 @@ def _serving(
     registry = tmp_path / "registry.yaml"
     registry.write_text(registry_text % {"url": upstream.url})
     try:
-        with serve_in_thread(app_module.create_app(str(registry))) as url:
+        with serve_in_thread(wrap(app_module.create_app(str(registry)))) as url:
             yield url, store_url
     finally:
         provider.shutdown()
@@ -1113,6 +1118,57 @@ def test_a_client_leaving_once_its_done_came_leaves_a_whole_stream(
     wait_for("the request span", lambda: _server_spans(exporter), 10)
     (span,) = _server_spans(exporter)
     assert span.status.status_code is StatusCode.UNSET
+
+
+def _done_held(app: Any, at_done: threading.Event) -> Any:
+    """`app`, whose ``send`` of the body piece holding a stream's ``data: [DONE]`` waits
+    for good (`at_done` set as it starts), as uvicorn's waits on a client that reads no
+    more: the client leaving then cancels it there."""
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        async def held(message: Any) -> None:
+            if b"data: [DONE]" in message.get("body", b""):
+                at_done.set()
+                await asyncio.Event().wait()
+            await send(message)
+
+        await app(scope, receive, held if scope["type"] == "http" else send)
+
+    return served
+
+
+def test_a_stream_whose_done_could_not_be_sent_is_cut_in_its_row_and_span(
+    upstream: FakeUpstream,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client gone as its stream's ``[DONE]`` was being sent (the gateway's send of it
+    cut) did not read its whole answer: its row says ``client_disconnected`` and so
+    does its request span (``llmroute.error``, no span error), and the stream is not
+    cached; for its deployment the stream ended whole all the same (its call's span
+    ``ok``): the upstream sent all of it."""
+    at_done = threading.Event()
+    registry = REGISTRY + "cache: {ttl_s: 300}\n"
+    prompt = "a stream whose end could not be sent"
+    body = {"model": "good", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    wrap = functools.partial(_done_held, at_done=at_done)
+    with _serving(registry, upstream, exporter, tmp_path, monkeypatch, wrap) as (url, store_url):
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as answer:
+            assert answer.status_code == 200
+            assert at_done.wait(10)
+        row = _logged(store_url, prompt)
+        assert (row.status, row.error) == (200, "client_disconnected")
+        wait_for("the request span", lambda: _server_spans(exporter), 10)
+        (span,) = _server_spans(exporter)
+        assert span.status.status_code is StatusCode.UNSET
+        assert dict(span.attributes or {})["llmroute.error"] == "client_disconnected"
+        (call,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+        assert call.status.status_code is StatusCode.UNSET
+        assert dict(call.attributes or {})["llmroute.stream.outcome"] == "ok"
+        at_done.clear()
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as again:
+            assert again.headers["x-llmroute-cache"] == "miss"
 
 
 def _traced_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
