@@ -111,6 +111,36 @@ def test_a_redis_that_is_not_there_lets_requests_through(
     assert "p4ssw0rd" not in warnings[0]
 
 
+def test_a_db_the_redis_does_not_have_lets_requests_through_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A URL's db past the server's ``databases`` loads (Redis alone knows how many it
+    has); each call then fails at connect. Requests go through, each failure is counted
+    (``llmroute_state_errors_total``), and the log's line says which db and how many the
+    server has, not only Redis's "DB index is out of range"."""
+    with redis.Redis.from_url(REDIS_URL) as admin:
+        count = int(admin.config_get("databases")["databases"])
+    db = max(99, count)
+    base, _, last = REDIS_URL.rpartition("/")
+    url = f"{base}/{db}" if base.count("/") >= 2 and last.isdigit() else f"{REDIS_URL}/{db}"
+    failures: list[None] = []
+
+    async def go() -> list[bool]:
+        limits = RedisLimits(url, 2.0, "ns", on_error=lambda: failures.append(None))
+        try:
+            return [await limits.acquire("k", 1) is not None for _ in range(3)]
+        finally:
+            await limits.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="llmroute.limits"):
+        assert asyncio.run(go()) == [True, True, True]
+    assert len(failures) == 3
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert url in warnings[0]
+    assert f"db {db} is out of range: this Redis has {count} databases" in warnings[0]
+
+
 async def _warm_hold(limits: RedisLimits) -> UsdHold:
     """A hold of $0.10 on model ``m``'s day, once a first hold and settle loaded the
     scripts (so that a stall after it falls on the settle, not on a SCRIPT LOAD)."""

@@ -461,6 +461,60 @@ def test_a_whole_number_db_is_taken(url: str) -> None:
     check_url(url, "cache.url")
 
 
+def test_a_db_the_server_does_not_have_is_said_with_how_many_it_has(
+    redis_namespace: str,
+) -> None:
+    """A URL's db past the server's ``databases`` (16 by default) loads: only Redis
+    knows how many it has. Every call then failed at connect with Redis's own "DB index
+    is out of range", which names neither the db nor what the server has."""
+    import redis as sync_redis
+    from redis.exceptions import ResponseError
+
+    with sync_redis.Redis.from_url(REDIS_URL) as admin:
+        count = int(admin.config_get("databases")["databases"])
+    db = max(99, count)
+    url = _with_db(REDIS_URL, db)
+    check_url(url, "cache.url")
+
+    async def run() -> str:
+        connection = connect(url, 2.0, "cache.url")
+        try:
+            with pytest.raises(ResponseError) as refused:
+                await connection.client.get(f"{redis_namespace}:k")
+            return str(refused.value)
+        finally:
+            await connection.aclose()
+
+    said = asyncio.run(run())
+    assert said.startswith(
+        f"db {db} is out of range: this Redis has {count} databases (0 to {count - 1})"
+    )
+
+
+def test_a_db_out_of_range_is_said_to_a_user_that_may_not_read_the_config() -> None:
+    """A Redis user whose ACL forbids ``CONFIG`` is told the default instead."""
+    import redis as sync_redis
+    from redis.exceptions import ResponseError
+
+    with private_redis() as url:
+        with sync_redis.Redis.from_url(url) as admin:
+            admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-config")
+        path = url.removeprefix("unix://")
+
+        async def run() -> str:
+            connection = connect(f"unix://app:pw@{path}?db=99", 2.0, "cache.url")
+            try:
+                with pytest.raises(ResponseError) as refused:
+                    await connection.client.get("k")
+                return str(refused.value)
+            finally:
+                await connection.aclose()
+
+        said = asyncio.run(run())
+    assert said.startswith("db 99 is out of range: this Redis has fewer databases")
+    assert "16 by default" in said
+
+
 def test_a_registry_whose_state_is_memory_or_a_whole_number_db_loads(tmp_path: Path) -> None:
     """``memory`` has no db (read as a URL, its path ``memory`` is no number)."""
     load_registry(_registry(tmp_path, "memory", "redis://127.0.0.1:6379/2?db=2"))

@@ -289,7 +289,7 @@ def db_refusal(url: str) -> str | None:
     path it cannot read (``/x``, ``/1.5``) as no db at all (db 0, without a word), read
     ``/0/1`` as db 1, refused ``?db=x`` only when the pool was opened (no file, no line)
     and sent ``-1`` on (every call failed); a query's db replaced the path's silently.
-    Whether Redis has that many databases is its own to say (at connect)."""
+    Whether Redis has that many databases is its own to say, at connect (`_named`)."""
     parts = urlsplit(url)
     path_db: str | None = None
     if parts.scheme.lower() in ("redis", "rediss") and parts.path not in ("", "/"):
@@ -538,13 +538,49 @@ def _name_in(url: str) -> str:
 async def _named(name: str, connection: Any) -> None:
     """redis-py's handshake, then ``CLIENT SETNAME`` `name`. A Redis user whose ACL
     forbids naming still gets a connection; redis-py's own ``client_name`` (the URL's,
-    which `connect` takes from it) would make that a Redis that always fails."""
+    which `connect` takes from it) would make that a Redis that always fails. A db the
+    server does not have is said as `_out_of_range` says it."""
     from redis.exceptions import ResponseError
 
-    await connection.on_connect()
+    try:
+        await connection.on_connect()
+    except ResponseError as exc:
+        if connection.db and _OUT_OF_RANGE in str(exc):
+            raise ResponseError(await _out_of_range(connection)) from exc
+        raise
     await connection.send_command("CLIENT", "SETNAME", name)
     with contextlib.suppress(ResponseError):
         await connection.read_response()
+
+
+# Redis's (and Valkey's) reply to a ``SELECT`` past its ``databases``
+_OUT_OF_RANGE = "DB index is out of range"
+
+
+async def _out_of_range(connection: Any) -> str:
+    """What to say of the db that `connection`'s Redis refused: Redis says only "DB index
+    is out of range", on every call, as the URL's db is checked where only the server
+    knows how many it has (its ``databases``, asked on the same connection; a user
+    whose ACL forbids ``CONFIG`` is told the default)."""
+    from redis.exceptions import RedisError
+
+    db = connection.db
+    reply: Any = None
+    with contextlib.suppress(RedisError, OSError):
+        await connection.send_command("CONFIG", "GET", "databases")
+        reply = await connection.read_response()
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply or ())[1:]
+    try:
+        count = int(values[0])
+    except (IndexError, TypeError, ValueError):
+        return (
+            f"db {db} is out of range: this Redis has fewer databases (its `databases` "
+            "setting, 16 by default); name a lower db in the URL, or raise that setting"
+        )
+    return (
+        f"db {db} is out of range: this Redis has {count} databases (0 to {count - 1}); "
+        "name one of them in the URL, or raise its `databases` setting"
+    )
 
 
 class Outage:
