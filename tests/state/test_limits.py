@@ -944,6 +944,77 @@ def test_a_call_whose_client_left_is_charged_its_prompt(upstream: FakeUpstream) 
     assert next_model == "cheap"
 
 
+@pytest.mark.parametrize("kind", ["chat", "embedding"])
+def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
+    upstream: FakeUpstream, redis_namespace: str, kind: str
+) -> None:
+    """A request cancelled (its client hung up) once its call answered, while that
+    answer's charges went to Redis (here the deployment's tokens, first), dropped the
+    rest: the model's soft budget was never charged the call's cost, nor was the request's
+    spend told of it (what its client key is charged). Both are made to the end now."""
+    tag = uuid.uuid4().hex[:8]
+    models = f"""
+  m:
+    provider: up
+    model: m-{tag}
+    kind: {kind}
+    tpm: 1000000
+    price: {{input: 1000000}}
+    budget: {{usd: 1000, period: day}}
+  chat: {{provider: up, model: chat-{tag}}}
+"""
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    def spent() -> float:
+        return sum(float(raw.get(k) or 0) for k in raw.scan_iter(f"{redis_namespace}:usd:*"))
+
+    async def go(url: str, proxy: StallProxy) -> tuple[float, float, float | None]:
+        limits = f"  limits: {{url: '{url}', namespace: {redis_namespace}, timeout_s: 5}}"
+        first = "m" if kind == "chat" else "chat"
+        text = REGISTRY % {"url": upstream.url, "models": models, "first": first, "limits": limits}
+        registry = parse_registry(text).registry
+        dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+        spend = Spend()
+
+        async def call() -> None:
+            if kind == "chat":
+                body = {"messages": [{"role": "user", "content": "hello"}]}
+                await dispatcher.complete(plan_for("m"), body)
+            else:
+                await dispatcher.embed("m", {"input": ["hello", "there"]})
+
+        async def request() -> None:
+            with tracked(spend):
+                await call()
+
+        try:
+            await call()  # its scripts loaded
+            once = spent()
+            proxy.stall_replies(on=b"$6\r\nINCRBY\r\n")  # the answer's tokens counted
+            asking = asyncio.ensure_future(request())
+            for _ in range(200):  # until their reply is held (bounded: 2 s)
+                if proxy.holding():
+                    break
+                await asyncio.sleep(0.01)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            proxy.resume()
+            usage = await dispatcher.charge_abandoned(spend)
+        finally:
+            await dispatcher.aclose()  # waits for what callers that left still make
+        return once, spent(), None if usage is None else usage.cost_usd
+
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            once, twice, abandoned = asyncio.run(go(url, proxy))
+    finally:
+        raw.close()
+    assert once > 1.0  # a few tokens at $1 each
+    assert twice == pytest.approx(2 * once)
+    assert abandoned == pytest.approx(once)
+
+
 def test_registry_mistakes() -> None:
     base = REGISTRY % {"url": "http://127.0.0.1:9/v1", "first": "m", "limits": "%s", "models": "%s"}
     with pytest.raises(ConfigError, match=r"models\.m\.rpm: a model with deployments"):

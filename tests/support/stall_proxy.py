@@ -66,6 +66,12 @@ class StallProxy:
         reply to the first command that holds those bytes."""
         self._set(self._cutting, True, on)
 
+    def holding(self) -> bool:
+        """Whether replies are held or cut now: `stall`, or `stall_replies` or
+        `cut_replies` once the command their `on` waits for has come (its reply the
+        first held)."""
+        return not self._replying.is_set() or self._cutting.is_set()
+
     def _set(self, event: threading.Event, value: bool, on: bytes | None) -> None:
         if on is not None:
             self._on = (on, event, value)

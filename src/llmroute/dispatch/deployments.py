@@ -377,10 +377,11 @@ def settling(loop: asyncio.AbstractEventLoop) -> set[asyncio.Future[Any]]:
 
 
 async def settled(work: Awaitable[T], *, remote: bool) -> T:
-    """`work` (giving back a slot or a token hold) run to its end even when the calling
-    task is cancelled meanwhile, as a client hanging up cancels its request: given back
-    over the network, a cut call would leave the slot taken until its lease lapses (10
-    minutes of a deployment's capacity). The caller still sees its cancellation. Counts
+    """`work` (giving back a slot or a token hold, charging a call) run to its end even
+    when the calling task is cancelled meanwhile, as a client hanging up cancels its
+    request: given back over the network, a cut call would leave the slot taken until
+    its lease lapses (10 minutes of a deployment's capacity), and a cut charge was never
+    counted. The caller still sees its cancellation. Counts
     in this process never wait (`remote` false), so they are awaited as they are."""
     if not remote:
         return await work

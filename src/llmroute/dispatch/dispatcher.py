@@ -999,7 +999,8 @@ class Dispatcher:
             # (`charge_abandoned`), and counted as the request's (`spend`) for the key
             await self._charge_answer(name, _estimated(price, sent, model.price), deployment, held)
             raise
-        await self._charge(name, usage, deployment, held=held)
+        # counted as the request's too: one cancelled while this is charged is charged it
+        await self._charge_answer(name, usage, deployment, held)
         return Served(name, deployment.provider_name, data, usage)
 
     async def aclose(self, by: Deadline = NEVER) -> None:
@@ -1015,8 +1016,9 @@ class Dispatcher:
                 # no time of its own left: the shutdown's earlier waits took it
                 waited = f"after {round(wait_s, 2):g} s" if wait_s > 0 else "at the deadline"
                 log.warning(
-                    "closing with %d give-back(s) of callers that left still waiting on "
-                    "the limits' store %s: their slots and holds lapse with their leases",
+                    "closing with %d give-back(s) or charge(s) of callers that left still "
+                    "waiting on the limits' store %s: their slots and holds lapse with their "
+                    "leases, and the charges are not counted",
                     len(late),
                     waited,
                 )
@@ -1452,9 +1454,10 @@ class Dispatcher:
         deployment: Deployment | None = None,
         held: Sequence[UsdHold] = (),
     ) -> None:
-        """`_charge` an answer's usage, and count it as the request's (`spend`)."""
-        await self._charge(name, usage, deployment, held)
+        """`_charge` an answer's usage, and count it as the request's (`spend`) first: a
+        request cancelled while the charge waits on Redis is charged it too (its key)."""
         answered(usage, name)
+        await self._charge(name, usage, deployment, held)
 
     async def _charge(
         self,
@@ -1465,7 +1468,19 @@ class Dispatcher:
     ) -> None:
         """Count a call's cost against its model's budget and the paying client key's
         hard budget (replacing the worst case the call `held` in them), and its tokens
-        against the `deployment`'s ``tpm``."""
+        against the `deployment`'s ``tpm``: all of it, to the end, even when the caller
+        is cancelled meanwhile (`settled`; a client that hung up while one of them
+        waited on Redis dropped the rest: the call's cost was never counted)."""
+        remote = self._limits is not None and self._limits.remote
+        await settled(self._charged(name, usage, deployment, held), remote=remote)
+
+    async def _charged(
+        self,
+        name: str,
+        usage: Usage | None,
+        deployment: Deployment | None,
+        held: Sequence[UsdHold],
+    ) -> None:
         cost = usage.cost_usd if usage is not None else 0.0
         await self._settle(held, cost)
         if usage is None:
