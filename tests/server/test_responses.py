@@ -25,6 +25,7 @@ models:
   large: {provider: fake, model: up-large}
   cut: {provider: fake, model: "up-cut?finish=length"}
   broken: {provider: fake, model: "up-broken?mid=1"}
+  several: {provider: fake, model: "up-several?multi=1&vary=1", params: {n: 2}}
   sonnet: {provider: claude, model: claude-x}
 routes:
   - name: code
@@ -108,6 +109,28 @@ def test_a_stream_that_breaks_ends_failed_not_completed(client: openai.OpenAI) -
     failed = events[-1].response  # type: ignore[union-attr]
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.message == "the upstream stream broke off"
+
+
+def test_a_model_asked_for_several_choices_answers_choice_0(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    """Responses has no ``n``: a client's is not sent, but a registry's ``params: {n:
+    2}`` asks the upstream for two choices all the same. The response is choice 0's,
+    whole or streamed: a stream read every choice's deltas into one message, the words
+    of both interleaved ("echo: echo: hello hello")."""
+    client.responses.create(model="small", input="hello", extra_body={"n": 3})
+    assert "n" not in upstream.requests[-1].body
+    response = client.responses.create(model="several", input="hello")
+    assert upstream.requests[-1].body["n"] == 2
+    assert len(response.output) == 1 and response.output_text.startswith("echo: hello #")
+    with client.responses.stream(model="several", input="hello") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert upstream.requests[-1].body["n"] == 2
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.startswith("echo: hello #") and text.count("echo") == 1
+    assert len(final.output) == 1 and final.output_text == text
+    assert final.status == "completed" and final.usage is not None
 
 
 def test_input_tokens_are_counted_without_calling_upstream(

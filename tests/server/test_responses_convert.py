@@ -170,6 +170,40 @@ def test_parallel_calls_streamed_without_index_stay_apart() -> None:
     ]
 
 
+def test_a_stream_of_several_choices_becomes_choice_0s_response() -> None:
+    """A registry's ``params: {n: 2}`` (Responses has no ``n``): choice 1's text, tool
+    call and finish reason were read into the one response with choice 0's, as a
+    whole answer, `to_response`, never did."""
+
+    def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {"id": "c1", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
+    usage = {"prompt_tokens": 5, "completion_tokens": 6}
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            choice(0, {"role": "assistant", "content": "Hel"}),
+            choice(1, {"role": "assistant", "content": "Other"}),
+            choice(0, {"content": "lo"}),
+            choice(1, {"tool_calls": [call]}),
+            choice(0, {}, "stop"),
+            choice(1, {}, "length"),
+            _chunk(usage=usage),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Hel", "lo"]
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    (item,) = final["response"]["output"]
+    assert item["type"] == "message" and item["content"][0]["text"] == "Hello"
+    assert final["response"]["status"] == "completed"
+    assert final["response"]["usage"]["output_tokens"] == 6  # every choice's, as sent
+
+
 def test_a_broken_stream_ends_with_response_failed() -> None:
     events = _events(
         ResponsesStream("small", {"model": "auto", "input": "x"}),

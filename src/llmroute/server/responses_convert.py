@@ -658,7 +658,9 @@ def to_response(
     answering Responses request `body`: named `response_id` (``resp_`` and the chat
     completion's id when None); `stored` as `echoed` says; made at `created_at` (Unix
     seconds; now when None), the gateway's time, not the upstream's (a background
-    response's must not change between its first read and its last)."""
+    response's must not change between its first read and its last). Responses has no
+    ``n``: of several choices (a registry's ``params: {n: 2}``), the response is the
+    first's, choice 0, as `ResponsesStream` streams it."""
     data = clean_completion(data)
     choice = (data["choices"] or [{}])[0]
     reason = INCOMPLETE_REASONS.get(choice.get("finish_reason") or "stop")

@@ -136,6 +136,8 @@ class ResponsesStream(ChunkTranslator):
         if isinstance(chunk.get("usage"), dict):
             self._usage = response_usage(chunk["usage"])
         for choice in chunk.get("choices") or ():
+            if choice["index"] != 0:  # a registry's ``n``: the response is choice 0's
+                continue
             delta = choice.get("delta") or {}
             thinking, pieces = delta.get("reasoning_content"), delta.get("thinking_blocks")
             if thinking or pieces:  # a cleaned chunk's: a string, a list
