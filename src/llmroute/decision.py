@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -230,6 +230,17 @@ class Decision:
     def blocked(self) -> bool:
         """Whether the safety layer refused the request."""
         return self.safety is not None and self.safety.blocked
+
+    def kept(self) -> Decision:
+        """This decision less what only its own request needs: the text the layers
+        routed on and, of its safety outcome, the values the answer is restored with,
+        the redacted body and the spans found. What outlives the request (a record
+        waiting in the decision log's queue, a shadow's reference and judge calls) holds
+        this, not the originals of what safety redacted."""
+        safety = self.safety
+        if safety is not None:
+            safety = replace(safety, restore=None, redacted_body=None, detected=None)
+        return replace(self, routed=None, safety=safety)
 
     @property
     def candidates(self) -> tuple[RouteScore, ...]:

@@ -5,11 +5,14 @@ reference failures and timeouts, shutdown, and the records written."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import json
 import logging
 import random
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -226,6 +229,49 @@ def test_the_reference_gets_the_redacted_body(registry: Registry, upstream: Fake
     assert record.reference_answer == "echo: mail <EMAIL_1> about 40 + 2"
     assert record.judge is None and record.routed_ok is None and record.judge_error is None
     assert shadow_body(_decision(safety=safety), body)["messages"] == redacted["messages"]
+
+
+class _Originals(dict[str, str]):
+    """A restore mapping a weak reference can watch (a plain dict cannot be one's)."""
+
+
+class _Text(str):
+    """The routed text, likewise."""
+
+
+def test_a_shadow_in_flight_holds_no_original_safety_redacted(
+    registry: Registry, upstream: FakeUpstream
+) -> None:
+    """A profile that restores answers keeps each value it replaced in the decision
+    (`restore`), and the decision keeps the text it routed on: both for the request's
+    own answer. The shadow's reference and judge calls outlive the request, and held the
+    whole decision throughout; they need only its redacted body, built at submit."""
+    redacted = {"messages": [{"role": "user", "content": "mail <EMAIL_1> about 40 + 2"}]}
+    body = {"messages": [{"role": "user", "content": "mail ann@example.com about 40 + 2"}]}
+
+    def submitted(run: Run) -> tuple[weakref.ref[_Originals], weakref.ref[_Text]]:
+        restore = _Originals({"<EMAIL_1>": "ann@example.com"})
+        text = _Text("mail ann@example.com about 40 + 2")
+        safety = SafetyOutcome("pii", "redact", redacted_body=redacted, restore=restore)
+        decision = dataclasses.replace(_decision(safety=safety), routed=(id(body), text))
+        assert run.submit(decision, body)
+        return weakref.ref(restore), weakref.ref(text)
+
+    async def job(run: Run) -> list[ShadowRecord]:
+        restore, text = submitted(run)
+        await asyncio.sleep(0)  # the shadow has begun: its reference call is under way
+        gc.collect()
+        assert run.runner.in_flight == 1
+        assert restore() is None and text() is None
+        await run.runner.aclose(5 * DELAY)
+        return run.records
+
+    upstream.requests.clear()
+    [record] = _run(registry, job, reference="slow", judge=JudgeSettings(kind="exact"))
+    assert record.decision_id == "d-maths-cheap" and record.route == "maths"
+    assert record.reference_answer == "echo: mail <EMAIL_1> about 40 + 2"
+    [sent] = upstream.calls_to(f"slow?delay={DELAY}")
+    assert sent.body["messages"] == redacted["messages"]
 
 
 def test_a_saturated_runner_drops_and_counts(registry: Registry) -> None:

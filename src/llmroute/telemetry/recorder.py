@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from functools import cache
 from typing import Any, Protocol, TypedDict, TypeVar
 
@@ -235,7 +234,7 @@ class Recorder:
         latency_ms = (time.perf_counter_ns() - started_ns) / 1e6
         mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
-            decision=_as_kept(decision),
+            decision=decision.kept(),
             ts=ts,
             status=status,
             latency_ms=latency_ms,
@@ -284,7 +283,7 @@ class Recorder:
         decision, not a request."""
         mode, prompt, redacted = self._prompt(router, decision, body)
         record = DecisionRecord(
-            decision=_as_kept(decision),
+            decision=decision.kept(),
             ts=ts,
             status=200,
             latency_ms=(time.perf_counter_ns() - started_ns) / 1e6,
@@ -405,18 +404,6 @@ class Recorder:
         except Exception:  # the body was routed already; be safe anyway
             return mode, None, None
         return mode, text, None
-
-
-def _as_kept(decision: Decision) -> Decision:
-    """`decision` as its record keeps it: less what only the request itself needs, the
-    text the layers routed on and, of its safety outcome, the values the answer is
-    restored with, the redacted body and the spans found. The record may wait in the
-    writer's queue well past the request (a slow store), and its row reads none of them:
-    the originals of what safety redacted would wait with it."""
-    safety = decision.safety
-    if safety is not None:
-        safety = replace(safety, restore=None, redacted_body=None, detected=None)
-    return replace(decision, routed=None, safety=safety)
 
 
 def _as_sent(decision: Decision, body: Mapping[str, Any]) -> Mapping[str, Any]:

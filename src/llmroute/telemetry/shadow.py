@@ -251,7 +251,8 @@ class ShadowRunner:
             log.warning("shadow of %s not scheduled: no running event loop", decision.id)
             return False
         sent = shadow_body(decision, body)
-        job = self._run(decision, sent, routed_model, routed_answer, started_ts)
+        # the calls outlive the request: not the originals of what safety redacted
+        job = self._run(decision.kept(), sent, routed_model, routed_answer, started_ts)
         task = loop.create_task(job, name=f"shadow-{decision.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
