@@ -92,6 +92,29 @@ def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Pat
     assert all(r.prompt is None for r in rows)  # prompts: hash keeps no text
 
 
+def test_a_stream_of_several_choices_is_stored_as_choice_0s_text(tmp_path: Path) -> None:
+    """A whole answer of several choices (``n``) is stored as choice 0's text; a stream
+    of them, relayed or replayed from the cache, was stored as every choice's words
+    interleaved ("two two words words")."""
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    ask: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": "two words"}
+    ]
+    with (
+        serve_text(REGISTRY % {"db": db, "mode": "full"}, tmp_path, env=env) as served,
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        whole = client.chat.completions.create(model="auto", messages=ask, n=2)
+        assert [c.message.content for c in whole.choices] == ["two words"] * 2
+        for _ in range(2):  # relayed, then a cache hit
+            chunks = client.chat.completions.create(model="auto", messages=ask, n=2, stream=True)
+            assert {c.choices[0].index for c in chunks if c.choices} == {0, 1}
+    rows = _rows(db, 3)
+    assert [r.response for r in rows] == ["two words"] * 3
+    assert rows[2].cache_hit and rows[2].stream
+
+
 def test_answers_are_not_stored_unless_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,5 +140,9 @@ def test_the_sdk_stores_answers_and_streams_in_full(
             messages=[{"role": "user", "content": "stream me back"}], stream=True
         ) as stream:
             assert list(stream)
-    rows = _rows(db, 2)
-    assert [r.response for r in rows] == [SECRET, "stream me back"]
+        with router.chat.completions.create(  # several choices: choice 0's text is kept
+            messages=[{"role": "user", "content": "two words"}], n=2, stream=True
+        ) as stream:
+            assert {c.choices[0].index for c in stream if c.choices} == {0, 1}
+    rows = _rows(db, 3)
+    assert [r.response for r in rows] == [SECRET, "stream me back", "two words"]

@@ -34,6 +34,7 @@ from llmroute.safety.stream_edit import StreamEdit
 from llmroute.sdk.convert import as_chunk, event_json, name_decision
 from llmroute.sdk.decision_log import TIMEOUT
 from llmroute.sdk.loop import LoopThread
+from llmroute.telemetry.answers import chunk_text
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
 
 __all__ = ["AsyncStream", "Stream", "StreamEnd"]
@@ -103,7 +104,7 @@ def _made(
         _fell_back(info, opened)  # another model, or another deployment of it
     data = event_json(event, opened.deployment)
     if data is not None and parts is not None:
-        parts.append(_delta_text(data))
+        parts.append(chunk_text(data))
     if not edits:
         return [] if data is None else [as_chunk(data, info)]
     edited = (event_json(e, opened.deployment) for e in _edited([event], edits))
@@ -129,15 +130,6 @@ def _edited(
             out.extend(edit.close())
         events = out
     yield from events
-
-
-def _delta_text(chunk: dict[str, Any]) -> str:
-    """The text of a chunk's first choice (empty for anything else)."""
-    try:
-        content = chunk["choices"][0]["delta"].get("content")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
-    return content if isinstance(content, str) else ""
 
 
 # ends of dropped streams, until done: held by their loops (`_Dropped`), not by this set
