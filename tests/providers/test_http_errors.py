@@ -532,3 +532,12 @@ def test_an_upstream_code_that_is_an_identifier_is_kept(code: str) -> None:
     assert error_from_response("up", 400, {}, _error("bad", code)).code == code
     assert ProviderError("up", "bad", code=code).code == code
     assert ProviderError("up", "bad", code=f"{code} and more").code is None
+
+
+@pytest.mark.parametrize("code", [None, "content policy: hate", "x" * 65, "sk-live-0123456789abc"])
+def test_a_content_refusal_whose_code_is_dropped_says_content_filter(code: str | None) -> None:
+    """A code that is not kept (no identifier, or a key) is no code: the refusal's is
+    ``content_filter``, as for an upstream that sent none, not the client's generic
+    ``upstream_rejected``."""
+    error = error_from_response("up", 400, {}, _error(AZURE, code))
+    assert isinstance(error, ContentRefused) and error.code == "content_filter"

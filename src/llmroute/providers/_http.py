@@ -25,6 +25,7 @@ from llmroute.errors import (
     ProviderTimeout,
     RateLimited,
     UpstreamRejected,
+    identifier_code,
 )
 from llmroute.sse import DONE, event_of, parsed
 from llmroute.untrusted_json import loads, loads_replacing
@@ -496,8 +497,10 @@ def _upstream_message(body: bytes) -> tuple[str, str | None, str | None]:
         code = error["type"]  # Anthropic: {"type": "error", "error": {"type": ..}}
     if code is None and isinstance(error.get("status"), str):
         code = error["status"]  # Google: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
-    if code is not None and _holds_secret(code):
-        code = None  # passed on to the client as its error's code, as a param is
+    if code is not None and (identifier_code(code) is None or _holds_secret(code)):
+        # passed on to the client as its error's code, as a param is: dropped here, before
+        # the error is chosen, so a refusal's default (content_filter) stands in for it
+        code = None
     param = _param_of(error.get("param"))
     if not isinstance(text, str) or not text.strip():
         return "", code, param
