@@ -10,10 +10,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from fake_anthropic import fake_anthropic
 from gateway_proc import Served, serve_text, wait_for
 
 from llmroute import Router
-from llmroute.telemetry.record import LoggedDecision
+from llmroute.telemetry.record import LoggedDecision, ShadowRecord
 from llmroute.telemetry.store import open_store
 
 REGISTRY = """
@@ -36,6 +37,32 @@ telemetry:
 SECRET = "write to alice@example.com about the invoice"
 
 
+TOOLS = """
+encoder: builtin:static
+providers:
+  anth: {kind: anthropic, base_url: "%(url)s", timeout_s: 5}
+models:
+  claude: {provider: anth, model: claude-x}
+  ref: {provider: anth, model: claude-ref}
+routes:
+  - {name: chat, examples: ["hello there"], target: claude}
+default: {target: claude}
+cache: {ttl_s: 60}
+shadow: {rate: 1.0, reference: ref}
+telemetry:
+  url: "sqlite:///%(db)s"
+  prompts: hash
+  responses: full
+  flush_seconds: 0.05
+"""
+SEARCH: list[openai.types.chat.ChatCompletionToolParam] = [
+    {
+        "type": "function",
+        "function": {"name": "search", "parameters": {"type": "object", "properties": {}}},
+    }
+]
+
+
 def _rows(db: Path, n: int) -> list[LoggedDecision]:
     found: list[LoggedDecision] = []
 
@@ -50,6 +77,23 @@ def _rows(db: Path, n: int) -> list[LoggedDecision]:
         return len(found) >= n
 
     wait_for(f"{n} decisions in the log", enough, 15)
+    return sorted(found, key=lambda d: d.ts)
+
+
+def _shadows(db: Path, n: int) -> list[ShadowRecord]:
+    found: list[ShadowRecord] = []
+
+    def enough() -> bool:
+        store = open_store(f"sqlite:///{db}")
+        try:
+            found[:] = store.shadows(0.0)
+        except Exception:
+            return False
+        finally:
+            store.close()
+        return len(found) >= n
+
+    wait_for(f"{n} shadows in the log", enough, 15)
     return sorted(found, key=lambda d: d.ts)
 
 
@@ -113,6 +157,53 @@ def test_a_stream_of_several_choices_is_stored_as_choice_0s_text(tmp_path: Path)
     rows = _rows(db, 3)
     assert [r.response for r in rows] == ["two words"] * 3
     assert rows[2].cache_hit and rows[2].stream
+
+
+def test_a_streams_tool_calls_are_stored_as_a_whole_answers_are(tmp_path: Path) -> None:
+    """A whole answer's tool calls are kept with its text (in the decision log and as
+    the shadow's routed answer); a stream's, relayed or replayed from the cache, were
+    dropped: only its text deltas were read."""
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    ask: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": "find routers"}
+    ]
+    with (
+        fake_anthropic() as upstream,
+        serve_text(TOOLS % {"db": db, "url": upstream.url}, tmp_path, env=env) as served,
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        whole = client.chat.completions.create(model="auto", messages=ask, tools=SEARCH)
+        assert whole.choices[0].message.tool_calls
+        for _ in range(2):  # relayed, then a cache hit
+            chunks = client.chat.completions.create(
+                model="auto", messages=ask, tools=SEARCH, stream=True
+            )
+            assert any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    rows = _rows(db, 3)
+    stored = rows[0].response
+    assert stored is not None and '"name": "search"' in stored
+    assert [r.response for r in rows] == [stored] * 3
+    assert rows[1].stream and rows[2].stream and rows[2].cache_hit
+    assert [s.routed_answer for s in _shadows(db, 2)] == [stored] * 2
+
+
+def test_the_sdk_stores_a_streams_tool_calls_as_a_whole_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    registry = tmp_path / "r.yaml"
+    ask = [{"role": "user", "content": "find routers"}]
+    with fake_anthropic() as upstream:
+        registry.write_text(TOOLS % {"db": db, "url": upstream.url})
+        with Router.from_yaml(registry) as router:
+            router.chat.completions.create(messages=ask, tools=SEARCH)
+            with router.chat.completions.create(messages=ask, tools=SEARCH, stream=True) as stream:
+                assert list(stream)
+    rows = _rows(db, 2)
+    assert rows[0].response is not None and '"name": "search"' in rows[0].response
+    assert rows[1].stream and rows[1].response == rows[0].response
 
 
 def test_answers_are_not_stored_unless_asked(

@@ -453,6 +453,24 @@ def test_streamed_answer_joins_tool_call_deltas() -> None:
     assert StreamedAnswer().text() is None
 
 
+def test_streamed_answer_reads_choice_0_and_passes_over_odd_chunks() -> None:
+    """Chunks of several choices name theirs by index; a chunk of another shape is
+    passed over (an upstream's, read on the request path: it must never raise)."""
+    streamed = StreamedAnswer()
+    for chunk in (
+        {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+        {"choices": [{"index": 1, "delta": {}}, {"index": 0, "delta": {"content": "mine"}}]},
+        {"choices": 5},
+        {"choices": [{"index": 0, "delta": {"tool_calls": 5}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [5, {"function": 5}]}}]},
+        {"choices": [{"index": 0, "delta": "x"}]},
+        [],
+        None,
+    ):
+        streamed.add(chunk)
+    assert streamed.text() == "mine"
+
+
 @pytest.mark.parametrize("mode", ["off", "redacted", "full"])
 def test_shadow_answers_are_kept_as_telemetry_responses_says(mode: str) -> None:
     """With `responses: off` (and prompts hashed) the shadow table still held both

@@ -34,7 +34,7 @@ from llmroute.safety.stream_edit import StreamEdit
 from llmroute.sdk.convert import as_chunk, event_json, name_decision
 from llmroute.sdk.decision_log import TIMEOUT
 from llmroute.sdk.loop import LoopThread
-from llmroute.telemetry.answers import chunk_text
+from llmroute.telemetry.answers import StreamedAnswer
 from llmroute.telemetry.record import CLIENT_DISCONNECTED
 
 __all__ = ["AsyncStream", "Stream", "StreamEnd"]
@@ -46,8 +46,9 @@ CUT_SHORT = "the router was closed before the stream ended: its answer is cut sh
 
 StreamEnd = Callable[[Opened, str | None, str, int | None], None]
 """Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
-upstream broke off) or ``client_disconnected`` (the caller stopped reading); the text
-streamed until then (empty unless the stream was asked to collect it); and when its
+upstream broke off) or ``client_disconnected`` (the caller stopped reading); the
+answer streamed until then, as the decision log keeps it (`StreamedAnswer`; empty unless
+the stream was asked to collect it); and when its
 first event was read (`time.perf_counter_ns`), None when none was: a stream silent
 past ``dispatch.stream_hold_s`` is returned before its first event."""
 
@@ -56,11 +57,11 @@ async def _chunks(
     opened: Opened,
     info: dict[str, Any],
     on_end: _Ending,
-    parts: list[str] | None,
+    answer: StreamedAnswer | None,
     edits: Sequence[StreamEdit] = (),
 ) -> AsyncGenerator[Any, None]:
     """Parsed chunks; the upstream stream is closed however this one ends. With
-    `parts`, each chunk's text is appended to it (as the provider wrote it); the chunks
+    `answer`, each chunk is read into it (as the provider wrote it); the chunks
     yielded have been through `edits`, in order (PII redacted, placeholders restored).
     An upstream that breaks once its ``[DONE]`` was read has sent the whole answer: the
     stream ends as a whole one, the break a warning (as the gateway's `relay` ends it)."""
@@ -72,7 +73,7 @@ async def _chunks(
                 ended = ended or event.startswith(b"data: [DONE]")
                 if on_end.first_ns is None:
                     on_end.first_ns = time.perf_counter_ns()
-                for chunk in _made(event, opened, info, parts, edits):
+                for chunk in _made(event, opened, info, answer, edits):
                     yield chunk
         except ProviderError as exc:
             if not ended:
@@ -96,15 +97,15 @@ def _made(
     event: bytes,
     opened: Opened,
     info: dict[str, Any],
-    parts: list[str] | None,
+    answer: StreamedAnswer | None,
     edits: Sequence[StreamEdit],
 ) -> list[Any]:
-    """The caller's chunks of `event` (through `edits`); its text appended to `parts`."""
+    """The caller's chunks of `event` (through `edits`); `event` read into `answer`."""
     if opened.deployment != info["provider"] or opened.model != info["model"]:
         _fell_back(info, opened)  # another model, or another deployment of it
     data = event_json(event, opened.deployment)
-    if data is not None and parts is not None:
-        parts.append(chunk_text(data))
+    if answer is not None:
+        answer.add(data)
     if not edits:
         return [] if data is None else [as_chunk(data, info)]
     edited = (event_json(e, opened.deployment) for e in _edited([event], edits))
@@ -156,11 +157,11 @@ class _Ending:
     stream its caller drops is then freed at once, and its `__del__` closes the chain
     in order."""
 
-    __slots__ = ("chain", "deadline", "ended", "first_ns", "guard", "on_end", "parts")
+    __slots__ = ("answer", "chain", "deadline", "ended", "first_ns", "guard", "on_end")
 
-    def __init__(self, on_end: StreamEnd | None, parts: list[str] | None) -> None:
+    def __init__(self, on_end: StreamEnd | None, answer: StreamedAnswer | None) -> None:
         self.on_end = on_end
-        self.parts = parts
+        self.answer = answer
         self.ended = False
         self.first_ns: int | None = None  # when the first event was read
         self.deadline: asyncio.Timeout | None = None  # the last read's (expired: timed out)
@@ -182,7 +183,8 @@ class _Ending:
         if self.on_end is None:
             return
         try:
-            self.on_end(opened, error, "".join(self.parts or ()), self.first_ns)
+            text = None if self.answer is None else self.answer.text()
+            self.on_end(opened, error, text or "", self.first_ns)
         except Exception:  # logging must never fail the caller's stream
             log.exception("recording the stream's end failed")
 
@@ -345,13 +347,13 @@ class AsyncStream:
         # the router's SDK, closed once freed: kept while its stream may still be read
         self._owner = owner
         self._opened = opened
-        parts: list[str] | None = [] if collect else None
-        self._ending = _Ending(on_end, parts)
+        answer = StreamedAnswer() if collect else None
+        self._ending = _Ending(on_end, answer)
         mask, values = edits
         chain: list[StreamEdit] = [mask.stream()] if mask is not None else []
         if values:
             chain.append(StreamRestorer(values))
-        self._chunks = _chunks(opened, info, self._ending, parts, chain)
+        self._chunks = _chunks(opened, info, self._ending, answer, chain)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._ending.chain = _hold(self._loop, self._chunks, opened)

@@ -46,7 +46,7 @@ from llmroute.server.request_ids import recorded_as, routed_as
 from llmroute.server.shutdown import stopping
 from llmroute.server.state import Gateway, gateway_of
 from llmroute.state import CacheLookup, look_up, replay
-from llmroute.telemetry.answers import cached_text, delta_text
+from llmroute.telemetry.answers import StreamedAnswer, cached_text
 from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.metrics import GatewayMetrics
 from llmroute.telemetry.record import (
@@ -1116,11 +1116,12 @@ async def relay(
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
     ``server_shutdown`` when the gateway stopped, ``internal_error`` for a bug, here or
     thrown in by what relays it on; a client that left, or a gateway that stopped, once
-    its ``[DONE]`` went out: whole) with the streamed text when `collect` is set, and
+    its ``[DONE]`` went out: whole) with the streamed answer's text (`StreamedAnswer`)
+    when `collect` is set, and
     with the break of an upstream that broke once its ``[DONE]`` went out (for the span)."""
     error: str | None = CLIENT_DISCONNECTED
     broke: ProviderError | None = None  # its upstream's break once its [DONE] went out
-    parts: list[str] = []
+    answer = StreamedAnswer() if collect else None
     first_ns: int | None = None
     sending = False  # at an event that went out: what is thrown in is the next step's bug
     ended = False  # its ``[DONE]`` went out: the client has its whole answer
@@ -1130,8 +1131,8 @@ async def relay(
                 continue
             if first_ns is None:
                 first_ns = time.perf_counter_ns()
-            if collect:
-                parts.append(delta_text(event))
+            if answer is not None:
+                answer.observe(event)
             sending = True
             yield event
             sending = False
@@ -1171,7 +1172,8 @@ async def relay(
             with anyio.move_on_after(END_S, shield=True):
                 await opened.aclose()
         finally:
-            _told(opened, done, error, "".join(parts), first_ns, broke)
+            text = None if answer is None else answer.text()
+            _told(opened, done, error, text or "", first_ns, broke)
 
 
 def _ended_properly(opened: Opened, ended: bool) -> None:

@@ -7,8 +7,8 @@ and one random draw) and, once the routed answer is complete, `ShadowRunner.subm
 which schedules the reference call as an asyncio task and returns at once. The client's
 response never waits for a shadow, and a shadow never raises into the request.
 
-For a stream, the caller accumulates the streamed text (`StreamedAnswer` does it from
-the relayed SSE events) and calls `submit` after the stream has ended.
+For a stream, the caller accumulates the streamed answer (`StreamedAnswer`, from the
+relayed SSE events) and calls `submit` after the stream has ended.
 """
 
 from __future__ import annotations
@@ -89,39 +89,44 @@ def _tool_calls(raw: Any) -> list[dict[str, Any]]:
 
 
 class StreamedAnswer:
-    """Accumulates a relayed stream's answer (SSE events as `Opened.events` yields them):
-    the first choice's content deltas, and its tool-call deltas by index. `text()` is
-    what `answer_text` would give for the same answer unstreamed."""
+    """A stream's answer as `answer_text` reads the same answer whole: choice 0's
+    content deltas, and its tool-call deltas joined by index (name and arguments). The
+    one reader of a stream's answer for the decision log and the shadow: the gateway's
+    relay, a cached stream's replay and the SDK's streams. Of several choices (``n``),
+    each chunk says one of them, so choice 0 is found by its index, not its place."""
 
     def __init__(self) -> None:
         self._content: list[str] = []
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: dict[int, dict[str, str]] = {}
 
     def observe(self, event: bytes) -> None:
-        chunk = chunk_of(event)
-        for choice in chunk.get("choices") or () if chunk is not None else ():
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, Mapping):
-                self._observe_delta(delta)
+        """Read one event, as `Opened.events` yields it (``data: <JSON>``)."""
+        self.add(chunk_of(event))
+
+    def add(self, chunk: Any) -> None:
+        """Read one parsed chunk (anything else is passed over)."""
+        choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
+                delta = choice.get("delta")
+                if isinstance(delta, Mapping):
+                    self._observe_delta(delta)
+                return
 
     def _observe_delta(self, delta: Mapping[str, Any]) -> None:
         content = delta.get("content")
         if isinstance(content, str):
             self._content.append(content)
-        for call in delta.get("tool_calls") or ():
-            if not isinstance(call, Mapping):
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(function, Mapping):
                 continue
             index = call.get("index", 0)
             slot = self._calls.setdefault(index if isinstance(index, int) else 0, {})
-            function = call.get("function")
-            if not isinstance(function, Mapping):
-                continue
-            if isinstance(function.get("name"), str):
-                slot["name"] = slot.get("name", "") + function["name"]
-            if isinstance(function.get("arguments"), str):
-                slot["arguments"] = slot.get("arguments", "") + function["arguments"]
+            for key in ("name", "arguments"):
+                if isinstance(function.get(key), str):
+                    slot[key] = slot.get(key, "") + function[key]
 
     def text(self) -> str | None:
         message: dict[str, Any] = {"content": "".join(self._content)}
