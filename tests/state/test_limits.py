@@ -944,12 +944,13 @@ def test_a_call_whose_client_left_is_charged_its_prompt(upstream: FakeUpstream) 
     assert next_model == "cheap"
 
 
-@pytest.mark.parametrize("kind", ["chat", "embedding"])
+@pytest.mark.parametrize("kind", ["chat", "stream", "embedding"])
 def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
     upstream: FakeUpstream, redis_namespace: str, kind: str
 ) -> None:
-    """A request cancelled (its client hung up) once its call answered, while that
-    answer's charges went to Redis (here the deployment's tokens, first), dropped the
+    """A request cancelled (its client hung up) once its call answered (a stream: once
+    its end was read), while that answer's charges went to Redis (here the deployment's
+    tokens, first), dropped the
     rest: the model's soft budget was never charged the call's cost, nor was the request's
     spend told of it (what its client key is charged). Both are made to the end now."""
     tag = uuid.uuid4().hex[:8]
@@ -957,7 +958,7 @@ def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
   m:
     provider: up
     model: m-{tag}
-    kind: {kind}
+    kind: {"embedding" if kind == "embedding" else "chat"}
     tpm: 1000000
     price: {{input: 1000000}}
     budget: {{usd: 1000, period: day}}
@@ -970,16 +971,23 @@ def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
 
     async def go(url: str, proxy: StallProxy) -> tuple[float, float, float | None]:
         limits = f"  limits: {{url: '{url}', namespace: {redis_namespace}, timeout_s: 5}}"
-        first = "m" if kind == "chat" else "chat"
+        first = "chat" if kind == "embedding" else "m"
         text = REGISTRY % {"url": upstream.url, "models": models, "first": first, "limits": limits}
         registry = parse_registry(text).registry
         dispatcher = Dispatcher(registry, build_providers(registry), rng=random.Random(1))
         spend = Spend()
 
         async def call() -> None:
+            body: dict[str, Any] = {"messages": [{"role": "user", "content": "hello"}]}
             if kind == "chat":
-                body = {"messages": [{"role": "user", "content": "hello"}]}
                 await dispatcher.complete(plan_for("m"), body)
+            elif kind == "stream":  # charged as its end is read
+                opened = await dispatcher.open_stream(plan_for("m"), {**body, "stream": True})
+                try:
+                    async for _ in opened.events:
+                        pass
+                finally:
+                    await opened.aclose()
             else:
                 await dispatcher.embed("m", {"input": ["hello", "there"]})
 
