@@ -7,27 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import random
+import socket
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 from fake_upstream import FakeUpstream, fake_upstream
-from gateway_proc import serve
+from gateway_proc import serve, wait_for
 from plans import plan_for
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
 
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.spend import Spend, tracked
-from llmroute.errors import ConfigError, ProviderError
+from llmroute.errors import ConfigError, ProviderError, TelemetryError
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.state import MemoryLimits, RedisLimits
@@ -41,6 +45,7 @@ from llmroute.state.limits import (
     seconds_until_below,
 )
 from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.store import open_store
 
 
 class Clock:
@@ -1021,6 +1026,103 @@ def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
     assert once > 1.0  # a few tokens at $1 each
     assert twice == pytest.approx(2 * once)
     assert abandoned == pytest.approx(once)
+
+
+def test_a_client_gone_while_its_answer_is_charged_has_its_key_charged_it_once(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """On `llmroute serve`: a client that hangs up once its answer came, while the
+    answer's charges wait on Redis (the deployment's tokens), has the model's budget and
+    its key's charged the answer, each once: the dispatcher's charges are made to the
+    end, and the key is charged through the request's row (`charge_abandoned` counts the
+    answer, never charging it again)."""
+    tag = uuid.uuid4().hex[:8]
+    key = f"sk-cut-while-charged-{tag}"
+    models = f"""
+  m:
+    provider: up
+    model: m-{tag}
+    tpm: 1000000
+    price: {{input: 1000000}}
+    budget: {{usd: 1000, period: day}}
+"""
+    raw = redis.Redis.from_url(REDIS_URL)
+
+    def spent(account: str) -> float:
+        keys = raw.scan_iter(f"{redis_namespace}:usd:{account}:*")
+        return sum(float(raw.get(k) or 0) for k in keys if b":hold" not in k)
+
+    def charged(at_least: tuple[float, float]) -> tuple[float, float]:
+        """The model's and the key's spending, once both reach `at_least`."""
+        for _ in range(100):  # the key is charged in the background (bounded: 5 s)
+            now = (spent("budget:m"), spent("apikey:k"))
+            if all(n >= least - 1e-9 for n, least in zip(now, at_least, strict=True)):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # nothing more comes
+        return spent("budget:m"), spent("apikey:k")
+
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello"}]})
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            limits = (
+                f"  limits: {{url: '{url}', namespace: {redis_namespace}, timeout_s: 5}}\n"
+                "auth:\n  keys:\n"
+                "    - {name: k, key_env: LLMROUTE_TEST_CUT_KEY, budget: {usd: 1000, period: day}}"
+            )
+            registry = tmp_path / "registry.yaml"
+            text = REGISTRY % {
+                "url": upstream.url,
+                "models": models,
+                "first": "m",
+                "limits": limits,
+            }
+            registry.write_text(text)
+            store = f"sqlite:///{tmp_path / 'decisions.db'}"
+            env = {"LLMROUTE_TEST_CUT_KEY": key, "LLMROUTE_TELEMETRY_URL": store}
+            with serve(registry, tmp_path / "serve.log", env=env) as served:
+                headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+                answer = httpx.post(
+                    f"{served.url}/v1/chat/completions", content=body, headers=headers, timeout=20
+                )
+                assert answer.status_code == 200
+                model_once, key_once = charged((1e-6, 1e-6))
+                proxy.stall_replies(on=b"$6\r\nINCRBY\r\n")  # the answer's tokens counted
+                host, port = urlsplit(served.url).hostname, urlsplit(served.url).port
+                assert host is not None and port is not None
+                with socket.create_connection((host, port), timeout=10) as client:
+                    request = (
+                        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+                        f"authorization: Bearer {key}\r\ncontent-type: application/json\r\n"
+                        f"content-length: {len(body)}\r\n\r\n{body}"
+                    )
+                    client.sendall(request.encode())
+                    for _ in range(500):  # until that reply is held (bounded: 5 s)
+                        if proxy.holding():
+                            break
+                        time.sleep(0.01)
+                    assert proxy.holding()
+                # hung up: the gateway cancels the request (logged as cut) while the
+                # charge still waits
+                wait_for("the cut request's row", functools.partial(_cut_logged, store), 10)
+                proxy.resume()
+                model_twice, key_twice = charged((2 * model_once, 2 * key_once))
+    finally:
+        raw.close()
+    assert model_once > 1.0 and key_once == pytest.approx(model_once)
+    assert model_twice == pytest.approx(2 * model_once)
+    assert key_twice == pytest.approx(2 * key_once)
+
+
+def _cut_logged(store_url: str) -> bool:
+    """Whether the decision log at `store_url` holds a request its client cut (499)."""
+    store = open_store(store_url)
+    try:
+        return any(d.status == 499 for d in store.decisions(0))
+    except TelemetryError:  # the writer has not created the tables yet
+        return False
+    finally:
+        store.close()
 
 
 def test_registry_mistakes() -> None:
