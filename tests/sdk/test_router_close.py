@@ -20,6 +20,7 @@ from redis_service import REDIS_URL
 from test_sdk import HELLO, LONG, SDK_THREAD, _logged, _one_route, _streams_logged
 
 from llmroute import Router
+from llmroute.dispatch.deployments import Deployment
 from llmroute.errors import RouterClosed
 from llmroute.sdk.clients import LoopClients
 from llmroute.sdk.streams import CUT_SHORT
@@ -405,6 +406,47 @@ def test_a_stream_opened_as_the_router_closes_is_ended_with_the_call_that_opened
     outcome, read = asyncio.run(main())
     assert _serve_again(router, capped) == capped  # its slot back; the log flushed
     assert outcome == CUT and read < 10
+    assert _streams_logged(db) == [(200, "client_disconnected")]
+
+
+def test_a_read_begun_as_its_router_closes_the_stream_waits_for_that_close(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_namespace: str,
+) -> None:
+    """A stream read once its router's close (from another thread) has begun ending it,
+    while the close still gives back its slot (a slow Redis): the read raises
+    `RouterClosed` once that close is over, as a read the close cut does. It raised at
+    once, the program's ``asyncio.run`` ended and cancelled the give-back, and the slot
+    stayed taken for its lease (10 minutes of the model's capacity)."""
+    path, capped, db = _capped(upstream, tmp_path, redis_namespace, monkeypatch, GAP)
+    router = Router.from_yaml(path)
+    keep, give = LoopClients.track, Deployment.give_slot
+    giving = asyncio.Event()
+
+    def track(clients: LoopClients, stream: Any) -> None:
+        monkeypatch.setattr(LoopClients, "track", keep)  # once
+        clients.release_others(set())  # as `close()` does; ended on the loop later
+        keep(clients, stream)
+
+    async def slow_give(deployment: Deployment, slot: str) -> None:
+        giving.set()
+        await asyncio.sleep(0.3)
+        await give(deployment, slot)
+
+    monkeypatch.setattr(LoopClients, "track", track)
+    monkeypatch.setattr(Deployment, "give_slot", slow_give)
+
+    async def main() -> tuple[str, int]:
+        seen: list[Any] = []
+        stream = await router.chat.completions.acreate(messages=LONG, stream=True)
+        await asyncio.wait_for(giving.wait(), 10)  # the close is giving the slot back
+        return await asyncio.wait_for(_read(stream, seen), 10), len(seen)
+
+    outcome, read = asyncio.run(main())
+    assert outcome == CUT and read == 0
+    assert _serve_again(router, capped) == capped  # its slot back
     assert _streams_logged(db) == [(200, "client_disconnected")]
 
 

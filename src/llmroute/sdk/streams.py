@@ -430,6 +430,9 @@ class AsyncStream:
         """The next chunk (the sync face, a task per read already, awaits it directly).
         An error names the stream's decision, as the call's own errors do."""
         if self._severed:  # a read after its router closed it: not the stream's end
+            # as a read the close cut: once that close is over, or a program ending now
+            # cancels its give-backs (``asyncio.run`` cancels every task left)
+            await self._settled()
             raise self._cut_short()
         try:
             async with asyncio.timeout(self._timeout) as deadline:
