@@ -11,7 +11,7 @@ from typing import Any
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["DONE", "chunk_of", "event_of", "parsed"]
+__all__ = ["DONE", "choice_zero", "chunk_of", "event_of", "parsed"]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -46,6 +46,17 @@ def chunk_of(event: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return chunk if isinstance(chunk, dict) else None
+
+
+def choice_zero(chunk: Any) -> Mapping[str, Any] | None:
+    """A chunk's choice 0, found by its ``index``, not its place: of several choices
+    (``n``), each chunk may carry any of them. None for a chunk without it (another
+    choice's, a usage chunk) and for anything that is not a chunk."""
+    choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
+            return choice
+    return None
 
 
 def event_of(chunk: Mapping[str, Any]) -> bytes:

@@ -460,6 +460,36 @@ def test_a_buffered_stream_broken_after_its_done_is_a_whole_answer(
     assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
 
 
+class Seen:
+    """Accepts every answer, keeping what it was shown."""
+
+    name = "seen"
+
+    def __init__(self) -> None:
+        self.answers: list[TierAnswer] = []
+
+    async def check(self, request: Mapping[str, Any], answer: TierAnswer) -> GateVerdict:
+        self.answers.append(answer)
+        return GateVerdict(True, None, "ok", self.name)
+
+
+def test_the_gates_read_choice_0_of_a_buffered_stream_of_several(upstream: FakeUpstream) -> None:
+    """A tier streaming several choices (``n``) is gated on choice 0's answer, as a whole
+    answer is: its words and its finish reason, not every choice's words interleaved."""
+    reg = registry(upstream, small="small?reply=fine%20answer&multi=1&finish=length")
+    seen = Seen()
+
+    async def job(d: Dispatcher) -> Opened:
+        opened = await d.open_stream(plan_of(reg), body(stream=True, n=2))
+        await drain(opened)
+        return opened
+
+    opened = run(reg, job, Factory(reg, seen))
+    assert opened.model == "small"
+    [answer] = seen.answers
+    assert (answer.text.strip(), answer.finish_reason) == ("fine answer", "length")
+
+
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
     reg = registry(
         upstream,

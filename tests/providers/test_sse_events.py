@@ -19,7 +19,7 @@ from llmroute.providers._http import (
     iter_sse_events,
     plain_event,
 )
-from llmroute.sse import DONE, chunk_of, event_of
+from llmroute.sse import DONE, choice_zero, chunk_of, event_of
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -119,6 +119,14 @@ def test_what_the_gateway_writes_it_reads_back_and_passes_on_as_it_is(
 def test_only_an_object_is_a_chunk() -> None:
     for event in (DONE, b": ping\n\n", b"data: [1, 2]\n\n", b"data: {oops\n\n"):
         assert chunk_of(event) is None, event
+
+
+def test_choice_0_is_found_by_its_index_not_its_place() -> None:
+    zero, one = {"index": 0, "delta": {"content": "uno"}}, {"index": 1, "delta": {}}
+    assert choice_zero({"choices": [one, zero]}) is zero
+    assert choice_zero({"choices": [{"delta": {}}]}) == {"delta": {}}  # no index: the only one
+    for chunk in ({"choices": [one]}, {"choices": []}, {"usage": {}}, {"choices": {}}, None):
+        assert choice_zero(chunk) is None, chunk
 
 
 def test_an_event_that_grows_past_the_bound_is_refused() -> None:

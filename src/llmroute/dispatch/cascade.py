@@ -50,7 +50,7 @@ from llmroute.errors import (
 )
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
-from llmroute.sse import chunk_of, event_of
+from llmroute.sse import choice_zero, chunk_of, event_of
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -543,7 +543,8 @@ def _usage_of(usage: Mapping[str, Any]) -> Usage | None:
 
 
 class _Assembler:
-    """A ``chat.completion`` put together from a stream's chunks (first choice)."""
+    """A ``chat.completion`` put together from a stream's chunks: choice 0's, by its
+    index (`choice_zero`), as a whole answer's first choice is gated."""
 
     def __init__(self) -> None:
         self.text: list[str] = []
@@ -553,14 +554,13 @@ class _Assembler:
 
     def add(self, chunk: dict[str, Any]) -> None:
         self.last = chunk
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        choice = choice_zero(chunk)
+        if choice is None:
             return
-        choice = choices[0]
         if isinstance(choice.get("finish_reason"), str):
             self.finish = choice["finish_reason"]
         delta = choice.get("delta")
-        if not isinstance(delta, dict):
+        if not isinstance(delta, Mapping):
             return
         if isinstance(delta.get("content"), str):
             self.text.append(delta["content"])

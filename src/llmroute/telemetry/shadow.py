@@ -28,7 +28,7 @@ from llmroute.dispatch.plan import Plan
 from llmroute.errors import ConfigError, LlmrouteError, TelemetryError
 from llmroute.log_every import LogEvery
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
-from llmroute.sse import chunk_of
+from llmroute.sse import choice_zero, chunk_of
 from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
 from llmroute.telemetry.record import ShadowRecord
 
@@ -93,7 +93,7 @@ class StreamedAnswer:
     content deltas, and its tool-call deltas joined by index (name and arguments). The
     one reader of a stream's answer for the decision log and the shadow: the gateway's
     relay, a cached stream's replay and the SDK's streams. Of several choices (``n``),
-    each chunk says one of them, so choice 0 is found by its index, not its place."""
+    choice 0's (`choice_zero`), as the cascade's gates read a buffered tier's."""
 
     def __init__(self) -> None:
         self._content: list[str] = []
@@ -105,13 +105,10 @@ class StreamedAnswer:
 
     def add(self, chunk: Any) -> None:
         """Read one parsed chunk (anything else is passed over)."""
-        choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
-                delta = choice.get("delta")
-                if isinstance(delta, Mapping):
-                    self._observe_delta(delta)
-                return
+        choice = choice_zero(chunk)
+        delta = None if choice is None else choice.get("delta")
+        if isinstance(delta, Mapping):
+            self._observe_delta(delta)
 
     def _observe_delta(self, delta: Mapping[str, Any]) -> None:
         content = delta.get("content")
