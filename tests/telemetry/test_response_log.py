@@ -55,6 +55,24 @@ telemetry:
   responses: full
   flush_seconds: 0.05
 """
+SHADOWED = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+  ref: {provider: echo, model: echo-ref}
+routes:
+  - {name: chat, examples: ["hello there"], target: small}
+default: {target: small}
+shadow: {rate: 1.0, reference: ref, judge: {kind: exact}}
+telemetry:
+  url: "sqlite:///%(db)s"
+  prompts: hash
+  responses: full
+  max_response_chars: 120
+  flush_seconds: 0.05
+"""
 SEARCH: list[openai.types.chat.ChatCompletionToolParam] = [
     {
         "type": "function",
@@ -125,7 +143,12 @@ def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Pat
             stream=True,
         )  # fmt: skip
         assert "".join(c.choices[0].delta.content or "" for c in again if c.choices)
-    rows = _rows(db, 5)
+        streamed = client.chat.completions.create(  # read up to the cut, no further
+            model="auto", messages=[{"role": "user", "content": "streamed " + long}],
+            stream=True,
+        )  # fmt: skip
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    rows = _rows(db, 6)
     assert [r.response for r in rows[:2]] == [
         "write to <EMAIL_1> about the invoice",  # PII replaced before it is stored
         "hello there friend",
@@ -133,7 +156,30 @@ def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Pat
     assert rows[2].response == long.strip()[:120]  # cut at max_response_chars
     assert rows[3].cache_hit and rows[3].response == "write to <EMAIL_1> about the invoice"
     assert rows[4].cache_hit and rows[4].stream and rows[4].response == "hello there friend"
+    assert rows[5].stream and rows[5].response == ("streamed " + long)[:120]
     assert all(r.prompt is None for r in rows)  # prompts: hash keeps no text
+
+
+def test_a_shadowed_stream_is_judged_whole_and_stored_cut(tmp_path: Path) -> None:
+    """The decision log keeps a stream's answer up to ``max_response_chars``; the shadow's
+    judge reads all of it, as a whole answer's (the exact judge, its final answer at the
+    end, past the cut)."""
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    text = "word " * 40 + "so the answer is 7"
+    with (
+        serve_text(SHADOWED % {"db": db}, tmp_path, env=env) as served,
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        chunks = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": text}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    [row] = _rows(db, 1)
+    assert row.stream and row.response == text[:120]
+    [shadow] = _shadows(db, 1)
+    assert shadow.routed_answer == text[:120]
+    assert shadow.routed_ok and shadow.extra["routed_final"] == "7"
 
 
 def test_a_stream_of_several_choices_is_stored_as_choice_0s_text(tmp_path: Path) -> None:
@@ -235,5 +281,10 @@ def test_the_sdk_stores_answers_and_streams_in_full(
             messages=[{"role": "user", "content": "two words"}], n=2, stream=True
         ) as stream:
             assert {c.choices[0].index for c in stream if c.choices} == {0, 1}
-    rows = _rows(db, 3)
-    assert [r.response for r in rows] == [SECRET, "stream me back", "two words"]
+        with router.chat.completions.create(  # read up to the cut, no further
+            messages=[{"role": "user", "content": "word " * 100}], stream=True
+        ) as stream:
+            assert list(stream)
+    rows = _rows(db, 4)
+    assert [r.response for r in rows[:3]] == [SECRET, "stream me back", "two words"]
+    assert rows[3].response == ("word " * 100)[:120]

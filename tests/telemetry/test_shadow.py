@@ -471,6 +471,56 @@ def test_streamed_answer_reads_choice_0_and_passes_over_odd_chunks() -> None:
     assert streamed.text() == "mine"
 
 
+def _delta_chunks() -> list[dict[str, Any]]:
+    """A stream's answer: text, then two tool calls, JSON escapes and non-ASCII in both."""
+
+    def calls(index: int, **function: str) -> dict[str, Any]:
+        return {"tool_calls": [{"index": index, "function": function}]}
+
+    deltas = [
+        {"role": "assistant", "content": "héllo "},
+        {"content": 'wörld "quoted"\n'},
+        calls(0, name="add", arguments='{"a": '),
+        calls(0, arguments='"ü\\"}'),
+        calls(1, name="sub", arguments="{}"),
+    ]
+    return [{"choices": [{"index": 0, "delta": delta}]} for delta in deltas]
+
+
+def test_a_streamed_answer_with_a_limit_is_the_whole_answer_up_to_it() -> None:
+    """With a limit (the log's ``max_response_chars``) a stream's answer stops growing one
+    character past it: up to the limit, what the row stores, it is the whole answer's,
+    and longer than the limit only when the whole answer is."""
+    whole = StreamedAnswer()
+    for chunk in _delta_chunks():
+        whole.add(chunk)
+    full = whole.text()
+    assert full is not None and '"sub"' in full
+    for limit in range(len(full) + 2):
+        cut = StreamedAnswer(limit)
+        for chunk in _delta_chunks():
+            cut.add(chunk)
+        text = cut.text() or ""
+        assert text[:limit] == full[:limit], limit
+        assert (len(text) > limit) == (len(full) > limit), limit
+
+
+def test_a_streamed_answer_with_a_limit_holds_no_more_of_a_stream_without_end() -> None:
+    streamed = StreamedAnswer(100)
+    for _ in range(10_000):
+        streamed.add({"choices": [{"index": 0, "delta": {"content": "word "}}]})
+        streamed.add({"choices": [{"index": 0, "delta": {"content": ""}}]})
+    streamed.observe(b'data: {"choices": [{"index": 0, "delta": {"content": "more"}}]}\n\n')
+    assert streamed.text() == ("word " * 21)[:101]
+    calls = StreamedAnswer(100)
+    for i in range(10_000):  # calls without end, each new and empty
+        calls.add(
+            {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {}}]}}]}
+        )
+    # what each holds, however long the stream
+    assert len(streamed._content) <= 101 and len(calls._calls) <= 101
+
+
 @pytest.mark.parametrize("mode", ["off", "redacted", "full"])
 def test_shadow_answers_are_kept_as_telemetry_responses_says(mode: str) -> None:
     """With `responses: off` (and prompts hashed) the shadow table still held both

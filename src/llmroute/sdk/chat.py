@@ -61,7 +61,7 @@ from llmroute.sdk.streams import AsyncStream, Stream
 from llmroute.state import CachedAnswer, CacheLookup, look_up, replay
 from llmroute.telemetry.attribution import TAGS_HEADER, parse_tags
 from llmroute.telemetry.recorder import Recorder
-from llmroute.telemetry.shadow import answer_text
+from llmroute.telemetry.shadow import StreamedAnswer, answer_text
 from llmroute.untrusted_json import has_surrogate
 
 __all__ = ["Chat", "Completions"]
@@ -562,14 +562,16 @@ class _Engine:
 
         info = routing_info(decision, opened.model, opened.deployment, opened.attempts)
         info["cache"] = _cache_state(sent.lookup)
-        keep = recorder is not None and recorder.wants_answers
+        kept = None  # what the decision log keeps of its answer, when it keeps answers
+        if recorder is not None and recorder.wants_answers:
+            kept = StreamedAnswer(recorder.max_response_chars)
         return self._tracked(
             AsyncStream(
                 opened,
                 info,
                 request.timeout,
                 on_end=ended,
-                collect=keep,
+                answer=kept,
                 edits=_edits_of(decision),
                 owner=self,
             )

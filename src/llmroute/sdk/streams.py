@@ -47,10 +47,10 @@ CUT_SHORT = "the router was closed before the stream ended: its answer is cut sh
 StreamEnd = Callable[[Opened, str | None, str, int | None], None]
 """Told once how a stream ended: None when complete, else ``stream_interrupted`` (the
 upstream broke off) or ``client_disconnected`` (the caller stopped reading); the
-answer streamed until then, as the decision log keeps it (`StreamedAnswer`; empty unless
-the stream was asked to collect it); and when its
-first event was read (`time.perf_counter_ns`), None when none was: a stream silent
-past ``dispatch.stream_hold_s`` is returned before its first event."""
+answer streamed until then, as the decision log keeps it (empty unless the stream was
+given a `StreamedAnswer` to read it into); and when its first event was read
+(`time.perf_counter_ns`), None when none was: a stream silent past
+``dispatch.stream_hold_s`` is returned before its first event."""
 
 
 async def _chunks(
@@ -339,7 +339,7 @@ class AsyncStream:
         timeout: float | None,
         on_end: StreamEnd | None = None,
         *,
-        collect: bool = False,
+        answer: StreamedAnswer | None = None,
         edits: tuple[AnswerMask | None, Mapping[str, str] | None] = (None, None),
         owner: object = None,
     ) -> None:
@@ -347,7 +347,6 @@ class AsyncStream:
         # the router's SDK, closed once freed: kept while its stream may still be read
         self._owner = owner
         self._opened = opened
-        answer = StreamedAnswer() if collect else None
         self._ending = _Ending(on_end, answer)
         mask, values = edits
         chain: list[StreamEdit] = [mask.stream()] if mask is not None else []

@@ -554,9 +554,8 @@ async def _relayed(
     try:
         if lookup is not None:
             opened.events = lookup.tee(opened)
-        keep = shadow or (recorder is not None and recorder.wants_answers)
         streamed = RelayedStream(
-            relay(opened, done, collect=keep),
+            relay(opened, done, _answer_reader(shadow, recorder)),
             lambda: opened.model,
             unsent,
             closers=(functools.partial(_end_unread, opened, done),),
@@ -1102,8 +1101,18 @@ async def route_only(request: Request) -> Response:
 _BROKE_OFF = BROKE_OFF_CHUNK
 
 
+def _answer_reader(shadow: bool, recorder: Recorder | None) -> StreamedAnswer | None:
+    """What reads a relayed stream's answer: all of it for the shadow's judge (as a whole
+    answer's), what the decision log keeps of it for the log alone; else nothing."""
+    if shadow:
+        return StreamedAnswer()
+    if recorder is not None and recorder.wants_answers:
+        return StreamedAnswer(recorder.max_response_chars)
+    return None
+
+
 async def relay(
-    opened: Opened, done: StreamDone | None = None, collect: bool = False
+    opened: Opened, done: StreamDone | None = None, answer: StreamedAnswer | None = None
 ) -> AsyncIterator[bytes]:
     """The stream's events; an upstream failure mid-stream ends it with an error event
     and ``[DONE]`` (the status line has gone out, so nothing is retried silently; one
@@ -1116,12 +1125,11 @@ async def relay(
     (``stream_interrupted`` upstream, ``client_disconnected`` when the client went away,
     ``server_shutdown`` when the gateway stopped, ``internal_error`` for a bug, here or
     thrown in by what relays it on; a client that left, or a gateway that stopped, once
-    its ``[DONE]`` went out: whole) with the streamed answer's text (`StreamedAnswer`)
-    when `collect` is set, and
-    with the break of an upstream that broke once its ``[DONE]`` went out (for the span)."""
+    its ``[DONE]`` went out: whole) with the streamed answer's text as `answer` read it
+    (empty without one), and with the break of an upstream that broke once its ``[DONE]``
+    went out (for the span)."""
     error: str | None = CLIENT_DISCONNECTED
     broke: ProviderError | None = None  # its upstream's break once its [DONE] went out
-    answer = StreamedAnswer() if collect else None
     first_ns: int | None = None
     sending = False  # at an event that went out: what is thrown in is the next step's bug
     ended = False  # its ``[DONE]`` went out: the client has its whole answer

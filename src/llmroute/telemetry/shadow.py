@@ -93,15 +93,25 @@ class StreamedAnswer:
     content deltas, and its tool-call deltas joined by index (name and arguments). The
     one reader of a stream's answer for the decision log and the shadow: the gateway's
     relay, a cached stream's replay and the SDK's streams. Of several choices (``n``),
-    choice 0's (`choice_zero`), as the cascade's gates read a buffered tier's."""
+    choice 0's (`choice_zero`), as the cascade's gates read a buffered tier's.
 
-    def __init__(self) -> None:
+    With a `limit` (the decision log's ``max_response_chars``: the answer is cut there
+    when written) it stops taking text and tool calls one character past it, as nothing
+    else bounds a stream's length before its upstream ends it. `text` is then the whole
+    answer's up to the limit (its text, then each call, in the order a stream sends them)
+    and longer than the limit when it was cut. Without one (the shadow's judge reads a
+    stream's whole answer, as a whole answer's) nothing is left out."""
+
+    def __init__(self, limit: int | None = None) -> None:
         self._content: list[str] = []
         self._calls: dict[int, dict[str, str]] = {}
+        self._room = None if limit is None else limit + 1  # characters still taken
 
     def observe(self, event: bytes) -> None:
-        """Read one event, as `Opened.events` yields it (``data: <JSON>``)."""
-        self.add(chunk_of(event))
+        """Read one event, as `Opened.events` yields it (``data: <JSON>``); once the limit
+        is reached, not even parsed."""
+        if self._room != 0:
+            self.add(chunk_of(event))
 
     def add(self, chunk: Any) -> None:
         """Read one parsed chunk (anything else is passed over)."""
@@ -112,18 +122,33 @@ class StreamedAnswer:
 
     def _observe_delta(self, delta: Mapping[str, Any]) -> None:
         content = delta.get("content")
-        if isinstance(content, str):
-            self._content.append(content)
+        if isinstance(content, str) and content and self._room != 0:
+            self._content.append(self._taken(content))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
+            if self._room == 0:
+                return
             function = call.get("function") if isinstance(call, Mapping) else None
             if not isinstance(function, Mapping):
                 continue
             index = call.get("index", 0)
-            slot = self._calls.setdefault(index if isinstance(index, int) else 0, {})
+            index = index if isinstance(index, int) else 0
+            if index not in self._calls:
+                self._calls[index] = {}
+                if self._room is not None:
+                    self._room -= 1  # a call's JSON in `text` takes a character at least
+            slot = self._calls[index]
             for key in ("name", "arguments"):
                 if isinstance(function.get(key), str):
-                    slot[key] = slot.get(key, "") + function[key]
+                    slot[key] = slot.get(key, "") + self._taken(function[key])
+
+    def _taken(self, piece: str) -> str:
+        """As much of `piece` as the limit leaves room for."""
+        if self._room is None:
+            return piece
+        piece = piece[: self._room]
+        self._room -= len(piece)
+        return piece
 
     def text(self) -> str | None:
         message: dict[str, Any] = {"content": "".join(self._content)}
