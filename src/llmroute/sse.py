@@ -5,15 +5,29 @@ here, so that there is one parser, not one per consumer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from llmroute.untrusted_json import loads
 
-__all__ = ["DONE", "choice_zero", "chunk_of", "event_of", "parsed"]
+__all__ = [
+    "DONE",
+    "END_DRAIN_BYTES",
+    "END_DRAIN_S",
+    "choice_zero",
+    "chunk_of",
+    "drain_after_end",
+    "event_of",
+    "parsed",
+]
 
 DONE = b"data: [DONE]\n\n"
+
+# How long, and how far, a stream is read on after its end event for its body's end
+END_DRAIN_S = 0.5
+END_DRAIN_BYTES = 64 * 1024
 
 # The last event a provider parsed (or, translating another API's stream, wrote), and its
 # object, for the next `chunk_of` of that same event (the stream's meter, right after):
@@ -63,3 +77,25 @@ def event_of(chunk: Mapping[str, Any]) -> bytes:
     """`chunk` as one event, compact, non-ASCII kept as it is."""
     text = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
     return b"data: " + text.encode() + b"\n\n"
+
+
+async def drain_after_end(rest: AsyncIterator[bytes]) -> None:
+    """Read what comes after a stream's end event (``[DONE]``, ``message_stop``) to the
+    body's end, dropping it: a response closed before its body ended loses its
+    connection (the next call to the upstream pays a new TCP and TLS handshake), one
+    read to its end goes back to the pool. An upstream that does not end its body
+    within `END_DRAIN_S`, or sends more than `END_DRAIN_BYTES` (a proxy that keeps the
+    response open) is left there, its connection dropped when the caller closes it, so
+    the stream's end does not wait on it until the read times out. A break meanwhile
+    (the connection cut, an unreadable event) raises, as it did before the end."""
+    read = 0
+    deadline = asyncio.timeout(END_DRAIN_S)
+    try:
+        async with deadline:
+            async for event in rest:
+                read += len(event)
+                if read > END_DRAIN_BYTES:
+                    return
+    except TimeoutError:
+        if not deadline.expired():  # the stream's own, not the drain's
+            raise

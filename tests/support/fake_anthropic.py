@@ -20,6 +20,10 @@ Faults and variants are chosen by the model name, ``NAME?k=v&...``:
   and ``credit`` the ``invalid_request_error`` of an account out of credit);
   ``credit=1`` answers the 400 of an account whose credit balance is too low;
   ``truncate=1`` ends a stream cleanly after its first text delta (no message_stop);
+  ``hold=1`` holds a stream's body open after its message_stop until its reader hangs
+  up, which ``released`` records, or 60 s pass (a proxy that keeps the response open);
+  ``lag=S`` ends a stream's body S seconds after its message_stop (the end in a later
+  packet, as over a network);
 - ``stop=max_tokens|stop_sequence|refusal|...`` sets the stop_reason; ``thinking=1``
   puts a thinking block first (as a request with ``thinking: {type: enabled}`` does),
   ``redacted=1`` a ``redacted_thinking`` block after it;
@@ -53,6 +57,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,7 +65,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from fake_upstream import serve_in_thread
+from fake_upstream import hung_up_within, serve_in_thread
 
 USAGE = {
     "input_tokens": 10,
@@ -79,6 +84,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    port: int = 0  # the client's: one per connection, so reused ones show
 
 
 @dataclass
@@ -87,6 +93,7 @@ class FakeAnthropic:
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     listed: tuple[str, ...] = ()  # what ``GET /v1/models`` lists
+    released: list[str] = field(default_factory=list)  # ``hold=1`` streams let go
 
     @property
     def last(self) -> Recorded:
@@ -472,7 +479,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.upstream.lock:
-            self.upstream.requests.append(Recorded(self.path, headers, {}))
+            self.upstream.requests.append(Recorded(self.path, headers, {}, self.client_address[1]))
         if self.path.partition("?")[0] != "/v1/models":
             self._send_json(404, _error("not_found_error", f"no route {self.path}"))
             return
@@ -486,7 +493,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.upstream.lock:
-            self.upstream.requests.append(Recorded(self.path, headers, body))
+            self.upstream.requests.append(
+                Recorded(self.path, headers, body, self.client_address[1])
+            )
         if self.path != "/v1/messages":
             self._send_json(404, _error("not_found_error", f"no route {self.path}"))
             return
@@ -514,7 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
         blocks = reply_blocks(body, faults)
         stop = _stop_reason(blocks, faults)
         if body.get("stream") is True:
-            self._stream(stream_events(model, blocks, stop), faults)
+            self._stream(stream_events(model, blocks, stop), faults, model)
         else:
             self._send_json(200, _message(model, blocks, stop))
 
@@ -535,7 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _stream(self, events: list[bytes], faults: dict[str, str]) -> None:
+    def _stream(self, events: list[bytes], faults: dict[str, str], model: str) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
@@ -552,8 +561,19 @@ class _Handler(BaseHTTPRequestHandler):
         if "error_event" in faults or "early_error" in faults:
             error = event_error(faults.get("error_event") or faults["early_error"])
             self._write_chunk(_event("error", {"error": error}))
+        if "hold" in faults and hung_up_within(self.connection, 60.0):
+            self.released(model)
+            self.close_connection = True
+            return
+        if "lag" in faults:
+            time.sleep(float(faults["lag"]))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def released(self, model: str) -> None:
+        """A ``hold=1`` stream's reader hung up after its message_stop."""
+        with self.upstream.lock:
+            self.upstream.released.append(model)
 
 
 @contextmanager

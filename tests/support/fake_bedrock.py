@@ -23,7 +23,9 @@ CRC broken); ``fail=<ExceptionName>`` answers with that exception at the status 
 the words Bedrock's API reference and AWS give it (`FAILURES`: ``ServiceQuotaExceededException``
 is a 400, ``ModelNotReadyException`` a 429, ``NoPayment`` Marketplace's
 AccessDeniedException for an account without a valid payment method), and
-``stream_fail=<exceptionName>`` sends that exception message as the stream's first.
+``stream_fail=<exceptionName>`` sends that exception message as the stream's first;
+``hold=1`` (fake_anthropic's) holds a stream's body open after its last message until
+its reader hangs up, which ``released`` records, or 60 s pass.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from fake_anthropic import (
     stream_events,
     thinking_refusal,
 )
-from fake_upstream import serve_in_thread
+from fake_upstream import hung_up_within, serve_in_thread
 
 from llmroute.providers.aws_eventstream import encode_message
 
@@ -75,6 +77,7 @@ class FakeBedrock:
     key: str | None = None  # a Bedrock API key; None: SigV4 with `secret`
     secret: str = SECRET
     requests: list[Recorded] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # ``hold=1`` streams let go
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -236,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[3] == "invoke":
             self._send(200, json.dumps(_message(model, blocks, stop)).encode(), {})
         else:
-            self._stream(_events_json(stream_events(model, blocks, stop)), faults)
+            self._stream(_events_json(stream_events(model, blocks, stop)), faults, model)
 
     def _auth_problem(self, headers: dict[str, str], raw: bytes) -> tuple[str, str] | None:
         if self.upstream.key is not None:
@@ -262,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"x-amzn-errortype": kind + _ERROR_TYPE_SUFFIX, **(extra or {})}
         self._send(status, json.dumps({"message": message}).encode(), headers)
 
-    def _stream(self, events: list[dict[str, Any]], faults: dict[str, str]) -> None:
+    def _stream(self, events: list[dict[str, Any]], faults: dict[str, str], model: str) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/vnd.amazon.eventstream")
         self.send_header("transfer-encoding", "chunked")
@@ -280,6 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
             piece = data[at : at + 61]
             self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             self.wfile.flush()
+        if "hold" in faults and hung_up_within(self.connection, 60.0):
+            with self.upstream.lock:
+                self.upstream.released.append(model)
+            self.close_connection = True
+            return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

@@ -65,8 +65,11 @@ delta of it before the words);
 some OpenAI-compatible servers do (``done=spaced``: its ``[DONE]`` written with a second
 blank after ``data:``); ``after=reset|garbage`` a stream breaks once its
 ``[DONE]`` went out: its connection cut, or an event that is not JSON, then the cut
-(``after=hold``: its body ends a second after its ``[DONE]``; ``after=chunk``: a
-content chunk and a second ``[DONE]`` follow its ``[DONE]``, then its body's end);
+(``after=hold``: its body ends a second after its ``[DONE]``, ``after=lag`` a tenth of
+one, as a network may deliver it; ``after=open``: its body is held open after its
+``[DONE]`` until its reader hangs up, which ``released`` records, or 60 s pass, as a
+proxy that keeps the response open; ``after=chunk``: a content chunk and a second
+``[DONE]`` follow its ``[DONE]``, then its body's end);
 ``choices=N`` a stream says its answer as N choices, word by word in turn, each then
 its finish reason (``cutchoice=1``: choice 0 finishes, choice 1 says one word more and
 the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streaming);
@@ -122,6 +125,7 @@ class Recorded:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float = 0.0  # time.monotonic() on arrival
+    port: int = 0  # the client's: one per connection, so reused ones show
 
 
 @dataclass
@@ -132,6 +136,8 @@ class FakeUpstream:
     answers: Counter[str] = field(default_factory=Counter)  # for ``vary``
     cut: list[tuple[str, int]] = field(default_factory=list)
     """(model, words sent) of each stream whose reader hung up before its end."""
+    released: list[str] = field(default_factory=list)
+    """The model of each ``after=open`` stream whose reader hung up after its ``[DONE]``."""
     listed: list[str] | None = None
     """What ``GET /models`` lists; None: it answers 404, as a server that lists nothing."""
     key: str | None = None
@@ -470,7 +476,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
         def do_GET(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
             with upstream.lock:
-                upstream.requests.append(Recorded(self.path, headers, {}, time.monotonic()))
+                upstream.requests.append(
+                    Recorded(self.path, headers, {}, time.monotonic(), self.client_address[1])
+                )
             if not self.path.endswith("/models") or upstream.listed is None:
                 self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
             elif upstream.key is not None and headers.get("authorization") != (
@@ -489,7 +497,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             headers = {k.lower(): v for k, v in self.headers.items()}
             model = str(body.get("model", ""))
             with upstream.lock:
-                upstream.requests.append(Recorded(self.path, headers, body, time.monotonic()))
+                upstream.requests.append(
+                    Recorded(self.path, headers, body, time.monotonic(), self.client_address[1])
+                )
                 upstream.counts[model] += 1
                 count = upstream.counts[model]
             faults = faults_of(model)
@@ -819,6 +829,14 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 self._write_chunk(b"data:  [DONE]\n\n" if spaced else b"data: [DONE]\n\n")
             if faults.get("after") == "hold":
                 time.sleep(1.0)  # the body's end comes late
+            elif faults.get("after") == "lag":  # a moment late, as over a network
+                time.sleep(0.1)
+            elif faults.get("after") == "open":  # until its reader leaves
+                if not self._wait(60.0):
+                    with upstream.lock:
+                        upstream.released.append(model)
+                    self.close_connection = True
+                    return
             elif faults.get("after") == "chunk":  # more after its end, then a proper end
                 self._write_chunk(_chunk(model, {"content": " late"}, None))
                 self._write_chunk(b"data: [DONE]\n\n")
@@ -929,6 +947,19 @@ def _text_chunk(
     if usage:
         data["usage"] = _usage()
     return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def hung_up_within(connection: socket.socket, seconds: float) -> bool:
+    """Whether the client on `connection` hangs up within `seconds` (a server holding
+    its response open after the answer's end, until its reader lets go)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        readable, _, _ = select.select([connection], [], [], min(left, 0.05))
+        if readable and not connection.recv(1, socket.MSG_PEEK):
+            return True
+        if readable:  # a pipelined request: not a hang-up
+            time.sleep(min(left, 0.05))
+    return False
 
 
 @contextmanager

@@ -108,6 +108,7 @@ class FakeVertex:
     static_tokens: set[str] = field(default_factory=set)
     predicted: list[Predicted] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why each refused request was
+    released: list[str] = field(default_factory=list)  # ``hold=1`` streams let go
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -242,6 +243,10 @@ class _VertexHandler(_Handler):
             self._google_error(status, kind, message.format(**where), details)
             return
         self.answer({**body, "model": model}, headers)
+
+    def released(self, model: str) -> None:
+        with self.fake.lock:
+            self.fake.released.append(model)
 
     def _refuse(self, status: int, kind: str, message: str, why: str) -> None:
         with self.fake.lock:

@@ -25,7 +25,7 @@ from llmroute.providers._http import error_from_response
 from llmroute.providers._transport import HttpTransport
 from llmroute.providers.base import Timeouts, model_ids
 from llmroute.registry.schema import Provider, env_headers
-from llmroute.sse import DONE, event_of, parsed
+from llmroute.sse import DONE, drain_after_end, event_of, parsed
 from llmroute.untrusted_json import loads_replacing
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "sent_once_more", "streamed_once_more"]
@@ -98,6 +98,9 @@ class AnthropicProvider:
         async with contextlib.aclosing(events):  # closed with this one, not when collected
             async for chunk in events:
                 yield chunk
+                if chunk == DONE:  # message_stop's: nothing after it is the answer's
+                    await drain_after_end(events)
+                    return
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 

@@ -33,6 +33,7 @@ from llmroute.providers.aws_eventstream import EventStreamDecoder, EventStreamEr
 from llmroute.providers.aws_sigv4 import AwsCredentials, sign
 from llmroute.providers.base import Timeouts
 from llmroute.registry.schema import Provider, env_headers
+from llmroute.sse import DONE, drain_after_end
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -165,6 +166,9 @@ class BedrockProvider:
         async with contextlib.aclosing(events):  # closed with this one, not when collected
             async for chunk in events:
                 yield chunk
+                if chunk == DONE:  # message_stop's: nothing after it is the answer's
+                    await drain_after_end(events)
+                    return
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 

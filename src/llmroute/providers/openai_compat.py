@@ -18,7 +18,7 @@ from llmroute.providers.google_auth import AdcTokens
 from llmroute.providers.token_transport import TokenTransport
 from llmroute.providers.tool_ids import openai_tool_ids
 from llmroute.registry.schema import Provider, env_headers
-from llmroute.sse import DONE
+from llmroute.sse import DONE, drain_after_end
 from llmroute.untrusted_json import loads
 from llmroute.verbatim_json import Verbatim
 
@@ -142,7 +142,9 @@ class OpenAICompatProvider:
         that closed it cleanly midway) raises too: the answer was cut short, and the
         client is told so instead of taking it as whole. One that ends on its finish
         reason with no ``[DONE]`` (some OpenAI-compatible servers) gets one, as every
-        provider's stream ends (the usage chunk added before it, the fronts closed at it)."""
+        provider's stream ends (the usage chunk added before it, the fronts closed at it).
+        It ends at ``[DONE]``, what follows read for a moment and dropped
+        (`drain_after_end`: the connection kept, unless the body is held open)."""
         return self._events(_CHAT, self._chat(model, body), timeouts)
 
     def stream_text(
@@ -155,7 +157,7 @@ class OpenAICompatProvider:
     async def _events(
         self, path: str, payload: dict[str, Any], timeouts: Timeouts
     ) -> AsyncIterator[bytes]:
-        started = ended = False
+        started = False
         finishes = _Finishes(payload.get("n"))
         async with self._http.events(path, payload, timeouts) as events:
             async for raw in events:
@@ -166,11 +168,13 @@ class OpenAICompatProvider:
                     continue  # a keep-alive, an id alone: nothing of the answer
                 started = True
                 finishes.see(event)
-                ended = ended or event.startswith(b"data: [DONE]")
                 yield event
-        if started and not ended and not finishes.done:
+                if event.startswith(b"data: [DONE]"):
+                    await drain_after_end(events)  # nothing after it is the answer's
+                    return
+        if started and not finishes.done:
             raise ProviderError(self.name, f"the stream ended before {finishes.missing} or [DONE]")
-        if started and not ended:  # a server that ends on its finish reasons: ours says it
+        if started:  # a server that ends on its finish reasons: ours says it
             yield DONE
 
     async def aclose(self) -> None:

@@ -24,6 +24,7 @@ from llmroute.providers.anthropic import StreamTranslator, sent_once_more, strea
 from llmroute.providers.base import Timeouts
 from llmroute.providers.google_auth import AdcTokens, StaticToken, TokenSource
 from llmroute.registry.schema import Provider, env_headers
+from llmroute.sse import DONE, drain_after_end
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexProvider"]
 
@@ -90,6 +91,9 @@ class VertexProvider:
         async with contextlib.aclosing(events):  # closed with this one, not when collected
             async for chunk in events:
                 yield chunk
+                if chunk == DONE:  # message_stop's: nothing after it is the answer's
+                    await drain_after_end(events)
+                    return
         if not translator.done:
             raise ProviderError(self.name, "upstream stream ended before message_stop")
 
