@@ -16,6 +16,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
+from gateway_proc import wait_for
 from plans import plan_for
 
 import llmroute.dispatch.cascade as cascade_module
@@ -65,6 +66,7 @@ def upstream(upstream_module: FakeUpstream) -> FakeUpstream:
     upstream_module.requests.clear()
     upstream_module.counts.clear()
     upstream_module.answers.clear()
+    upstream_module.released.clear()
     return upstream_module
 
 
@@ -488,6 +490,34 @@ def test_the_gates_read_choice_0_of_a_buffered_stream_of_several(upstream: FakeU
     assert opened.model == "small"
     [answer] = seen.answers
     assert (answer.text.strip(), answer.finish_reason) == ("fine answer", "length")
+
+
+def test_a_buffered_tier_whose_upstream_holds_its_body_open_after_its_done_answers(
+    upstream: FakeUpstream,
+) -> None:
+    """A tier whose upstream sends its whole answer and ``[DONE]``, then keeps the body
+    open (a proxy's keep-alive bug): its answer is gated and served once the body has
+    been read on for a moment (`END_DRAIN_S`), its connection closed then. The tier was
+    read until the upstream let go (here 60 s; a read timeout, then, as a slower answer
+    or a failed tier)."""
+    reg = registry(upstream, small="small?reply=fine%20answer&after=open", large="large")
+    slow = reg.providers["up"].model_copy(update={"timeout_s": 120.0})
+    reg = reg.model_copy(update={"providers": {**reg.providers, "up": slow}})
+
+    async def job(d: Dispatcher) -> tuple[Opened, str]:
+        opened = await d.open_stream(plan_of(reg), stream_body())
+        return opened, (await drain(opened))[0]
+
+    async def bounded(d: Dispatcher) -> tuple[Opened, str]:
+        return await asyncio.wait_for(job(d), 30)  # far less than the upstream holds
+
+    opened, text = run(reg, bounded)
+    assert opened.model == "small" and text.strip() == "fine answer"
+    assert cascade_header(opened.cascade) == "small:accept"
+    assert opened.attempts == ()
+    assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
+    wait_for("the upstream released", lambda: bool(upstream.released), 10)
+    assert upstream.released == ["small?reply=fine%20answer&after=open"]
 
 
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:

@@ -21,6 +21,7 @@ import openai
 import pytest
 import redis
 from fake_upstream import FAIL_400, FAIL_500, FakeUpstream, fake_upstream
+from gateway_proc import wait_for
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from redis_service import REDIS_URL
 
@@ -48,6 +49,7 @@ models:
   picky: {provider: fake, model: %(fail_400)s}
   halfway: {provider: fake, model: fail-mid}
   reset-after: {provider: fake, model: "whole?after=reset"}
+  open-after: {provider: fake, model: "whole?after=open", timeout_s: 120}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -590,6 +592,30 @@ def test_a_stream_broken_after_its_done_is_read_whole(
     assert chunks[-1].choices[0].finish_reason == "stop"
     said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
+
+
+def test_a_stream_whose_upstream_holds_its_body_open_after_its_done_ends_there(
+    registry: Path, upstream: FakeUpstream
+) -> None:
+    """An upstream that sends its whole answer and ``[DONE]``, then keeps its body open
+    (a proxy's keep-alive bug): the caller's stream ends (the body read on for a moment,
+    `END_DRAIN_S`), the upstream's connection closed. It was read on until the upstream
+    let go or its read timed out (here 120 s)."""
+
+    async def main() -> list[Any]:
+        router = Router.from_yaml(registry)
+        try:
+            stream = await router.chat.completions.acreate(
+                model="open-after", messages=HELLO, stream=True
+            )
+            return [chunk async for chunk in stream]
+        finally:
+            await router.aclose()
+
+    chunks = asyncio.run(asyncio.wait_for(main(), 30))  # far less than the upstream holds
+    assert _text(chunks).strip() == "echo: hi there!"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    wait_for("the upstream released", lambda: "whole?after=open" in upstream.released, 10)
 
 
 def test_async_create_and_stream(registry: Path) -> None:

@@ -61,6 +61,9 @@ models:
   reset-after: {provider: fake, model: "whole?after=reset", price: {input: 1, output: 2}}
   garbage-after: {provider: fake, model: "whole?after=garbage", price: {input: 1, output: 2}}
   hold-after: {provider: fake, model: "whole?after=hold", price: {input: 1, output: 2}}
+  lag-after: {provider: fake, model: "whole?after=lag", price: {input: 1, output: 2}}
+  open-after:
+    {provider: fake, model: "whole?after=open", timeout_s: 120, price: {input: 1, output: 2}}
   chunk-after: {provider: fake, model: "whole?after=chunk", price: {input: 1, output: 2}}
   spaced-done: {provider: fake, model: "whole?done=spaced&nousage=1", price: {input: 1, output: 2}}
   refused: {provider: fake, model: "refused?status=400", price: {input: 1, output: 2}}
@@ -835,6 +838,49 @@ def test_an_upstream_breaking_after_its_end_leaves_a_whole_stream(
     assert dict(event.attributes or {})["error.type"] == "ProviderError"
     said = [r for r in caplog.records if "broke off after its end" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_an_upstream_holding_its_body_open_after_its_done_ends_the_stream_there(
+    gateway: tuple[str, str], upstream: FakeUpstream, path: str
+) -> None:
+    """An upstream that sends its whole answer and ``[DONE]``, then keeps its body open
+    (a proxy's keep-alive bug): the client's stream ends (its body too, once the
+    upstream's was read on for a moment, so a client reading to the end, as OpenAI's
+    SDK does after ``[DONE]``, is not held), the row is a whole stream's and the
+    upstream's connection is closed. The stream was read
+    on until the upstream let go or its read timed out (here 120 s; the client's read
+    timed out first, 10 s)."""
+    url, store_url = gateway
+    prompt = f"a whole stream, its body then held open ({path})"
+    raw = _stream(url, path, "open-after", prompt)
+    if path == "/v1/chat/completions":
+        _ends_whole(raw)
+    else:
+        assert raw.endswith(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+    row = _logged(store_url, prompt)
+    assert (row.status, row.error, row.served_model) == (200, None, "open-after")
+    assert row.tokens_in and row.tokens_out
+    wait_for("the upstream released", lambda: "whole?after=open" in upstream.released, 10)
+
+
+def test_streams_through_the_gateway_reuse_the_upstreams_connection(
+    gateway: tuple[str, str], upstream: FakeUpstream
+) -> None:
+    """Streams whose upstream ends its body a moment after its ``[DONE]`` (as a network
+    delivers it) leave their connection to the next: five streams, at most two
+    connections (one the pool held already). Closing each at its ``[DONE]`` dropped
+    it: a new connection, a TCP and TLS handshake, for every stream."""
+    url, _ = gateway
+    prompts = [f"a stream on a kept connection ({i})" for i in range(5)]
+    for prompt in prompts:
+        _ends_whole(_stream(url, "/v1/chat/completions", "lag-after", prompt))
+    ports = {
+        r.port
+        for r in upstream.requests
+        if any(m.get("content") in prompts for m in r.body.get("messages", []))
+    }
+    assert 1 <= len(ports) <= 2
 
 
 @pytest.mark.parametrize("model", ["reset-after", "garbage-after", "chunk-after", "hold-after"])

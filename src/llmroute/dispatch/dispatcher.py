@@ -129,6 +129,7 @@ from llmroute.providers.base import (
 from llmroute.proxy_fields import without_proxy_fields
 from llmroute.registry.schema import Model, Price, Registry, RoutePolicy
 from llmroute.request import holds_images
+from llmroute.sse import drain_after_end
 from llmroute.state.breakers import open_breakers
 from llmroute.state.limits import CLOSE_S, HOLD_LEASE_S, RateLimits, UsdHold, open_limits
 from llmroute.state.stores import has_limits
@@ -1947,8 +1948,12 @@ async def _metered(
     renew_holds: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream with its usage priced; a usage chunk is added before ``[DONE]`` when
-    the client asked for one and the upstream sent none. When it ends, completely or
-    not (broken by the upstream, closed by the client), its usage (reported, else
+    the client asked for one and the upstream sent none. It ends at ``[DONE]``: what the
+    upstream sends after it is read for a moment and dropped (`drain_after_end`), so
+    that one keeping its body open does not hold the stream's end, its slot and its
+    reader (a cascade tier being gated) until the read times out (each provider's
+    stream ends so too; this bounds any other's). When it ends, completely or not
+    (broken by the upstream, closed by the client), its usage (reported, else
     estimated from what was streamed) is `charge`d to the model's budget: a stream cut
     short was paid for as far as it went; and the deployment's in-flight `slots` are
     given back. While it goes on, their leases, and those of its hard-budget holds
@@ -1971,7 +1976,8 @@ async def _metered(
                 if extra is not None:
                     yield extra
                 yield event
-                continue
+                await drain_after_end(rest)  # the body's end, for its connection's reuse
+                return
             if (sent := meter.observe(event)) is not None:
                 yield sent
     finally:
