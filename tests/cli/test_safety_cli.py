@@ -115,6 +115,17 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     result = llmroute("train", "safety", "--data", bad, "-o", tmp_path / "out")
     assert result.returncode != 0 and "bad.jsonl:2: field 'label'" in result.stderr
     assert "Traceback" not in result.stderr
+    rows = [
+        {"text": "hi", "label": "benign", "weight": 0.5},
+        {"text": "x", "label": "benign", "weight": 0},
+    ]
+    bad.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = llmroute("train", "safety", "--data", bad, "-o", tmp_path / "out")
+    assert (
+        result.returncode != 0
+        and "bad.jsonl:2: field 'weight' must be a positive number" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
     data = _data(tmp_path / "ok.jsonl")
     result = llmroute("eval-safety", "--data", data, "--split", "sideways")
     assert result.returncode == 2 and "'sideways' is not one of 'all', 'test'" in result.stderr

@@ -32,7 +32,8 @@ DataOption = Annotated[
         "--data",
         "-d",
         help="JSONL with text and label (jailbreak, injection or benign, in any case; others "
-        "are reported apart); '-': standard input.",
+        "are reported apart) and an optional weight (a positive number, 1 by default: the "
+        "row's weight in training's fit); '-': standard input.",
     ),
 ]
 EncoderOption = Annotated[

@@ -136,6 +136,17 @@ class SafetyData:
     groups: tuple[str, ...]
     sources: tuple[str, ...]
     categories: tuple[str, ...]
+    weights: tuple[float, ...] = ()
+    """Each row's sample weight in `train_detector`'s fits (empty: 1 for every row); no
+    metric or threshold weighs rows by it."""
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            object.__setattr__(self, "weights", (1.0,) * len(self.texts))
+        elif len(self.weights) != len(self.texts):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.texts)} rows")
+        elif not all(0 < w < math.inf for w in self.weights):
+            raise ValueError("every weight must be a positive finite number")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -149,6 +160,7 @@ class SafetyData:
             pick(self.groups),
             pick(self.sources),
             pick(self.categories),
+            tuple(self.weights[i] for i in idx),
         )
 
     @property
@@ -183,11 +195,12 @@ def _normalised_sha1(text: str) -> str:
 def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]) -> SafetyData:
     """Read JSONL lines with ``text`` (a string) and ``label`` (a non-empty string; the
     detector's labels in any case, ``Jailbreak`` read as ``jailbreak`` rather than kept
-    apart as another label); ``source``, ``category`` and ``group`` are optional (group:
-    the SHA-1 of the NFKC lower-cased, whitespace-collapsed text). Several files are
-    concatenated. A bad line raises `DataError` naming the file and line; so does a file
-    with no rows."""
-    rows: list[tuple[str, str, str, str, str]] = []
+    apart as another label); ``source``, ``category``, ``group`` and ``weight`` are
+    optional (group: the SHA-1 of the NFKC lower-cased, whitespace-collapsed text;
+    weight: a positive number, 1 if absent, the row's sample weight in the fit).
+    Several files are concatenated. A bad line raises `DataError` naming the file and
+    line; so does a file with no rows."""
+    rows: list[tuple[str, str, str, str, str, float]] = []
     for one in (path, *more):
         rows += read_jsonl(
             one,
@@ -195,11 +208,13 @@ def read_safety_data(path: str | os.PathLike[str], *more: str | os.PathLike[str]
             what="safety data",
             empty="no rows (expected JSON lines with 'text' and 'label')",
         )
-    columns = list(zip(*rows, strict=True))
-    return SafetyData(*(tuple(col) for col in columns))
+    texts, labels, groups, sources, categories, weights = zip(*rows, strict=True)
+    return SafetyData(texts, labels, groups, sources, categories, weights)
 
 
-def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, str, str, str, str]:
+def _parse_line(
+    record: dict[str, Any], file: str, number: int
+) -> tuple[str, str, str, str, str, float]:
     for name in ("text", "label"):
         if name not in record:
             raise DataError(f"missing field '{name}'", file=file, line=number)
@@ -223,7 +238,23 @@ def _parse_line(record: dict[str, Any], file: str, number: int) -> tuple[str, st
         str(group) if group is not None else _normalised_sha1(text),
         str(record.get("source") or ""),
         str(record.get("category") or ""),
+        _weight(record.get("weight", 1.0), file, number),
     )
+
+
+def _weight(value: object, file: str, number: int) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise DataError(
+            f"field 'weight' must be a positive number, got {json.dumps(value)}",
+            file=file,
+            line=number,
+        )
+    return float(value)
 
 
 def split_sides(data: SafetyData, *, seed: int = 0) -> npt.NDArray[np.int8]:
@@ -716,6 +747,10 @@ def train_detector(
     from `data`'s split by its own (benign documents in other languages, whose held-out
     rows the caller leaves out).
 
+    A row's `SafetyData.weights` entry multiplies its sample weight in every fit; the
+    selection, the threshold and the report count each row once, so that a
+    down-weighted set still has the threshold flag at most `TARGET_FPR` of it.
+
     DataError when there are fewer than `MIN_PER_CLASS` rows of a class to learn from.
 
     numpy's BLAS runs on one thread meanwhile (the limit is the process's): the L-BFGS
@@ -744,6 +779,7 @@ def _train_detector(
     feats = _features(encoder, token_bag, pool.texts, pool.groups, progress)
     folds = _folds(pool.groups, seed)
     labels = np.array(pool.labels)
+    row_weights = np.asarray(pool.weights, dtype=np.float64)
     best: tuple[tuple[float, float], dict[str, float], F64] | None = None
     candidates = []
     near_scales = NEIGHBOUR_SCALES if neighbours else (0.0,)
@@ -755,7 +791,7 @@ def _train_detector(
             "injection_weight": inject,
             "neighbour_scale": near,
         }
-        weights = np.where(labels == "injection", inject, 1.0)
+        weights = np.where(labels == "injection", inject, 1.0) * row_weights
         scores = _out_of_fold(feats, y, weights, folds, hyper, seed)
         key = (_rates(scores, y, threshold_at_fpr(scores, y, TARGET_FPR))["tpr"], _auc(scores, y))
         candidates.append({**hyper, "cv_tpr": key[0], "cv_auc": key[1]})
@@ -766,7 +802,7 @@ def _train_detector(
     assert best is not None
     _, hyper, oof = best
     threshold = threshold_at_fpr(oof, y, TARGET_FPR)
-    weights = np.where(labels == "injection", hyper["injection_weight"], 1.0)
+    weights = np.where(labels == "injection", hyper["injection_weight"], 1.0) * row_weights
     model = _fit(feats, np.arange(len(pool), dtype=np.intp), y, weights, hyper, seed)
     references = None
     if model.references is not None and model.neighbour_weights is not None:
@@ -818,6 +854,7 @@ def _concat(a: SafetyData, b: SafetyData) -> SafetyData:
         a.groups + b.groups,
         a.sources + b.sources,
         a.categories + b.categories,
+        a.weights + b.weights,
     )
 
 
