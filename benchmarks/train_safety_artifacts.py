@@ -16,12 +16,17 @@ The shipped static artifact (since 2026-12-06) also learnt from benign documents
 Latin-script languages: ``--encoders static --benign-extra
 benchmarks/data/latin_prose_long.jsonl`` (their ``train`` rows; docs/benchmarks.md,
 "Benign documents in other Latin-script languages"); the minilm-int8 one did not.
+``--benign-extra-weight`` sets those rows' sample weight in the fit, one for all files or
+one per file (``--benign-extra latin_prose_long.jsonl benign_technical.jsonl
+--benign-extra-weight 1 0.1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmroute.encoders.builtin import load_builtin
@@ -38,16 +43,28 @@ ROOT = Path(__file__).resolve().parents[1]
 ENCODERS = ("static", "minilm-int8")
 
 
-def train_rows(*paths: Path) -> SafetyData:
-    """The rows of `paths` whose ``split`` is ``train`` (the others stay held out)."""
-    lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
-    rows = [r for r in map(json.loads, filter(str.strip, lines)) if r["split"] == "train"]
+def train_rows(*paths: Path, weights: Sequence[float] = ()) -> SafetyData:
+    """The rows of `paths` whose ``split`` is ``train`` (the others stay held out), each
+    file's rows with its sample weight in the fit (`weights`: one for all files, or one
+    per file; default 1)."""
+    each = list(weights or [1.0])
+    if len(each) == 1:
+        each *= len(paths)
+    if len(each) != len(paths) or not all(0 < w < math.inf for w in each):
+        raise SystemExit("--benign-extra-weight: one positive number, or one per file")
+    rows = [
+        (r, weight)
+        for path, weight in zip(paths, each, strict=True)
+        for r in map(json.loads, filter(str.strip, path.read_text(encoding="utf-8").splitlines()))
+        if r["split"] == "train"
+    ]
     return SafetyData(
-        tuple(r["text"] for r in rows),
-        tuple(r["label"] for r in rows),
-        tuple(r["group"] for r in rows),
-        tuple(r.get("source", "") for r in rows),
-        tuple(r.get("genre", "") for r in rows),
+        tuple(r["text"] for r, _ in rows),
+        tuple(r["label"] for r, _ in rows),
+        tuple(r["group"] for r, _ in rows),
+        tuple(r.get("source", "") for r, _ in rows),
+        tuple(r.get("genre", "") for r, _ in rows),
+        weights=tuple(w for _, w in rows),
     )
 
 
@@ -69,8 +86,19 @@ def main() -> None:
         "benign_technical.jsonl): their 'train' rows join the training pool, the others "
         "are left for the benchmarks",
     )
+    parser.add_argument(
+        "--benign-extra-weight",
+        type=float,
+        nargs="+",
+        help="the sample weight of each --benign-extra file's rows in the fit, one for "
+        "all or one per file (default 1; the selection and threshold count every row as 1)",
+    )
     args = parser.parse_args()
-    extra = None if args.benign_extra is None else train_rows(*args.benign_extra)
+    extra = (
+        None
+        if args.benign_extra is None
+        else train_rows(*args.benign_extra, weights=args.benign_extra_weight or ())
+    )
     data = read_safety_data(
         args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
     )
