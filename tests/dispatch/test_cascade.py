@@ -22,6 +22,7 @@ from plans import plan_for
 import llmroute.dispatch.cascade as cascade_module
 from llmroute.decide import Router
 from llmroute.dispatch import Dispatcher, Opened, Plan, cascade_header, plan_request
+from llmroute.dispatch.cascade import assemble_stream
 from llmroute.encoders.fake import FakeEncoder
 from llmroute.errors import AllFallbacksFailed, UpstreamRejected
 from llmroute.gates.base import GateVerdict, ModelCall, QualityGate, TierAnswer
@@ -29,6 +30,7 @@ from llmroute.gates.build import GateFactory
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import Gate, Registry
+from llmroute.sse import DONE, event_of
 
 T = TypeVar("T")
 
@@ -518,6 +520,19 @@ def test_a_buffered_tier_whose_upstream_holds_its_body_open_after_its_done_answe
     assert [m.partition("?")[0] for m in upstream.models_called()] == ["small"]
     wait_for("the upstream released", lambda: bool(upstream.released), 10)
     assert upstream.released == ["small?reply=fine%20answer&after=open"]
+
+
+def test_a_buffered_streams_tool_calls_that_are_no_list_are_passed_over() -> None:
+    """A tier's stream whose delta says ``tool_calls`` as no list (``true``, a number) is
+    gated on its text, as the same answer whole is: its assembly raised a TypeError, the
+    request a 500 (``internal_error``) where the answer whole was served."""
+    events = [
+        event_of({"choices": [{"index": 0, "delta": {"content": word, "tool_calls": odd}}]})
+        for word, odd in (("fine ", True), ("answer", 2))
+    ]
+    answer = assemble_stream([*events, DONE], "small")
+    assert answer.text == "fine answer"
+    assert "tool_calls" not in answer.data["choices"][0]["message"]
 
 
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:

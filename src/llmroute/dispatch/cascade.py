@@ -564,7 +564,8 @@ class _Assembler:
             return
         if isinstance(delta.get("content"), str):
             self.text.append(delta["content"])
-        for call in delta.get("tool_calls") or ():
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict):
                 self._add_call(call)
 
