@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 from fake_anthropic import fake_anthropic
+from fake_upstream import fake_upstream
 from gateway_proc import Served, serve_text, wait_for
 
 from llmroute import Router
@@ -288,3 +289,32 @@ def test_the_sdk_stores_answers_and_streams_in_full(
     rows = _rows(db, 4)
     assert [r.response for r in rows[:3]] == [SECRET, "stream me back", "two words"]
     assert rows[3].response == ("word " * 100)[:120]
+
+
+def test_the_sdk_reads_a_stream_no_further_than_its_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that goes on after its ``[DONE]`` (a content chunk, a second
+    ``[DONE]``): the caller's chunks end at the first, and the stored answer is what they
+    said, as the gateway relays and stores that stream. Both held the late chunk."""
+    db = tmp_path / "log.db"
+    monkeypatch.setenv("LLMROUTE_TELEMETRY_URL", f"sqlite:///{db}")
+    registry = tmp_path / "r.yaml"
+    with fake_upstream() as upstream:
+        registry.write_text(
+            (REGISTRY % {"db": db, "mode": "full"})
+            .replace("  echo: {kind: echo}", f'  up: {{kind: openai, base_url: "{upstream.url}"}}')
+            .replace(
+                "{provider: echo, model: echo-small}", '{provider: up, model: "w?after=chunk"}'
+            )
+        )
+        with (
+            Router.from_yaml(registry) as router,
+            router.chat.completions.create(
+                messages=[{"role": "user", "content": "say it"}], stream=True
+            ) as stream,
+        ):
+            said = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert said.strip() == "echo: say it"
+    [row] = _rows(db, 1)
+    assert row.stream and row.response == said

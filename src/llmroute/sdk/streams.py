@@ -64,13 +64,16 @@ async def _chunks(
     `answer`, each chunk is read into it (as the provider wrote it); the chunks
     yielded have been through `edits`, in order (PII redacted, placeholders restored).
     An upstream that breaks once its ``[DONE]`` was read has sent the whole answer: the
-    stream ends as a whole one, the break a warning (as the gateway's `relay` ends it)."""
+    stream ends as a whole one, the break a warning, and what it sends after it is not
+    the answer's (as the gateway's `relay` ends it)."""
     error: str | None = CLIENT_DISCONNECTED
     ended = False  # its ``[DONE]`` was read
     try:
         try:
             async for event in opened.events:
-                ended = ended or event.startswith(b"data: [DONE]")
+                if ended:  # what an upstream sends after its end is read, not yielded
+                    continue
+                ended = event.startswith(b"data: [DONE]")
                 if on_end.first_ns is None:
                     on_end.first_ns = time.perf_counter_ns()
                 for chunk in _made(event, opened, info, answer, edits):
