@@ -118,6 +118,8 @@ def test_the_detector_labels_are_read_in_any_case(tmp_path: Path) -> None:
         ({"text": "hi", "label": "benign", "weight": float("inf")}, "'weight' .* got Infinity"),
         ({"text": "hi", "label": "benign", "weight": True}, "'weight' .* got true$"),
         ({"text": "hi", "label": "benign", "weight": None}, "'weight' .* got null$"),
+        # an integer past float's range: refused as infinity is, not an OverflowError
+        ({"text": "hi", "label": "benign", "weight": 10**400}, "'weight' must be a positive"),
         ("not an object", "expected a JSON object"),
     ],
 )

@@ -243,18 +243,19 @@ def _parse_line(
 
 
 def _weight(value: object, file: str, number: int) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    weight = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            weight = float(value)
+        except OverflowError:  # an integer past float's range, as 1e400 reads: infinite
+            weight = math.inf
+    if not 0 < weight < math.inf:
         raise DataError(
             f"field 'weight' must be a positive number, got {json.dumps(value)}",
             file=file,
             line=number,
         )
-    return float(value)
+    return weight
 
 
 def split_sides(data: SafetyData, *, seed: int = 0) -> npt.NDArray[np.int8]:
