@@ -94,6 +94,8 @@ def main() -> None:
         "all or one per file (default 1; the selection and threshold count every row as 1)",
     )
     args = parser.parse_args()
+    if args.benign_extra_weight is not None and args.benign_extra is None:
+        parser.error("--benign-extra-weight weighs the --benign-extra files' rows: give them")
     extra = (
         None
         if args.benign_extra is None
