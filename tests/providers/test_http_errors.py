@@ -172,6 +172,10 @@ def test_transport_failures_say_what_failed_and_never_where() -> None:
         ({"error": "the model crashed"}, None, 502),
         # a code Python's isdigit takes but int does not read: no status, an upstream's 502
         ({"error": {"code": "²", "message": "odd"}}, None, 502),
+        # a type (the code's stand-in) that is a list or an object: an upstream's 502 (was
+        # a TypeError, unhashable, looking it up among the codes: the client's 500)
+        ({"error": {"type": ["server_error"], "message": "typed"}}, None, 502),
+        ({"error": {"code": {"a": [1]}, "type": {"t": 1}, "message": "nested"}}, None, 502),
         # OpenRouter mid-stream: a chunk that finishes with "error"
         (
             {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]},

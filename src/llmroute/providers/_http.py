@@ -400,7 +400,8 @@ def error_in_answer(provider: str, data: Any) -> ProviderError | None:
     status = _status_number(error.get("code")) or _status_number(error.get("status"))
     if status is None:
         code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
-        status = _CODE_STATUS.get(code, 502) if isinstance(code, str) else 502
+        code = code if isinstance(code, str) else None  # a list or object is no code
+        status = _CODE_STATUS.get(code, 502) if code is not None else 502
         if code in _CODE_STATUS and code != error.get("code"):
             # a type that names the code (the OpenAI API's {"type": "insufficient_quota"}
             # in a stream): read as the code it is, as it gave the status
