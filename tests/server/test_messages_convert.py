@@ -60,12 +60,16 @@ def test_an_answer_with_tool_calls_becomes_tool_use_blocks() -> None:
     )
 
 
-def test_a_stream_of_several_choices_becomes_choice_0s_message() -> None:
+# the other choice's index: 1, or one that is no choice's (a string, negative, a bool,
+# null), read as choice 0's before (its words and tool call in choice 0's message), while the
+# decision log's answer (`llmroute.sse.choice_zero`) left it out
+@pytest.mark.parametrize("other", [1, "1", -1, True, None])
+def test_a_stream_of_several_choices_becomes_choice_0s_message(other: object) -> None:
     """A registry's ``params: {n: 2}`` (Messages has no ``n``): choice 1's text, tool
     call and finish reason were read into the one message with choice 0's."""
     translator = StreamTranslator("small")
 
-    def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def choice(index: object, delta: dict[str, Any], finish: str | None = None) -> bytes:
         data = {"id": "c1", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
         return f"data: {json.dumps(data)}\n\n".encode()
 
@@ -73,11 +77,11 @@ def test_a_stream_of_several_choices_becomes_choice_0s_message() -> None:
     raw: list[bytes] = []
     for event in (
         choice(0, {"role": "assistant", "content": "Hel"}),
-        choice(1, {"role": "assistant", "content": "Other"}),
+        choice(other, {"role": "assistant", "content": "Other"}),
         choice(0, {"content": "lo"}),
-        choice(1, {"tool_calls": [call]}),
+        choice(other, {"tool_calls": [call]}),
         choice(0, {}, "stop"),
-        choice(1, {}, "length"),
+        choice(other, {}, "length"),
         b"data: [DONE]\n\n",
     ):
         raw.extend(translator.feed(event))

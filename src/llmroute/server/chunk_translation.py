@@ -140,8 +140,19 @@ def clean_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
         out["usage"] = _usage(chunk["usage"])
     choices = chunk.get("choices")
     if isinstance(choices, list):
-        out["choices"] = [_choice(c) for c in choices if isinstance(c, dict)]
+        out["choices"] = [_choice(c) for c in choices if _indexed(c)]
     return out
+
+
+def _indexed(choice: Any) -> bool:
+    """Whether `choice` says which choice it is: an ``index`` that is a whole number, or
+    none (choice 0, as `llmroute.sse.choice_zero` reads it). One of another type or
+    negative continues no choice that can be told: read as 0, its words went into
+    choice 0's message, which the decision log's answer left them out of."""
+    if not isinstance(choice, dict):
+        return False
+    index = choice.get("index", 0)
+    return isinstance(index, int) and not isinstance(index, bool) and index >= 0
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
