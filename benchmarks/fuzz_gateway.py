@@ -80,7 +80,16 @@ sends, seeded and bounded (``--per-endpoint``), structure-aware mutations of the
   an injection phrase, mostly past the first 16 windows) on chat, Messages and
   Responses, streamed or not: benign prose is answered 200, an injection refused 400
   for it (never ``unscanned``: the scan reads past ``max_windows``), each logged with
-  the status the client got.
+  the status the client got; and upstreams of odd shapes on chat, Messages and
+  Responses (`fuzz_upstream_shapes`): streams of two choices whose tool calls are split
+  across chunks, whose ``index`` values are odd (no choice 0, a string, -1), with
+  chunks with no ``choices``, held open a second or cut right after ``[DONE]``, a
+  content filter's finish; error bodies whose ``code`` is long, multi-line,
+  key-shaped, a number, nested or a list (a 4xx, inside a 200 or after a stream's
+  first word), a content filter's refusal; clients that leave as the stream's end
+  comes: no 500 or ``internal_error``, no odd code repeated, Messages and Responses
+  choice 0's answer alone, a row with the client's status (a whole stream's with no
+  error).
 
 Every answer is checked: no 5xx (but a 503 ``store_unavailable``: the models do not
 fail), an error body in the API's own shape (OpenAI's ``{"error":
@@ -193,7 +202,7 @@ models:
   twochoice: {provider: fake, model: "up-small?choices=2&nodone=1", price: {input: 1, output: 1}}
   cutchoice: {provider: fake, model: "up-small?choices=2&cutchoice=1", price: {input: 1, output: 1}}
   truncated: {provider: fake, model: "up-small?truncate=1", price: {input: 1, output: 1}}
-  sonnet:
+%(shape_models)s  sonnet:
     {provider: claude, model: claude-x, price: {input: 3, output: 15}, reasoning: {effort: low}}
   capped: {provider: claude, model: claude-y, price: {input: 3, output: 15}, budget: *hard}
   embed: {provider: echo, model: echo-embed, kind: embedding, price: {input: 0.02}}
@@ -246,6 +255,31 @@ auth:
       pool: [small, large, embed, rerank, coder]
 """
 
+# upstreams of odd shapes (`fuzz_upstream_shapes`), by fake-upstream fault: several
+# choices (``n``) the odd ways, and error bodies whose ``code`` is no identifier
+_KEYISH_CODE = "sk-proj-" + "C0de" * 10
+_SHAPE_STREAMS = {
+    "toolchoice": "choices=2&tools=1",  # each choice a tool call split across chunks
+    "oddindex": "choices=2&index=1,2",  # no choice 0
+    "strindex": 'choices=2&index=0,"1"&bare=1',  # a string index; chunks with no choices
+    "negindex": "choices=2&index=-1,0&tools=1",
+    "holdtwo": "choices=2&tools=1&after=hold",  # the body held open 1 s after [DONE]
+    "cuttwo": "choices=2&after=reset",  # cut right after [DONE]
+    "filterend": "finish=content_filter",
+}
+_SHAPE_ERRORS = {
+    "codelong": "status=400&code=" + "x" * 300,
+    "codelines": "status=400&code=bad\nrequest\nline two",
+    "codekey": f"status=400&code={_KEYISH_CODE}",
+    "codeint": "status=400&code=json:400",
+    "codenested": 'status=429&code=json:{"inner": {"code": "slow_down"}}',
+    "codelist": 'status=400&code=json:["content_filter"]',
+    "filtered": "filter=1",
+    "inbodynested": 'inbody=json:{"code": {"a": [1]}, "message": "nested"}',
+    "inbodytype": 'inbody=json:{"type": ["server_error"], "message": "typed"}',
+    "inbodylong": "inbody=" + "y" * 200,
+    "inbodylate": 'late=1&inbody=json:{"type": {"t": 1}, "message": "late"}',  # after a word
+}
 # values of another type, for every JSON path
 _MUTANTS: list[Any] = [
     None,
@@ -1703,6 +1737,8 @@ def check(sent: Sent, status: int, headers: httpx.Headers, body: bytes) -> list[
 _CHAT_MODELS = frozenset(
     {"small", "large", "remote", "slowpoke", "sleepy", "exact", "sonnet", "capped", "coder"}
     | {"nodone", "cutafter", "junkafter", "twochoice", "cutchoice", "truncated"}
+    | _SHAPE_STREAMS.keys()
+    | _SHAPE_ERRORS.keys()
 )
 
 
@@ -2145,6 +2181,7 @@ async def _after_run(
     findings += await fuzz_verbatim(http, seed)
     findings += await fuzz_stream_ends(http, log_url)
     findings += await fuzz_long_prompts(http, seed, log_url)
+    findings += await fuzz_upstream_shapes(http, seed, log_url)
     if log_url is not None:
         findings += await fuzz_tags_logged(http, log_url)
     return findings
@@ -2317,6 +2354,180 @@ async def fuzz_stream_ends(http: httpx.AsyncClient, log_url: str | None) -> list
     if log_url is not None and logged:
         findings += await _rows_whole(log_url, logged)
     print(f"odd stream ends: {len(findings)} findings of {count}", flush=True)
+    return findings
+
+
+# the tool call of choice 0 (index 0) and of the other choice, by model
+_CHOICE_ZERO_CALL = {
+    "toolchoice": ("call_0", "call_1"),
+    "holdtwo": ("call_0", "call_1"),
+    "negindex": ("call_1", "call_0"),  # choice 0 comes second, after one indexed -1
+}
+# what of an odd code an answer must not say (a long, multi-line or key-shaped one)
+_NOT_ECHOED = {"codelong": "x" * 65, "codelines": "line two", "codekey": _KEYISH_CODE}
+
+
+def _shape_models() -> str:
+    """The registry's lines for `_SHAPE_STREAMS` and `_SHAPE_ERRORS`."""
+    from urllib.parse import quote
+
+    return "".join(
+        f'  {name}: {{provider: fake, model: "up-small?'
+        + "&".join(
+            k + "=" + quote(v, safe=":") for k, v in (f.split("=", 1) for f in fault.split("&"))
+        )
+        + '", price: {input: 1, output: 1}}\n'
+        for name, fault in {**_SHAPE_STREAMS, **_SHAPE_ERRORS}.items()
+    )
+
+
+# a stream's whole end, by front: where a client that leaves at its end leaves
+_WHOLE_END = {
+    "/v1/chat/completions": b"data: [DONE]",
+    "/v1/messages": b"event: message_stop",
+    "/v1/responses": b"event: response.completed",
+}
+
+
+async def _leave_at_end(http: httpx.AsyncClient, sent: Sent) -> tuple[int, httpx.Headers, bytes]:
+    """`sent`'s stream read up to its whole end (`_WHOLE_END`), then the connection
+    closed at once: a client that leaves as the end comes."""
+    request = http.build_request(sent.method, sent.path, headers=sent.headers, content=sent.content)
+    response = await http.send(request, stream=True)
+    data = b""
+    try:
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if _WHOLE_END[sent.path] in data:
+                break
+    finally:
+        await response.aclose()
+    return response.status_code, response.headers, data
+
+
+async def fuzz_upstream_shapes(
+    http: httpx.AsyncClient, seed: int, log_url: str | None
+) -> list[Finding]:
+    """Upstreams of odd shapes on chat, Messages and Responses, streamed or not: streams
+    of two choices (a registry's ``n``) whose tool calls are split across chunks, whose
+    ``index`` values are odd (no choice 0, a string, -1), with chunks with no
+    ``choices``, held open or cut after ``[DONE]``; a content filter's finish; error
+    bodies whose ``code`` is long, multi-line, key-shaped, a number, nested or a list,
+    in a 4xx or inside a 200; and clients that leave as the stream's end arrives. Each
+    answer: no 500 (a 502 for an upstream that failed is its due), its API's error
+    shape, no odd code repeated, a stream that ends once and as its API ends one; Messages
+    and Responses say choice 0's tool call alone; every request has its decision-log
+    row with the status its client got, a whole stream's with no error."""
+    rng = random.Random(f"{seed}:shapes")
+    auth = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    findings: list[Finding] = []
+    logged: dict[str, tuple[Sent, int, bool]] = {}  # id -> sent, status, whole stream
+    fronts: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/chat/completions", {"messages": _HI, "max_tokens": 20, "tools": [_TOOL]}),
+        ("/v1/messages", {"messages": _HI, "max_tokens": 20}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 20}),
+    ]
+    cases = [(m, True) for m in _SHAPE_STREAMS] + [(m, rng.random() < 0.5) for m in _SHAPE_ERRORS]
+    count = 0
+    for model, stream in cases:
+        for path, body in fronts:
+            # left as its end comes: always where the upstream holds its body open after
+            # [DONE] (the gateway still reading it), else now and then
+            leave = (
+                stream and model in _SHAPE_STREAMS and (model == "holdtwo" or rng.random() < 0.3)
+            )
+            out = {"model": model, **body, "stream": stream}
+            if model in _SHAPE_STREAMS and path == "/v1/chat/completions":
+                out["n"] = 2  # asked for where the API can (Messages, Responses: the registry's)
+            sent = Sent("upstream_shape", "POST", path, auth, _json_bytes(out), stream=stream)
+            sent.detail = f"model={model}" + (", left at its end" if leave else "")
+            count += 1
+            try:
+                status, headers, answer = await asyncio.wait_for(
+                    _leave_at_end(http, sent) if leave else send(http, sent), 20
+                )
+            except (TimeoutError, httpx.HTTPError) as exc:
+                findings.append(Finding(f"no answer: {type(exc).__name__}", sent, 0, ""))
+                continue
+            text = answer.decode("utf-8", "replace")
+            broke = bool(
+                re.search(r'"code": ?"upstream_error"|event: error|response\.failed', text)
+            )
+            rules = _shape_rules(sent, model, leave, status, headers, answer, broke)
+            if headers.get("x-llmroute-decision-id"):
+                logged[headers["x-llmroute-decision-id"]] = (sent, status, not broke)
+            elif status in (200, 400, 429, 502):
+                rules.append("no x-llmroute-decision-id")
+            findings += [Finding(r, sent, status, text[-400:]) for r in rules]
+            print(f"upstream shape: {path} {sent.detail} stream {stream}: {status}", flush=True)
+    if log_url is not None and logged:
+        findings += await _shape_rows(log_url, logged)
+    print(f"upstream shapes: {len(findings)} findings of {count}", flush=True)
+    return findings
+
+
+def _shape_rules(
+    sent: Sent,
+    model: str,
+    leave: bool,
+    status: int,
+    headers: httpx.Headers,
+    answer: bytes,
+    broke: bool,
+) -> list[str]:
+    """The rules an answer of `fuzz_upstream_shapes` broke."""
+    text = answer.decode("utf-8", "replace")
+    # a 502, or a stream's error event, is due where the upstream failed
+    rules = [
+        r
+        for r in check(sent, status, headers, answer)
+        if r != "status 502" and not r.startswith("an error event")
+    ]
+    if "internal_error" in text:
+        rules.append("the gateway's internal_error")
+    if status == 502 and '"upstream_error"' not in text and "api_error" not in text:
+        rules.append("a 502 that is not upstream_error")
+    if model in _NOT_ECHOED and _NOT_ECHOED[model] in text:
+        rules.append("an odd upstream code repeated")
+    if model == "codekey" and "sk-proj" in text:
+        rules.append("a key-shaped code repeated")
+    end = _WHOLE_END[sent.path].decode()
+    events = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    incomplete = sent.path == "/v1/responses" and "response.incomplete" in text
+    if (
+        sent.stream
+        and status == 200
+        and not (broke or leave or incomplete)
+        and (text.count(end) != 1 or not events or end not in events[-1])
+    ):
+        rules.append(f"not one {end!r} last: {events[-1:]!r}")
+    one = sent.path != "/v1/chat/completions" and status == 200  # choice 0's answer alone
+    if one and model in _CHOICE_ZERO_CALL:
+        mine, other = _CHOICE_ZERO_CALL[model]
+        if other in text or (mine not in text and not leave):
+            rules.append(f"not choice 0's tool call ({mine}) alone")
+    if one and "echo: echo:" in text:
+        rules.append("two choices' words in one answer")
+    return rules
+
+
+async def _shape_rows(log_url: str, logged: dict[str, tuple[Sent, int, bool]]) -> list[Finding]:
+    """Each of `logged`'s rows holds the status its client got; a whole stream's no
+    error, a broken one's an error."""
+    findings: list[Finding] = []
+    rows: dict[str, tuple[int, str | None]] = {}
+    for _ in range(40):  # the log is written in the background: up to 20 s
+        rows = await asyncio.to_thread(_logged_rows, log_url, list(logged))
+        if len(rows) == len(logged):
+            break
+        await asyncio.sleep(0.5)
+    for decision, (sent, status, whole) in logged.items():
+        row = rows.get(decision)
+        stream_200 = sent.stream and status == 200
+        if row is None or row[0] != status or (stream_200 and whole and row[1] is not None):
+            findings.append(Finding(f"logged {row}, client got {status}", sent, status, decision))
+        elif stream_200 and not whole and row[1] is None:
+            findings.append(Finding(f"a broken stream logged {row}", sent, status, decision))
     return findings
 
 
@@ -2798,6 +3009,7 @@ def main() -> int:
                 "ns": namespace,
                 "log_url": log_url,
                 "metadata_rules": _metadata_rules(),
+                "shape_models": _shape_models(),
                 **(_QUOTAS if args.quotas else {"response_quota": "", "batch_quota": ""}),
             }
         )

@@ -12,7 +12,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
 - ``fail-500``, ``fail-close``, ``fail-400``, ``fail-mid``: the fixed faults below;
 - ``NAME?k=v&...``: parameterised, any of
   ``status=500|429|400|503...`` answer with that status (``code=CODE``: its error's
-  code, URL-encoded, as an upstream may send any string); ``times=N`` only the first N
+  code, URL-encoded, as an upstream may send any string; ``code=json:VALUE``: that JSON,
+  of any type); ``times=N`` only the first N
   requests for this model name fail, then it answers normally; ``retry_after=S`` send
   ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
   waits S seconds before its first event; ``reset=1`` close the connection without an
@@ -25,7 +26,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   as its first event), with ``late=1`` a stream sends a word first, then OpenRouter's
   mid-stream error chunk (``finish_reason: error``), with ``early=1`` the error event
   comes right after the opening role-only chunk; ``inbody=old`` vLLM's older bare
-  error object (``"object": "error"``, code 400); ``ping=1`` a stream opens with
+  error object (``"object": "error"``, code 400); ``inbody=json:OBJECT`` that JSON as its
+  error object; ``ping=1`` a stream opens with
   OpenRouter's keep-alive comment (``: OPENROUTER PROCESSING``) before anything else;
   ``truncate=1`` a stream ends cleanly after its first word, with no finish reason and
   no ``[DONE]`` (a proxy closing it midway); ``nostream=1`` answers a stream request
@@ -72,7 +74,11 @@ proxy that keeps the response open; ``after=chunk``: a content chunk and a secon
 ``[DONE]`` follow its ``[DONE]``, then its body's end);
 ``choices=N`` a stream says its answer as N choices, word by word in turn, each then
 its finish reason (``cutchoice=1``: choice 0 finishes, choice 1 says one word more and
-the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streaming);
+the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streaming;
+``index=A,B``: the choices' ``index`` values, JSON, in place of 0 to N-1 (``1,2``,
+``-1,"1"``); ``tools=1``: each choice a tool call, its arguments split across chunks,
+the choices in turn, finished ``tool_calls``; ``bare=1``: chunks with no ``choices``
+and with ``"choices": null`` among them);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
 strings does;
@@ -394,7 +400,7 @@ def _chunk(
     delta: dict[str, Any] | None,
     finish: str | None,
     usage: bool = False,
-    index: int = 0,
+    index: Any = 0,
 ) -> bytes:
     data: dict[str, Any] = {
         "id": "chatcmpl-fake",
@@ -440,6 +446,8 @@ def _error_in_body(code: str) -> dict[str, Any]:
         return {"object": "error", "message": "bad input", "type": "BadRequestError", "code": 400}
     if code.startswith("type:"):  # an error named by its type alone, no code
         return {"error": {"type": code[5:], "message": "You exceeded your current quota"}}
+    if code.startswith("json:"):  # the error object as written, of any shape
+        return {"error": json.loads(code[5:])}
     message = "Provider returned error" if code.startswith("5") else "bad request"
     return {"error": {"code": int(code) if code.isdigit() else code, "message": message}}
 
@@ -626,7 +634,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 message = "boom" if status >= 500 else "bad request"
                 error = {"message": message, "type": kind}
                 if "code" in faults:
-                    error["code"] = faults["code"]
+                    said = faults["code"]
+                    error["code"] = json.loads(said[5:]) if said.startswith("json:") else said
                 self._send_json(status, {"error": error}, extra)
                 return True
             return False
@@ -803,25 +812,45 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             choice 0 finishes, choice 1 says a word more, and the body ends cleanly with
             no finish reason for it and no ``[DONE]`` (a proxy closing it midway)."""
             n = int(faults["choices"])
-            for word in text.split(" "):
+            said = faults.get("index")
+            index: list[Any] = list(range(n)) if said is None else json.loads(f"[{said}]")
+            tools = "tools" in faults
+            pieces = ['{"q": ', json.dumps(text), "}"] if tools else text.split(" ")
+            for round, piece in enumerate(pieces):
+                if "bare" in faults:  # chunks with no choices, or choices null
+                    bare = {"id": "chatcmpl-fake", "object": "chat.completion.chunk"}
+                    self._write_chunk(f"data: {json.dumps(bare)}\n\n".encode())
+                    bare["choices"] = None
+                    self._write_chunk(f"data: {json.dumps(bare)}\n\n".encode())
                 for i in range(n):
-                    self._write_chunk(_chunk(model, {"content": word + " "}, None, index=i))
+                    if not tools:
+                        delta: dict[str, Any] = {"content": piece + " "}
+                    else:  # a tool call's arguments split across chunks, choices in turn
+                        call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+                        if round == 0:
+                            call.update(id=f"call_{i}", type="function")
+                            call["function"]["name"] = "lookup"
+                        delta = {"tool_calls": [call]}
+                    self._write_chunk(_chunk(model, delta, None, index=index[i]))
             if "cutchoice" in faults:
-                self._write_chunk(_chunk(model, {}, "stop", index=0))
-                self._write_chunk(_chunk(model, {"content": "more "}, None, index=1))
+                self._write_chunk(_chunk(model, {}, "stop", index=index[0]))
+                self._write_chunk(_chunk(model, {"content": "more "}, None, index=index[1]))
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
                 return
+            finish = "tool_calls" if tools else "stop"
             for i in range(n - 1):
-                self._write_chunk(_chunk(model, {}, "stop", index=n - 1 - i))
-            self._ending(model, faults, usage)  # choice 0's finish reason last
+                self._write_chunk(_chunk(model, {}, finish, index=index[n - 1 - i]))
+            if tools:
+                faults = {"finish": finish, **faults}
+            self._ending(model, faults, usage, index[0])  # choice 0's finish reason last
 
-        def _ending(self, model: str, faults: dict[str, str], usage: bool) -> None:
+        def _ending(self, model: str, faults: dict[str, str], usage: bool, index: Any = 0) -> None:
             """A whole stream's end: its finish reason, usage chunk and ``[DONE]`` (none
             with ``nodone``), then its body's end. ``after=``: then broken, its connection
             cut before the body's end (``reset``), or an event that is not JSON before
             that (``garbage``)."""
-            self._write_chunk(_chunk(model, {}, faults.get("finish", "stop")))
+            self._write_chunk(_chunk(model, {}, faults.get("finish", "stop"), index=index))
             if usage:
                 self._write_chunk(_chunk(model, None, None, usage=True))
             if "nodone" not in faults:  # ``done=spaced``: its data " [DONE]"
