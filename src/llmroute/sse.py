@@ -65,11 +65,15 @@ def chunk_of(event: bytes) -> dict[str, Any] | None:
 def choice_zero(chunk: Any) -> Mapping[str, Any] | None:
     """A chunk's choice 0, found by its ``index``, not its place: of several choices
     (``n``), each chunk may carry any of them. None for a chunk without it (another
-    choice's, a usage chunk) and for anything that is not a chunk."""
+    choice's, a usage chunk) and for anything that is not a chunk. An index that is not
+    an int (``false``, ``0.0``, ``null``) is no choice 0: the fronts leave such a choice
+    out of the client's answer (`llmroute.server.chunk_translation`), and so does this."""
     choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
     for choice in choices if isinstance(choices, list) else ():
-        if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
-            return choice
+        if isinstance(choice, Mapping):
+            index = choice.get("index", 0)
+            if type(index) is int and index == 0:
+                return choice
     return None
 
 

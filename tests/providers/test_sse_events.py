@@ -127,6 +127,10 @@ def test_choice_0_is_found_by_its_index_not_its_place() -> None:
     assert choice_zero({"choices": [{"delta": {}}]}) == {"delta": {}}  # no index: the only one
     for chunk in ({"choices": [one]}, {"choices": []}, {"usage": {}}, {"choices": {}}, None):
         assert choice_zero(chunk) is None, chunk
+    # an index of another type is no choice the fronts relay (chunk_translation's _indexed):
+    # `false` and `0.0` equal 0, but the client's answer left them out
+    for index in (False, 0.0, "0", None):
+        assert choice_zero({"choices": [{"index": index, "delta": {}}]}) is None, index
 
 
 def test_an_event_that_grows_past_the_bound_is_refused() -> None:
