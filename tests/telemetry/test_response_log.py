@@ -5,8 +5,9 @@ as the registry says, and absent unless asked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import openai
 import pytest
@@ -17,6 +18,8 @@ from gateway_proc import Served, serve_text, wait_for
 from llmroute import Router
 from llmroute.telemetry.record import LoggedDecision, ShadowRecord
 from llmroute.telemetry.store import open_store
+
+T = TypeVar("T", LoggedDecision, ShadowRecord)
 
 REGISTRY = """
 encoder: builtin:static
@@ -82,38 +85,30 @@ SEARCH: list[openai.types.chat.ChatCompletionToolParam] = [
 ]
 
 
-def _rows(db: Path, n: int) -> list[LoggedDecision]:
-    found: list[LoggedDecision] = []
+def _logged(db: Path, n: int, what: str, read: Callable[[Any], list[T]]) -> list[T]:
+    """The log's first `n` (or more) of `what`, by time, once they are written."""
+    found: list[T] = []
 
     def enough() -> bool:
         store = open_store(f"sqlite:///{db}")
         try:
-            found[:] = store.decisions(0.0)
+            found[:] = read(store)
         except Exception:
             return False
         finally:
             store.close()
         return len(found) >= n
 
-    wait_for(f"{n} decisions in the log", enough, 15)
+    wait_for(f"{n} {what} in the log", enough, 15)
     return sorted(found, key=lambda d: d.ts)
+
+
+def _rows(db: Path, n: int) -> list[LoggedDecision]:
+    return _logged(db, n, "decisions", lambda store: store.decisions(0.0))
 
 
 def _shadows(db: Path, n: int) -> list[ShadowRecord]:
-    found: list[ShadowRecord] = []
-
-    def enough() -> bool:
-        store = open_store(f"sqlite:///{db}")
-        try:
-            found[:] = store.shadows(0.0)
-        except Exception:
-            return False
-        finally:
-            store.close()
-        return len(found) >= n
-
-    wait_for(f"{n} shadows in the log", enough, 15)
-    return sorted(found, key=lambda d: d.ts)
+    return _logged(db, n, "shadows", lambda store: store.shadows(0.0))
 
 
 @pytest.fixture
