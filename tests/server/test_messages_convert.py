@@ -427,3 +427,100 @@ def test_a_tool_call_an_upstream_left_without_an_id_gets_one() -> None:
     ]
     assert len(started) == 2 and len(set(started)) == 2
     assert all(i.startswith("toolu_") and 6 < len(i) <= 40 for i in started)
+
+
+def _blocks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks `events` make, checked as Anthropic's stream has them: one block
+    open at a time, each started and stopped once, every delta in the open block."""
+    blocks: list[dict[str, Any]] = []
+    open_at: int | None = None
+    for event in events:
+        if event["type"] == "content_block_start":
+            assert open_at is None and event["index"] == len(blocks)
+            open_at = event["index"]
+            blocks.append({**event["content_block"], "json": ""})
+        elif event["type"] == "content_block_delta":
+            assert event["index"] == open_at, event
+            delta = event["delta"]
+            if delta["type"] == "input_json_delta":
+                blocks[event["index"]]["json"] += delta["partial_json"]
+            elif delta["type"] == "text_delta":
+                blocks[event["index"]]["text"] += delta["text"]
+        elif event["type"] == "content_block_stop":
+            assert event["index"] == open_at
+            open_at = None
+    assert open_at is None
+    return blocks
+
+
+def _call(index: int, arguments: str, **extra: Any) -> bytes:
+    return _chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}, **extra}]})
+
+
+def test_interleaved_parallel_calls_go_out_one_block_after_the_other() -> None:
+    """An upstream that interleaves two calls' pieces (0, 1, 0, 1): block 0's later
+    pieces went out after its content_block_stop, which a client that reads the input
+    at the stop (or checks the order) took as the call's whole input."""
+    translator = StreamTranslator("small")
+    raw: list[bytes] = []
+    for event in (
+        _call(0, "", id="a", function={"name": "f", "arguments": ""}),
+        _chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g"}}]}),
+        _call(0, '{"x":'),
+        _call(1, '{"y":'),
+        _call(0, " 1}"),
+        _call(1, " 2}"),
+        _chunk({"content": "done"}),  # words after the calls: a block of their own
+        _chunk(finish="tool_calls"),
+        b"data: [DONE]\n\n",
+    ):
+        raw.extend(translator.feed(event))
+    events = _events(raw)
+    blocks = _blocks(events)
+    assert [(b["type"], b.get("id"), b.get("name")) for b in blocks] == [
+        ("tool_use", "a", "f"),
+        ("tool_use", "b", "g"),
+        ("text", None, None),
+    ]
+    assert [json.loads(b["json"]) for b in blocks[:2]] == [{"x": 1}, {"y": 2}]
+    assert blocks[2]["text"] == "done"
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_calls_one_after_the_other_stream_as_they_come() -> None:
+    """The usual order (OpenAI's): each call's pieces go out as they come, the next
+    call's block opening once the one before is whole."""
+    translator = StreamTranslator("small")
+    first = list(translator.feed(_call(0, "", id="a", function={"name": "f", "arguments": ""})))
+    first += translator.feed(_call(0, '{"x": 1}'))
+    second = list(translator.feed(_call(1, "", id="b", function={"name": "g", "arguments": ""})))
+    second += translator.feed(_call(1, "{}"))
+    rest = list(translator.feed(b"data: [DONE]\n\n"))
+    assert [e["type"] for e in _events(first)] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+    ]
+    assert [e["type"] for e in _events(second)] == [
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+    ]
+    blocks = _blocks(_events(first + second + rest))
+    assert [json.loads(b["json"]) for b in blocks] == [{"x": 1}, {}]
+
+
+def test_a_calls_piece_after_its_block_closed_is_left_out() -> None:
+    """Words between a call's pieces close its block: a piece that comes after cannot go
+    in it (nor in the words' block), and is left out rather than break the stream."""
+    translator = StreamTranslator("small")
+    raw: list[bytes] = []
+    for event in (
+        _call(0, '{"x":', id="a", function={"name": "f", "arguments": '{"x":'}),
+        _chunk({"content": "hm"}),
+        _call(0, " 1}"),
+        b"data: [DONE]\n\n",
+    ):
+        raw.extend(translator.feed(event))
+    blocks = _blocks(_events(raw))
+    assert [(b["type"], b["json"]) for b in blocks] == [("tool_use", '{"x":'), ("text", "")]

@@ -140,6 +140,14 @@ def test_parallel_tool_calls_stream_as_two_items() -> None:
     )
     done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
     assert [(e["output_index"], e["arguments"]) for e in done] == [(0, '{"x": 1}'), (1, "{}")]
+    # the pieces interleave (0, 1, 0): every item stays open until the end, so none comes
+    # after its item's done (Messages holds such a call back: one block open at a time)
+    closed = set()
+    for event in events:
+        if event["type"] == "response.output_item.done":
+            closed.add(event["output_index"])
+        elif event["type"] == "response.function_call_arguments.delta":
+            assert event["output_index"] not in closed
     final = events[-1]
     assert final["type"] == "response.completed"
     assert [i["call_id"] for i in final["response"]["output"]] == ["a", "b"]

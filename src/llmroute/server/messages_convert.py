@@ -18,6 +18,7 @@ them back (others drop them unless told).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
@@ -30,6 +31,8 @@ from llmroute.server.chunk_translation import ChunkTranslator, clean_completion
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_checks import check_messages_body
 from llmroute.untrusted_json import MAX_DEPTH, loads
+
+log = logging.getLogger("llmroute.server")
 
 __all__ = [
     "COUNT_TOKENS_PATH",
@@ -536,6 +539,15 @@ def error_response(exc: GatewayError) -> JSONResponse:
     )
 
 
+def _whole(pieces: list[str]) -> bool:
+    """Whether a call's streamed arguments are whole JSON: nothing more can follow."""
+    try:
+        loads("".join(pieces))
+    except ValueError:
+        return False
+    return True
+
+
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
 
@@ -551,7 +563,13 @@ class StreamTranslator(ChunkTranslator):
         self._done = False
         self._index = -1  # the open content block, -1 when none
         self._kind: str | None = None  # its type: "text", "tool_use", "thinking" ...
-        self._tools: dict[int, int] = {}  # OpenAI tool-call index -> our block index
+        self._tools: set[int] = set()  # the OpenAI tool-call indexes seen
+        self._call = -1  # the tool-call index whose block is open, -1 when none
+        self._arguments: list[str] = []  # its arguments so far
+        # calls that began while the open one's arguments were unfinished (an upstream
+        # interleaving parallel calls): their block and arguments, sent when it closes
+        self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        self._dropped = False  # a call's piece came after its block closed
         self._stop = "end_turn"
         self._refused = False  # OpenAI's refusal came: the stop reason is refusal
         self._usage = {"input_tokens": 0, "output_tokens": 0}
@@ -634,24 +652,50 @@ class StreamTranslator(ChunkTranslator):
         if self._kind is not None:
             yield _event("content_block_stop", {"index": self._index})
             self._kind = None
+            self._call = -1
+        held, self._held = self._held, {}
+        for position in sorted(held):  # whole now: one block open at a time
+            block, pieces = held[position]
+            self._index += 1
+            yield _event("content_block_start", {"index": self._index, "content_block": block})
+            if pieces:
+                delta = {"type": "input_json_delta", "partial_json": "".join(pieces)}
+                yield _event("content_block_delta", {"index": self._index, "delta": delta})
+            yield _event("content_block_stop", {"index": self._index})
 
     def _tool_delta(self, call: dict[str, Any]) -> Iterator[bytes]:
+        """A piece of a tool call. Messages streams one block at a time, so a call that
+        begins while the open call's arguments are not yet whole JSON (an upstream
+        interleaving parallel calls) is held, and sent whole, after it, when its block
+        closes; calls one after another (OpenAI's order) stream as they come. A piece of
+        a call whose block is closed (words came between its pieces) is left out."""
         position = call.get("index", 0)
         function = call.get("function") or {}
         if position not in self._tools:
+            self._tools.add(position)
             block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": call.get("id") or _made_tool_id(),
                 "name": function.get("name") or "",
                 "input": {},
             }
-            yield from self._open(block, "tool_use")
-            self._tools[position] = self._index
+            if self._kind == "tool_use" and (self._held or not _whole(self._arguments)):
+                self._held[position] = (block, [])
+            else:
+                yield from self._open(block, "tool_use")
+                self._call, self._arguments = position, []
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            index = self._tools[position]
+        if not isinstance(arguments, str) or not arguments:
+            return
+        if position == self._call:
+            self._arguments.append(arguments)
             delta = {"type": "input_json_delta", "partial_json": arguments}
-            yield _event("content_block_delta", {"index": index, "delta": delta})
+            yield _event("content_block_delta", {"index": self._index, "delta": delta})
+        elif position in self._held:
+            self._held[position][1].append(arguments)
+        elif not self._dropped:
+            self._dropped = True
+            log.warning("a tool call's arguments came after its block closed: left out")
 
     def close(self) -> Iterator[bytes]:
         if self._done:
