@@ -29,6 +29,7 @@ models:
   routed: {provider: relay, model: up-routed}
   broken: {provider: fake, model: "up-broken?mid=1"}
   several: {provider: fake, model: "up-several?multi=1&vary=1", params: {n: 2}}
+  parallel: {provider: fake, model: "up-parallel?choices=1&tools=1&calls=2"}
 routes:
   - name: code
     examples: ["write a Python function to parse JSON", "debug this SQL query"]
@@ -170,6 +171,34 @@ def test_tool_use_and_results_cross_both_ways(
         "tool_call_id": "call_1",
         "content": "sunny, 21 C",
     }
+
+
+def test_parallel_calls_streamed_interleaved_arrive_whole(client: anthropic.Anthropic) -> None:
+    """An upstream streams two tool calls at once, their argument pieces interleaved in
+    choice 0: the client's stream has one block open at a time, each call's input whole
+    in the block its stop event closes, in the calls' order."""
+    ask = [{"role": "user", "content": "look it up"}]
+    with client.messages.stream(model="parallel", max_tokens=32, messages=ask) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    stopped = [e.content_block for e in events if e.type == "content_block_stop"]
+    calls = [b for b in final.content if b.type == "tool_use"]
+    assert [c.id for c in calls] == ["call_0_0", "call_0_1"]
+    assert [c.input for c in calls] == [b.input for b in stopped if b.type == "tool_use"]
+    q = calls[0].input["q"]  # type: ignore[index]
+    assert isinstance(q, str) and q
+    assert [c.input for c in calls] == [{"q": q, "n": 0}, {"q": q, "n": 1}]
+    assert final.stop_reason == "tool_use"
+    assert final.usage.output_tokens > 0
+    opened: set[int] = set()
+    for event in events:  # one block open at a time, no piece after its block's stop
+        if event.type == "content_block_start":
+            assert not opened
+            opened.add(event.index)
+        elif event.type == "content_block_delta":
+            assert opened == {event.index}
+        elif event.type == "content_block_stop":
+            opened.discard(event.index)
 
 
 def test_thinking_is_said_in_the_serving_models_dialect(

@@ -510,6 +510,29 @@ def test_calls_one_after_the_other_stream_as_they_come() -> None:
     assert [json.loads(b["json"]) for b in blocks] == [{"x": 1}, {}]
 
 
+def test_interleaved_calls_cut_by_max_tokens_are_sent_at_the_streams_end() -> None:
+    """Interleaved calls neither of whose arguments became whole JSON (the answer cut by
+    its token bound, no ``[DONE]``): the held call is still sent, after the open one,
+    and the stop reason and usage are the upstream's."""
+    translator = StreamTranslator("small")
+    raw: list[bytes] = []
+    for event in (
+        _call(0, '{"x": "a', id="a", function={"name": "f", "arguments": '{"x": "a'}),
+        _call(1, '{"y": "b', id="b", function={"name": "g", "arguments": '{"y": "b'}),
+        _call(0, "bc"),
+        _call(1, "cd"),
+        _chunk(finish="length"),
+        _chunk(usage={"prompt_tokens": 5, "completion_tokens": 7}),
+    ):
+        raw.extend(translator.feed(event))
+    raw.extend(translator.close())
+    events = _events(raw)
+    blocks = _blocks(events)
+    assert [(b["id"], b["json"]) for b in blocks] == [("a", '{"x": "abc'), ("b", '{"y": "bcd')]
+    assert events[-2]["delta"]["stop_reason"] == "max_tokens"
+    assert events[-2]["usage"] == {"input_tokens": 5, "output_tokens": 7}
+
+
 def test_a_calls_piece_after_its_block_closed_is_left_out() -> None:
     """Words between a call's pieces close its block: a piece that comes after cannot go
     in it (nor in the words' block), and is left out rather than break the stream."""

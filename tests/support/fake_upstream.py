@@ -77,7 +77,9 @@ its finish reason (``cutchoice=1``: choice 0 finishes, choice 1 says one word mo
 the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streaming;
 ``index=A,B``: the choices' ``index`` values, JSON, in place of 0 to N-1 (``1,2``,
 ``-1,"1"``); ``tools=1``: each choice a tool call, its arguments split across chunks,
-the choices in turn, finished ``tool_calls``; ``bare=1``: chunks with no ``choices``
+the choices in turn, finished ``tool_calls`` (``calls=K``: each choice K calls, indexes
+0 to K-1, their pieces interleaved, as an upstream streaming parallel calls at once may
+send them; call j's arguments ``{"q": TEXT, "n": j}``); ``bare=1``: chunks with no ``choices``
 and with ``"choices": null`` among them);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
@@ -825,12 +827,22 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 for i in range(n):
                     if not tools:
                         delta: dict[str, Any] = {"content": piece + " "}
-                    else:  # a tool call's arguments split across chunks, choices in turn
+                    elif "calls" not in faults:  # a call's arguments in pieces, choices in turn
                         call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
                         if round == 0:
                             call.update(id=f"call_{i}", type="function")
                             call["function"]["name"] = "lookup"
                         delta = {"tool_calls": [call]}
+                    else:  # K calls' pieces interleaved: one chunk a piece of each in turn
+                        for j in range(int(faults["calls"])):
+                            last = f', "n": {j}}}' if round == len(pieces) - 1 else piece
+                            call = {"index": j, "function": {"arguments": last}}
+                            if round == 0:
+                                call.update(id=f"call_{i}_{j}", type="function")
+                                call["function"]["name"] = "lookup"
+                            delta = {"tool_calls": [call]}
+                            self._write_chunk(_chunk(model, delta, None, index=index[i]))
+                        continue
                     self._write_chunk(_chunk(model, delta, None, index=index[i]))
             if "cutchoice" in faults:
                 self._write_chunk(_chunk(model, {}, "stop", index=index[0]))
