@@ -18,7 +18,8 @@ benchmarks/data/latin_prose_long.jsonl`` (their ``train`` rows; docs/benchmarks.
 "Benign documents in other Latin-script languages"); the minilm-int8 one did not.
 ``--benign-extra-weight`` sets those rows' sample weight in the fit, one for all files or
 one per file (``--benign-extra latin_prose_long.jsonl benign_technical.jsonl
---benign-extra-weight 1 0.1``).
+--benign-extra-weight 1 0.1``). A row keeps its label, so a file of attacks goes there
+too (`benchmarks/embed_injections.py`: injections hidden in technical excerpts).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def main() -> None:
         type=Path,
         nargs="+",
         help="JSONL files with a 'split' field (benchmarks/data/latin_prose_long.jsonl, "
-        "benign_technical.jsonl): their 'train' rows join the training pool, the others "
-        "are left for the benchmarks",
+        "benign_technical.jsonl): their 'train' rows join the training pool with their "
+        "own labels (embed_injections.py's attack rows too), the others are left for "
+        "the benchmarks",
     )
     parser.add_argument(
         "--benign-extra-weight",
