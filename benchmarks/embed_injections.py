@@ -1,7 +1,8 @@
 """Write attack rows that hide a training injection inside a training technical excerpt.
 
     python benchmarks/embed_injections.py --out FILE [--n 160] [--seed 0]
-        [--labels injection] [--side train] [--data-dir /work/shared/data]
+        [--labels injection] [--sources SOURCE ...] [--side train]
+        [--data-dir /work/shared/data]
         [--technical benchmarks/data/benign_technical.jsonl]
 
 Why: trained with benign technical excerpts (``--benign-extra benign_technical.jsonl``),
@@ -58,12 +59,21 @@ MAX_CHARS = WINDOW[0] - 50
 
 
 def side_attacks(
-    data: SafetyData, labels: Iterable[str], side: str = "train", seed: int = 0
+    data: SafetyData,
+    labels: Iterable[str],
+    side: str = "train",
+    seed: int = 0,
+    sources: Iterable[str] = (),
 ) -> SafetyData:
-    """The rows of `data` with one of `labels` on `side` of `split_sides`."""
-    wanted, number = frozenset(labels), SIDES.index(side)
+    """The rows of `data` with one of `labels` (and of `sources`, if any) on `side` of
+    `split_sides`."""
+    wanted, number, origin = frozenset(labels), SIDES.index(side), frozenset(sources)
     sides = split_sides(data, seed=seed)
-    keep = [i for i, label in enumerate(data.labels) if label in wanted and sides[i] == number]
+    keep = [
+        i
+        for i, label in enumerate(data.labels)
+        if label in wanted and sides[i] == number and (not origin or data.sources[i] in origin)
+    ]
     return data.subset(np.asarray(keep, dtype=np.intp))
 
 
@@ -147,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labels", nargs="+", default=["injection"])
+    parser.add_argument("--sources", nargs="+", default=[], help="only these (default: all)")
     parser.add_argument("--side", choices=SIDES, default="train")
     parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
     parser.add_argument(
@@ -156,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = read_safety_data(
         args.data_dir / "jailbreak/train.jsonl", args.data_dir / "prompt_injection/train.jsonl"
     )
-    attacks = side_attacks(data, args.labels, args.side)
+    attacks = side_attacks(data, args.labels, args.side, sources=args.sources)
     excerpts = side_excerpts(args.technical, args.side)
     rows = generate(attacks, excerpts, args.n, args.seed, split=args.side)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

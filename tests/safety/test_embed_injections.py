@@ -53,7 +53,7 @@ def test_side_attacks_keep_the_labels_asked_for_on_that_side_only() -> None:
         tuple(f"text {i}" for i in range(n)),
         tuple(("injection", "jailbreak", "benign", "harmful")[i % 4] for i in range(n)),
         tuple(f"group {i}" for i in range(n)),
-        ("s",) * n,
+        tuple(f"s{i % 3}" for i in range(n)),
         ("",) * n,
     )
     sides = split_sides(data)
@@ -63,6 +63,8 @@ def test_side_attacks_keep_the_labels_asked_for_on_that_side_only() -> None:
             data.texts[i] for i in range(n) if data.labels[i] == "injection" and sides[i] == number
         }
         assert set(got.texts) == want and want
+    picked = embed_injections.side_attacks(data, ["injection"], sources=["s1"])
+    assert picked.texts and set(picked.sources) == {"s1"}
     both = embed_injections.side_attacks(data, ["injection", "jailbreak"])
     assert set(both.labels) == {"injection", "jailbreak"}
     assert all(sides[int(t.split()[1])] == 0 for t in both.texts)
