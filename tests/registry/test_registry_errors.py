@@ -971,6 +971,34 @@ def test_injection_settings_kept_while_the_detector_is_off_load_and_are_warned_o
     assert not [w for w in lint(on) if w.startswith("safety.injection.")]
 
 
+def test_profile_actions_written_while_their_detector_is_off_are_warned_of() -> None:
+    """A profile's `injection`, `unscanned` and `unread_scripts` never apply while the
+    injection scan is off, nor its `pii` while the PII detector is: one warning per key
+    written; a profile left to its defaults gives none."""
+    profile = "injection: allow\n      unscanned: allow\n      unread_scripts: block\n"
+    block = (
+        "safety:\n  injection: {enabled: false}\n  pii: {enabled: false}\n"
+        f"  profiles:\n    standard:\n      {profile}      pii: block\n"
+        "    open: {restore: true}\n"
+    )
+    registry = parse_registry(VALID + block).registry
+    warnings = [w for w in lint(registry) if w.startswith("safety.profiles.")]
+    assert warnings == [
+        f"safety.profiles.standard.{key}: set, but safety.{detector}.enabled is false: it "
+        "never applies until the detector is turned on"
+        for key, detector in [
+            ("injection", "injection"),
+            ("pii", "pii"),
+            ("unread_scripts", "injection"),
+            ("unscanned", "injection"),
+        ]
+    ]
+    defaults = "safety:\n  injection: {enabled: false}\n  pii: {enabled: false}\n"
+    assert not [w for w in lint(parse_registry(VALID + defaults).registry) if "profiles" in w]
+    on = f"safety:\n  profiles:\n    standard:\n      {profile}      pii: block\n"
+    assert not [w for w in lint(parse_registry(VALID + on).registry) if "profiles" in w]
+
+
 @pytest.mark.parametrize(
     ("profile", "line", "field"),
     [

@@ -46,8 +46,8 @@ def lint(registry: Registry) -> list[str]:
     their version refuses, conversation affinity without the prices it compares, content
     fallbacks behind their target's own filter, budgets nothing counts against or no
     call fits in, llamacpp chat formats llama-cpp-python is not here to check, a
-    spaCy model no PII type uses, and injection settings kept while the detector is
-    off."""
+    spaCy model no PII type uses, and injection settings or profile actions kept while
+    their detector is off."""
     return (
         _lone_route(registry)
         + _example_warnings(registry)
@@ -60,6 +60,7 @@ def lint(registry: Registry) -> list[str]:
         + _unchecked_chat_formats(registry)
         + _unused_ner_model(registry)
         + _idle_injection_settings(registry)
+        + _idle_profile_actions(registry)
     )
 
 
@@ -74,6 +75,26 @@ def _idle_injection_settings(registry: Registry) -> list[str]:
         f"safety.injection.{key}: set, but safety.injection.enabled is false: it does "
         "nothing until the detector is turned on"
         for key in idle
+    ]
+
+
+def _idle_profile_actions(registry: Registry) -> list[str]:
+    """Profile actions written for a detector that is off: none applies (`injection`,
+    `unscanned` and `unread_scripts` follow the injection scan, `pii` the PII one).
+    Defaults are not warned of: every profile has them."""
+    safety = registry.safety
+    if safety is None:
+        return []
+    off: dict[str, str] = {}
+    if not safety.injection.enabled:
+        off |= dict.fromkeys(("injection", "unscanned", "unread_scripts"), "injection")
+    if not safety.pii.enabled:
+        off["pii"] = "pii"
+    return [
+        f"safety.profiles.{name}.{key}: set, but safety.{off[key]}.enabled is false: it "
+        "never applies until the detector is turned on"
+        for name, profile in sorted(safety.profiles.items())
+        for key in sorted(profile.model_fields_set & off.keys())
     ]
 
 
