@@ -145,6 +145,22 @@ def test_anthropic_streams_reuse_their_connection(anthropic: FakeAnthropic) -> N
     assert len(ports) == 1
 
 
+def test_bedrock_streams_reuse_their_connection(bedrock: FakeBedrock) -> None:
+    spec = Provider(kind="bedrock", base_url=bedrock.url, region="us-east-1", timeout_s=120)
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+    provider = BedrockProvider("aws", spec, environ=env)
+    ports = _ports(provider, "claude?lag=0.1", lambda: [r.port for r in bedrock.requests])
+    assert len(ports) == 1
+
+
+def test_vertex_streams_reuse_their_connection(vertex: FakeVertex) -> None:
+    vertex.static_tokens.add("ya29.token")
+    spec = Provider(kind="vertex", base_url=vertex.base_url, timeout_s=120)
+    provider = VertexProvider("vertex", spec, environ={}, tokens=StaticToken("ya29.token"))
+    ports = _ports(provider, "claude?lag=0.1", lambda: [p.port for p in vertex.predicted])
+    assert len(ports) == 1
+
+
 REGISTRY = """
 providers:
   up: {kind: openai, base_url: "%(up)s", timeout_s: 120}

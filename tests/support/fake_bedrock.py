@@ -25,7 +25,8 @@ is a 400, ``ModelNotReadyException`` a 429, ``NoPayment`` Marketplace's
 AccessDeniedException for an account without a valid payment method), and
 ``stream_fail=<exceptionName>`` sends that exception message as the stream's first;
 ``hold=1`` (fake_anthropic's) holds a stream's body open after its last message until
-its reader hangs up, which ``released`` records, or 60 s pass.
+its reader hangs up, which ``released`` records, or 60 s pass; ``lag=S`` (also
+fake_anthropic's) ends a stream's body S seconds after its last message.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +71,7 @@ class Recorded:
     model: str  # the model id, as the path carried it, decoded
     headers: dict[str, str]
     body: dict[str, Any]
+    port: int = 0  # the client's: one per connection, so reused ones show
 
 
 @dataclass
@@ -210,7 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
         model = unquote(parts[2]) if len(parts) == 4 and parts[1] == "model" else ""
         body = json.loads(raw or b"{}")
         with self.upstream.lock:
-            self.upstream.requests.append(Recorded(self.path, model, headers, body))
+            self.upstream.requests.append(
+                Recorded(self.path, model, headers, body, self.client_address[1])
+            )
         refused = self._auth_problem(headers, raw)
         if refused is not None:
             self._error(403, *refused)
@@ -288,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.upstream.released.append(model)
             self.close_connection = True
             return
+        if "lag" in faults:
+            time.sleep(float(faults["lag"]))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

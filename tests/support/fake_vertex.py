@@ -93,6 +93,7 @@ class Predicted:
     method: str
     token: str | None
     body: dict[str, Any]
+    port: int = 0  # the client's: one per connection, so reused ones show
 
 
 @dataclass
@@ -204,7 +205,15 @@ class _VertexHandler(_Handler):
         model = unquote(match["model"])
         with self.fake.lock:
             self.fake.predicted.append(
-                Predicted(match["project"], match["region"], model, match["method"], token, body)
+                Predicted(
+                    match["project"],
+                    match["region"],
+                    model,
+                    match["method"],
+                    token,
+                    body,
+                    self.client_address[1],
+                )
             )
         if not self.fake.accepts(token):
             self._refuse(401, "UNAUTHENTICATED", _UNAUTHENTICATED, "token")
