@@ -2283,7 +2283,7 @@ def test_closing_waits_for_the_give_backs_of_callers_that_left(h: Harness) -> No
         given_back.append("slot")
 
     async def job(dispatcher: Dispatcher) -> None:
-        caller = asyncio.ensure_future(settled(give_back(), remote=True))
+        caller = asyncio.ensure_future(settled(give_back(), dispatcher.limits, remote=True))
         await asyncio.sleep(0)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):

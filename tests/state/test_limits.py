@@ -29,6 +29,7 @@ from plans import plan_for
 from redis_service import REDIS_URL
 from stall_proxy import StallProxy, stall_proxy
 
+from llmroute.deadline import Deadline
 from llmroute.dispatch import Dispatcher
 from llmroute.dispatch.spend import Spend, tracked
 from llmroute.errors import ConfigError, ProviderError, TelemetryError
@@ -1026,6 +1027,60 @@ def test_a_call_cancelled_while_its_answer_is_charged_is_charged_all_the_same(
     assert once > 1.0  # a few tokens at $1 each
     assert twice == pytest.approx(2 * once)
     assert abandoned == pytest.approx(once)
+
+
+@pytest.mark.parametrize("held", ["charge", "hold"])
+def test_a_closing_dispatcher_does_not_wait_for_another_dispatchers_work(
+    upstream: FakeUpstream, redis_namespace: str, caplog: pytest.LogCaptureFixture, held: str
+) -> None:
+    """A reload closes the old dispatcher while the new one serves on the same loop: the
+    old one's close waited for the new one's charge (or budget hold) of a caller that
+    left, held on Redis, and said it was its own, left uncounted. It waits for its own."""
+    tag = uuid.uuid4().hex[:8]
+    hard = "true" if held == "hold" else "false"
+    models = f"""
+  m:
+    provider: up
+    model: m-{tag}
+    tpm: 1000000
+    max_output_tokens: 100
+    price: {{input: 1000000}}
+    budget: {{usd: 1000, period: day, hard: {hard}}}
+"""
+
+    def dispatcher(url: str) -> Dispatcher:
+        limits = f"  limits: {{url: '{url}', namespace: {redis_namespace}, timeout_s: 5}}"
+        text = REGISTRY % {"url": upstream.url, "models": models, "first": "m", "limits": limits}
+        registry = parse_registry(text).registry
+        return Dispatcher(registry, build_providers(registry), rng=random.Random(1))
+
+    async def go(url: str, proxy: StallProxy) -> list[str]:
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": "hello"}]}
+        old, new = dispatcher(REDIS_URL), dispatcher(url)
+        closing = [old, new]
+        try:
+            await new.complete(plan_for("m"), body)  # its scripts loaded
+            proxy.stall_replies(on=b"$6\r\nINCRBY\r\n" if held == "charge" else b"EVALSHA")
+            asking = asyncio.ensure_future(new.complete(plan_for("m"), body))
+            for _ in range(200):  # until its reply is held (bounded: 2 s)
+                if proxy.holding():
+                    break
+                await asyncio.sleep(0.01)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            with caplog.at_level(logging.WARNING):
+                await closing.pop(0).aclose(Deadline.within(1))
+            said = [r.getMessage() for r in caplog.records if "closing with" in r.getMessage()]
+            assert proxy.holding()  # the new one's work still waits on Redis
+        finally:
+            proxy.resume()
+            for each in closing:
+                await each.aclose()
+        return said
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == []
 
 
 def test_a_client_gone_while_its_answer_is_charged_has_its_key_charged_it_once(

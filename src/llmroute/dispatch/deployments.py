@@ -334,7 +334,9 @@ async def give_back(slots: list[Slot]) -> None:
             each.counted.end()
     taken = [each for each in held if each.slot != UNCOUNTED_SLOT]
     if taken:
-        await settled(_give_slots(taken), remote=any(s.deployment.remote for s in taken))
+        # one call's slots, all on its dispatcher's store
+        on = taken[0].deployment.limits
+        await settled(_give_slots(taken), on, remote=any(s.deployment.remote for s in taken))
 
 
 async def _give_slots(held: list[Slot]) -> None:
@@ -360,32 +362,35 @@ async def renew(slots: list[Slot]) -> None:
                 slots[slots.index(held)] = held._replace(slot=UNCOUNTED_SLOT)
 
 
-_settling: set[asyncio.Future[Any]] = set()  # work that outlives its cancelled caller
+# work that outlives its cancelled caller, by the limits' store it waits on: a closing
+# dispatcher waits for its own store's, not another's (a reload's new dispatcher's)
+_settling: dict[asyncio.Future[Any], RateLimits | None] = {}
 
 
-def _kept(work: Awaitable[T]) -> asyncio.Future[T]:
+def _kept(work: Awaitable[T], on: RateLimits | None) -> asyncio.Future[T]:
     """`work` as a task referenced until it is done (the loop holds tasks weakly)."""
     task = asyncio.ensure_future(work)
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    _settling[task] = on
+    task.add_done_callback(_settling.pop)
     return task
 
 
-def settling(loop: asyncio.AbstractEventLoop) -> set[asyncio.Future[Any]]:
-    """The `settled` work still running on `loop`, for a closing dispatcher to wait for."""
-    return {task for task in _settling if task.get_loop() is loop}
+def settling(loop: asyncio.AbstractEventLoop, on: RateLimits | None) -> set[asyncio.Future[Any]]:
+    """The `settled` work on the store `on` still running on `loop`, for the dispatcher
+    closing that store to wait for."""
+    return {task for task, store in _settling.items() if store is on and task.get_loop() is loop}
 
 
-async def settled(work: Awaitable[T], *, remote: bool) -> T:
-    """`work` (giving back a slot or a token hold, charging a call) run to its end even
-    when the calling task is cancelled meanwhile, as a client hanging up cancels its
-    request: given back over the network, a cut call would leave the slot taken until
-    its lease lapses (10 minutes of a deployment's capacity), and a cut charge was never
-    counted. The caller still sees its cancellation. Counts
-    in this process never wait (`remote` false), so they are awaited as they are."""
+async def settled(work: Awaitable[T], on: RateLimits | None, *, remote: bool) -> T:
+    """`work` (giving back a slot or a token hold, charging a call, on the store `on`)
+    run to its end even when the calling task is cancelled meanwhile, as a client
+    hanging up cancels its request: given back over the network, a cut call would leave
+    the slot taken until its lease lapses (10 minutes of a deployment's capacity), and a
+    cut charge was never counted. The caller still sees its cancellation. Counts in this
+    process never wait (`remote` false), so they are awaited as they are."""
     if not remote:
         return await work
-    return await asyncio.shield(_kept(work))
+    return await asyncio.shield(_kept(work, on))
 
 
 def _held_to_end(slots: list[Slot] | None, held: Slot, counted: InFlight) -> bool:
@@ -404,7 +409,7 @@ def _after_read(
 ) -> None:
     """`_after_call` for a stream handed over silent, once the read of its first event
     has ended (in the background: a done callback cannot wait)."""
-    _kept(_after_call(deployment, held, tokens, slot))
+    _kept(_after_call(deployment, held, tokens, slot), deployment.limits)
 
 
 async def _after_call(
@@ -521,7 +526,7 @@ class DeploymentPool:
                 given = None if kept else slot
                 if reading is None:
                     cleanup = _after_call(deployment, held, tokens, given)
-                    await settled(cleanup, remote=deployment.remote)
+                    await settled(cleanup, deployment.limits, remote=deployment.remote)
                 else:
                     # handed over silent: its prompt stays held against the tpm until its
                     # first event, as a stream that spoke within the hold holds it
@@ -678,7 +683,7 @@ async def _admitted(
     cancelled while Redis answers (the admission finishes on its own, then is undone)."""
     if not deployment.remote:
         return await _admit(deployment, tokens, lease_s)
-    task = _kept(_admit(deployment, tokens, lease_s))
+    task = _kept(_admit(deployment, tokens, lease_s), deployment.limits)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -696,7 +701,7 @@ def _undo(deployment: Deployment, tokens: int, done: asyncio.Future[_Admitted | 
         return
     slot, held, counted = admitted
     deployment.breaker.release()
-    _kept(_after_call(deployment, held, tokens, slot, counted))
+    _kept(_after_call(deployment, held, tokens, slot, counted), deployment.limits)
 
 
 async def _admit(

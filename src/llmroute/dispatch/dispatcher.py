@@ -158,7 +158,6 @@ T = TypeVar("T")
 Answer = dict[str, Any]  # the JSON answer of an API passed through (embeddings, rerank)
 Sleep = Callable[[float], Awaitable[None]]
 _PER = {"hour": "hourly", "day": "daily", "month": "monthly"}
-_PENDING: set[asyncio.Future[Any]] = set()  # holds made or given back for a caller that left
 SETTLE_S = 5.0  # the longest a closing dispatcher waits for those and the slots given back
 
 
@@ -516,6 +515,8 @@ class Dispatcher:
         self.observer = observer
         self._gates = gates
         self._limits = _limits(registry, self._state_failed("limits"))
+        # holds made or given back for callers that left, for `aclose` to wait for
+        self._pending: set[asyncio.Future[Any]] = set()
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
         self._refused_usage: set[str] = set()  # models that refused stream_options
         # the answer caps deployments' refusals named ((provider, upstream id) -> tokens)
@@ -1009,7 +1010,7 @@ class Dispatcher:
         callers that left are done (bounded, and done by `by` at the latest): closing
         the connections under them left their slots and holds taken for their leases."""
         loop = asyncio.get_running_loop()
-        left = settling(loop) | {task for task in _PENDING if task.get_loop() is loop}
+        left = settling(loop, self._limits) | {t for t in self._pending if t.get_loop() is loop}
         if left:
             wait_s = by.bounded(SETTLE_S)
             _, late = await asyncio.wait(left, timeout=wait_s)
@@ -1245,8 +1246,8 @@ class Dispatcher:
         if not self._limits.remote:
             return await making
         task = asyncio.ensure_future(making)
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -1258,8 +1259,8 @@ class Dispatcher:
         if task.cancelled() or task.exception() is not None or not task.result():
             return
         taking = asyncio.ensure_future(self._take_back(list(task.result())))
-        _PENDING.add(taking)
-        taking.add_done_callback(_PENDING.discard)
+        self._pending.add(taking)
+        taking.add_done_callback(self._pending.discard)
 
     def _lease_for(self, name: str, plan: Plan | None) -> float:
         """How long a call's holds are leased: past every try of the model the call may
@@ -1356,7 +1357,7 @@ class Dispatcher:
             for hold in holds:
                 await limits.settle_usd(hold, usd)
 
-        await settled(each(), remote=limits.remote)
+        await settled(each(), limits, remote=limits.remote)
 
     async def _renew(self, holds: Sequence[UsdHold]) -> None:
         """Renew the leases of a stream's holds, as it goes on answering: each for as long
@@ -1473,7 +1474,8 @@ class Dispatcher:
         is cancelled meanwhile (`settled`; a client that hung up while one of them
         waited on Redis dropped the rest: the call's cost was never counted)."""
         remote = self._limits is not None and self._limits.remote
-        await settled(self._charged(name, usage, deployment, held), remote=remote)
+        charged = self._charged(name, usage, deployment, held)
+        await settled(charged, self._limits, remote=remote)
 
     async def _charged(
         self,
