@@ -26,7 +26,7 @@ import redis
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import serve, wait_for
 from plans import plan_for
-from redis_service import REDIS_URL
+from redis_service import REDIS_URL, past_databases
 from stall_proxy import StallProxy, stall_proxy
 
 from llmroute.deadline import Deadline
@@ -124,11 +124,7 @@ def test_a_db_the_redis_does_not_have_lets_requests_through_and_says_why(
     has); each call then fails at connect. Requests go through, each failure is counted
     (``llmroute_state_errors_total``), and the log's line says which db and how many the
     server has, not only Redis's "DB index is out of range"."""
-    with redis.Redis.from_url(REDIS_URL) as admin:
-        count = int(admin.config_get("databases")["databases"])
-    db = max(99, count)
-    base, _, last = REDIS_URL.rpartition("/")
-    url = f"{base}/{db}" if base.count("/") >= 2 and last.isdigit() else f"{REDIS_URL}/{db}"
+    url, db, count = past_databases()
     failures: list[None] = []
 
     async def go() -> list[bool]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from private_redis import private_redis
-from redis_service import REDIS_URL
+from redis_service import REDIS_URL, past_databases, with_db
 
 from llmroute.errors import ConfigError
 from llmroute.registry import ConfigErrors, load_registry
@@ -49,12 +49,6 @@ def test_a_burst_shares_a_capped_pool_and_every_call_is_answered(
     assert connections <= MAX_CONNECTIONS
 
 
-def _with_db(url: str, db: int) -> str:
-    """`url` pointing at Redis database `db` instead."""
-    base, _, last = url.rpartition("/")
-    return f"{base}/{db}" if base.count("/") >= 2 and last.isdigit() else f"{url}/{db}"
-
-
 def test_features_on_one_url_and_timeout_share_one_capped_pool(redis_namespace: str) -> None:
     """Five features (limits, breakers, cache, affinity, stored responses) on the same
     URL and timeout each had a pool of their own: a burst through each left five times
@@ -66,7 +60,7 @@ def test_features_on_one_url_and_timeout_share_one_capped_pool(redis_namespace: 
     async def run() -> tuple[int, bool, bool]:
         features = [connect(REDIS_URL, 2.0, setting) for setting in settings]
         slower = connect(REDIS_URL, 3.0, "batches.url")
-        other_db = connect(_with_db(REDIS_URL, 9), 2.0, "stored_responses.url")
+        other_db = connect(with_db(REDIS_URL, 9), 2.0, "stored_responses.url")
         try:
             key = f"{redis_namespace}:burst"
             await asyncio.gather(*(f.client.incr(key) for f in features for _ in range(burst)))
@@ -467,13 +461,9 @@ def test_a_db_the_server_does_not_have_is_said_with_how_many_it_has(
     """A URL's db past the server's ``databases`` (16 by default) loads: only Redis
     knows how many it has. Every call then failed at connect with Redis's own "DB index
     is out of range", which names neither the db nor what the server has."""
-    import redis as sync_redis
     from redis.exceptions import ResponseError
 
-    with sync_redis.Redis.from_url(REDIS_URL) as admin:
-        count = int(admin.config_get("databases")["databases"])
-    db = max(99, count)
-    url = _with_db(REDIS_URL, db)
+    url, db, count = past_databases()
     check_url(url, "cache.url")
 
     async def run() -> str:
