@@ -242,27 +242,33 @@ class Router:
         return None
 
     def decide_many(
-        self, requests: Sequence[RequestInput], *, headers: Mapping[str, str] | None = None
+        self,
+        requests: Sequence[RequestInput],
+        *,
+        headers: Mapping[str, str] | None = None,
+        layers: Sequence[DecisionLayer] | None = None,
     ) -> list[Decision]:
-        """Route a batch: one encoder call for all texts, then the layers per request.
+        """Route a batch: one encoder call for all texts, then the layers per request
+        (`layers`, as `decide`'s, for every one of them).
 
         The batch's encoder time is shared out evenly: each decision's `encode_us` is its
         share, and its `total_us` that share plus its own layers' time.
         """
-        if any(_names_a_model(r) for r in requests):  # pinned ones are decided alone
-            return [self.decide(r, headers=headers) for r in requests]
+        if layers is None and any(_names_a_model(r) for r in requests):
+            return [self.decide(r, headers=headers) for r in requests]  # pinned: alone
         routed = [self.request(r, headers=headers) for r in requests]
         if not routed:
             return []
         start = time.perf_counter_ns()
         vectors = self.encoder.encode([r.text for r in routed])
         share_us = (time.perf_counter_ns() - start) / 1000.0 / len(routed)
+        pipeline = self.layers if layers is None else (*layers, *self.guards)
         decisions = []
         for request, vector in zip(routed, vectors, strict=True):
             t0 = time.perf_counter_ns() - round(share_us * 1000)  # its share counts in its total
             ctx = DecisionContext(request, self.encoder.encode, vector)
             ctx.encode_us = share_us
-            decisions.append(run_pipeline(ctx, self.layers, self._default, self.version, t0))
+            decisions.append(run_pipeline(ctx, pipeline, self._default, self.version, t0))
         return decisions
 
 

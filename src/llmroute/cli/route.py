@@ -244,7 +244,7 @@ def _route_stdin(
             for number, text, decision in zip(
                 range(start + 1, start + len(chunk) + 1),
                 chunk,
-                _decide_many(router, chunk, layers),
+                router.decide_many(chunk, layers=layers),
                 strict=True,
             ):
                 if refine is not None:
@@ -263,15 +263,6 @@ def _route_stdin(
             escape(_llm_share(llm, outcomes, len(prompts)))
         )
     sys.stdout.flush()
-
-
-def _decide_many(
-    router: Router, texts: Sequence[str], layers: tuple[DecisionLayer, ...] | None
-) -> list[Decision]:
-    """`texts` decided by `layers` (`model_layers`), in one encoder batch when routed."""
-    if layers is None:
-        return router.decide_many(texts)
-    return [router.decide(text, layers=layers) for text in texts]
 
 
 def _llm_outcome(decision: Decision) -> str | None:
