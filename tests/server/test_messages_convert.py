@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from two_choices import two_choices
 
 from llmroute.server.errors import GatewayError
 from llmroute.server.messages_convert import StreamTranslator, to_chat_body, to_message
@@ -68,22 +69,8 @@ def test_a_stream_of_several_choices_becomes_choice_0s_message(other: object) ->
     """A registry's ``params: {n: 2}`` (Messages has no ``n``): choice 1's text, tool
     call and finish reason were read into the one message with choice 0's."""
     translator = StreamTranslator("small")
-
-    def choice(index: object, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        data = {"id": "c1", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
-        return f"data: {json.dumps(data)}\n\n".encode()
-
-    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
     raw: list[bytes] = []
-    for event in (
-        choice(0, {"role": "assistant", "content": "Hel"}),
-        choice(other, {"role": "assistant", "content": "Other"}),
-        choice(0, {"content": "lo"}),
-        choice(other, {"tool_calls": [call]}),
-        choice(0, {}, "stop"),
-        choice(other, {}, "length"),
-        b"data: [DONE]\n\n",
-    ):
+    for event in [*two_choices(other), b"data: [DONE]\n\n"]:
         raw.extend(translator.feed(event))
     events = _events(raw)
     texts = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]

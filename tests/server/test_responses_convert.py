@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from two_choices import two_choices
 
 from llmroute.server.errors import GatewayError
 from llmroute.server.responses_convert import input_items, resolved, to_chat_body, to_response
@@ -186,25 +187,10 @@ def test_a_stream_of_several_choices_becomes_choice_0s_response(other: object) -
     """A registry's ``params: {n: 2}`` (Responses has no ``n``): choice 1's text, tool
     call and finish reason were read into the one response with choice 0's, as a
     whole answer, `to_response`, never did."""
-
-    def choice(index: object, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        data = {"id": "c1", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
-        return f"data: {json.dumps(data)}\n\n".encode()
-
-    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
     usage = {"prompt_tokens": 5, "completion_tokens": 6}
     events = _events(
         ResponsesStream("small", {"model": "auto", "input": "x"}),
-        [
-            choice(0, {"role": "assistant", "content": "Hel"}),
-            choice(other, {"role": "assistant", "content": "Other"}),
-            choice(0, {"content": "lo"}),
-            choice(other, {"tool_calls": [call]}),
-            choice(0, {}, "stop"),
-            choice(other, {}, "length"),
-            _chunk(usage=usage),
-            b"data: [DONE]\n\n",
-        ],
+        [*two_choices(other), _chunk(usage=usage), b"data: [DONE]\n\n"],
     )
     deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
     assert deltas == ["Hel", "lo"]
