@@ -2515,12 +2515,7 @@ async def _shape_rows(log_url: str, logged: dict[str, tuple[Sent, int, bool]]) -
     """Each of `logged`'s rows holds the status its client got; a whole stream's no
     error, a broken one's an error."""
     findings: list[Finding] = []
-    rows: dict[str, tuple[int, str | None]] = {}
-    for _ in range(40):  # the log is written in the background: up to 20 s
-        rows = await asyncio.to_thread(_logged_rows, log_url, list(logged))
-        if len(rows) == len(logged):
-            break
-        await asyncio.sleep(0.5)
+    rows = await _rows_written(log_url, list(logged))
     for decision, (sent, status, whole) in logged.items():
         row = rows.get(decision)
         stream_200 = sent.stream and status == 200
@@ -2649,12 +2644,7 @@ async def fuzz_long_prompts(
                 Finding(r, sent, status, text[-400:] if stream else text[:400]) for r in rules
             ]
     if log_url is not None and logged:
-        rows: dict[str, tuple[int, str | None]] = {}
-        for _ in range(40):  # the log is written in the background: up to 20 s
-            rows = await asyncio.to_thread(_logged_rows, log_url, list(logged))
-            if len(rows) == len(logged):
-                break
-            await asyncio.sleep(0.5)
+        rows = await _rows_written(log_url, list(logged))
         findings += [
             Finding(f"long prompt logged {rows.get(d)}, status not {status}", sent, status, d)
             for d, (sent, status) in logged.items()
@@ -2674,17 +2664,24 @@ def _usage_chunk(events: list[str]) -> bool:
 
 async def _rows_whole(log_url: str, logged: dict[str, tuple[Sent, str | None]]) -> list[Finding]:
     """Each of `logged`'s decision-log rows says 200 with its error (None: whole)."""
-    rows: dict[str, tuple[int, str | None]] = {}
-    for _ in range(40):  # the log is written in the background: up to 20 s
-        rows = await asyncio.to_thread(_logged_rows, log_url, list(logged))
-        if len(rows) == len(logged):
-            break
-        await asyncio.sleep(0.5)
+    rows = await _rows_written(log_url, list(logged))
     return [
         Finding(f"logged {rows.get(d)}, not (200, {error})", sent, 200, d)
         for d, (sent, error) in logged.items()
         if rows.get(d) != (200, error)
     ]
+
+
+async def _rows_written(log_url: str, ids: list[str]) -> dict[str, tuple[int, str | None]]:
+    """`_logged_rows` of `ids` once every one is there (the log is written in the
+    background): up to 20 s, then what there is."""
+    rows: dict[str, tuple[int, str | None]] = {}
+    for _ in range(40):
+        rows = await asyncio.to_thread(_logged_rows, log_url, ids)
+        if len(rows) == len(ids):
+            break
+        await asyncio.sleep(0.5)
+    return rows
 
 
 def _logged_rows(log_url: str, ids: list[str]) -> dict[str, tuple[int, str | None]]:
