@@ -984,19 +984,133 @@ def test_profile_actions_written_while_their_detector_is_off_are_warned_of() -> 
     registry = parse_registry(VALID + block).registry
     warnings = [w for w in lint(registry) if w.startswith("safety.profiles.")]
     assert warnings == [
-        f"safety.profiles.standard.{key}: set, but safety.{detector}.enabled is false: it "
+        f"safety.profiles.{name}.{key}: set, but safety.{detector}.enabled is false: it "
         "never applies until the detector is turned on"
-        for key, detector in [
-            ("injection", "injection"),
-            ("pii", "pii"),
-            ("unread_scripts", "injection"),
-            ("unscanned", "injection"),
+        for name, key, detector in [
+            ("open", "restore", "pii"),  # nothing is redacted, so nothing restored
+            ("standard", "injection", "injection"),
+            ("standard", "pii", "pii"),
+            ("standard", "unread_scripts", "injection"),
+            ("standard", "unscanned", "injection"),
         ]
     ]
+    kept = block.replace("{restore: true}", "{restore: false}")  # the default, written
+    assert not [w for w in lint(parse_registry(VALID + kept).registry) if ".open." in w]
     defaults = "safety:\n  injection: {enabled: false}\n  pii: {enabled: false}\n"
     assert not [w for w in lint(parse_registry(VALID + defaults).registry) if "profiles" in w]
     on = f"safety:\n  profiles:\n    standard:\n      {profile}      pii: block\n"
     assert not [w for w in lint(parse_registry(VALID + on).registry) if "profiles" in w]
+
+
+@pytest.mark.parametrize(
+    ("pii", "said"),
+    [
+        ("allow", "pii: allow"),
+        ("block", "pii: block"),
+        ("{route: large}", "pii: {route: large}"),
+        ("{EMAIL: block, PHONE: allow}", "pii: {EMAIL: block, PHONE: allow}"),
+        ("{EMAIL: block, '*': allow}", 'pii: {EMAIL: block, "*": allow}'),
+    ],
+)
+def test_restore_in_a_profile_that_redacts_nothing_is_warned_of(pii: str, said: str) -> None:
+    """`restore: true` swaps the placeholders the request's redaction issued back into
+    the answer: a profile that redacts no PII type issues none, so it restores nothing.
+    A profile that redacts some type (the default `pii: redact`, or one type of a
+    mapping) gives no warning, and the warning is at the line of `restore`."""
+    block = f"safety:\n  profiles:\n    standard:\n      pii: {pii}\n      restore: true\n"
+    loaded = parse_registry(VALID + block)
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.profiles.")]
+    assert warnings == [
+        f"safety.profiles.standard.restore: true, but the profile redacts no PII type "
+        f"({said}), so its requests carry no placeholder to restore; redact a type, or "
+        "remove restore"
+    ]
+    assert loaded.at(ConfigError("", field="safety.profiles.standard.restore")).line == 40
+    for redacts in ("redact", "{EMAIL: redact}", "{EMAIL: block, '*': redact}"):
+        text = VALID + block.replace(f"pii: {pii}", f"pii: {redacts}")
+        assert not [w for w in lint(parse_registry(text).registry) if "profiles" in w]
+    default = "safety:\n  profiles: {standard: {restore: true}}\n"
+    assert not [w for w in lint(parse_registry(VALID + default).registry) if "profiles" in w]
+
+
+def test_pii_settings_kept_while_the_detector_is_off_are_warned_of() -> None:
+    """As the injection keys: `entities`, `phone_regions`, `ner_model` and `scan` do
+    nothing while `pii.enabled` is false, one warning each at its line. Not
+    `pseudonym_key_env`: `llmroute db forget --end-user` needs the key of the pseudonyms
+    logged while the detector was on."""
+    block = (
+        "safety:\n  pii:\n    enabled: false\n    entities: [EMAIL, PERSON]\n"
+        "    phone_regions: [US]\n    ner_model: en_core_web_sm\n    scan: [user]\n"
+        "    pseudonym_key_env: PSEUDONYM_KEY\n"
+    )
+    loaded = parse_registry(VALID + block)
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.pii.")]
+    assert warnings == [
+        f"safety.pii.{key}: set, but safety.pii.enabled is false: it does nothing until "
+        "the detector is turned on"
+        for key in ("entities", "ner_model", "phone_regions", "scan")
+    ]
+    lines = [loaded.at(ConfigError("", field=w.partition(":")[0])).line for w in warnings]
+    assert lines == [39, 41, 40, 42]
+    on = parse_registry(VALID + block.replace("enabled: false", "enabled: true")).registry
+    assert not [w for w in lint(on) if w.startswith("safety.pii.")]
+
+
+@pytest.mark.parametrize(
+    ("injection", "field", "line"),
+    [
+        ("{window_chars: 600, stride_chars: 600}", "stride_chars", 37),
+        ("\n    window_chars: 750\n", "window_chars", 38),  # the default stride: 750
+    ],
+)
+def test_windows_that_do_not_overlap_are_warned_of(injection: str, field: str, line: int) -> None:
+    """`stride_chars` equal to `window_chars` loads (it leaves no gap), but the windows
+    only touch: an instruction cut at an edge is read whole by neither. The warning names
+    the key written; a stride one below the window overlaps, and is not warned of."""
+    loaded = parse_registry(VALID + f"safety:\n  injection: {injection}\n")
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+    size = loaded.registry.safety.injection.window_chars  # type: ignore[union-attr]
+    assert warnings == [
+        f"safety.injection.{field}: stride_chars equals window_chars ({size}), so the "
+        "windows do not overlap: an instruction cut at a window's edge is read whole by "
+        "neither; make the stride smaller than the window (the defaults, 750 and 1000, "
+        "overlap by 250 characters)"
+    ]
+    assert loaded.at(ConfigError("", field=warnings[0].partition(":")[0])).line == line
+    overlapping = "{window_chars: 600, stride_chars: 599}"
+    loaded = parse_registry(VALID + f"safety:\n  injection: {overlapping}\n")
+    assert not [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+
+
+def test_a_window_longer_than_the_encoder_reads_is_warned_of() -> None:
+    """A built-in encoder reads the first `max_tokens` of a window (~4.7 characters a
+    token of English; at most 6 are counted): past that, a window only reaches the
+    detector's word features. `max_windows: 1` with a huge window looked like a whole
+    document scanned in one window, and was mostly its first 1,500 characters; nothing
+    said so (text past the windows is at least called unscanned)."""
+    injection = "{window_chars: 20000, stride_chars: 15000, max_windows: 1}"
+    loaded = parse_registry(VALID + f"safety:\n  injection: {injection}\n")
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+    assert warnings == [
+        "safety.injection.window_chars: 20000 characters, but the encoder (builtin:static, "
+        "max_tokens 256, truncate head) reads at most about 1536 of a window (6 characters "
+        "a token): the rest reaches only the detector's n-gram features, so an instruction "
+        "there is likely missed; use windows of at most 1536 characters (and more of them: "
+        "max_windows), or raise encoder.max_tokens"
+    ]
+    assert loaded.at(ConfigError("", field="safety.injection.window_chars")).line == 37
+    fits = "{window_chars: 1536, stride_chars: 1000}"
+    loaded = parse_registry(VALID + f"safety:\n  injection: {fits}\n")
+    assert not [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+    short = VALID.replace(
+        "encoder: builtin:static", "encoder: {kind: builtin, name: static, max_tokens: 128}"
+    )
+    loaded = parse_registry(short + "safety:\n  injection: {artifact: mine}\n")
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "safety.injection.window_chars: 1000 characters, but the encoder (builtin:static, "
+        "max_tokens 128, truncate head) reads at most about 768 of a window"
+    )
 
 
 @pytest.mark.parametrize(

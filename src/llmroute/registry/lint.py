@@ -8,6 +8,7 @@ may hold them, and it must still load.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -22,7 +23,16 @@ from llmroute.registry.claude_thinking import (
     FIRST_ADAPTIVE_ONLY,
     claude_version,
 )
-from llmroute.registry.schema import Default, Reasoning, Registry, Route, Rule
+from llmroute.registry.schema import (
+    BuiltinEncoderSpec,
+    Default,
+    InjectionSettings,
+    Reasoning,
+    Registry,
+    Route,
+    RouteTo,
+    Rule,
+)
 
 if TYPE_CHECKING:
     from llmroute.registry.loader import LoadedRegistry
@@ -46,8 +56,9 @@ def lint(registry: Registry) -> list[str]:
     their version refuses, conversation affinity without the prices it compares, content
     fallbacks behind their target's own filter, budgets nothing counts against or no
     call fits in, llamacpp chat formats llama-cpp-python is not here to check, a
-    spaCy model no PII type uses, and injection settings or profile actions kept while
-    their detector is off."""
+    spaCy model no PII type uses, injection or PII settings and profile actions kept
+    while their detector is off, a `restore` with nothing redacted to restore, and
+    injection windows that do not overlap or are longer than the encoder reads."""
     return (
         _lone_route(registry)
         + _example_warnings(registry)
@@ -60,7 +71,10 @@ def lint(registry: Registry) -> list[str]:
         + _unchecked_chat_formats(registry)
         + _unused_ner_model(registry)
         + _idle_injection_settings(registry)
+        + _idle_pii_settings(registry)
         + _idle_profile_actions(registry)
+        + _nothing_to_restore(registry)
+        + _unfitted_windows(registry)
     )
 
 
@@ -78,9 +92,98 @@ def _idle_injection_settings(registry: Registry) -> list[str]:
     ]
 
 
+def _idle_pii_settings(registry: Registry) -> list[str]:
+    """PII settings written while the detector is off, as `_idle_injection_settings`.
+    Not `pseudonym_key_env`: ``db forget --end-user`` finds the ids logged while it was on
+    by their pseudonyms, made with that key."""
+    pii = None if registry.safety is None else registry.safety.pii
+    if pii is None or pii.enabled:
+        return []
+    idle = sorted(pii.model_fields_set - {"enabled", "pseudonym_key_env"})
+    return [
+        f"safety.pii.{key}: set, but safety.pii.enabled is false: it does nothing until "
+        "the detector is turned on"
+        for key in idle
+    ]
+
+
+def _nothing_to_restore(registry: Registry) -> list[str]:
+    """`restore: true` in a profile that redacts no PII type: its requests carry no
+    placeholder to put back. (Applied together with a profile that redacts, after the
+    LLM router moved a request, the pair restores that one's; a rare path, not the one
+    written.) With the detector off, `_idle_profile_actions` says so."""
+    safety = registry.safety
+    if safety is None or not safety.pii.enabled:
+        return []
+    out = []
+    for name, profile in sorted(safety.profiles.items()):
+        actions = profile.pii.values() if isinstance(profile.pii, dict) else (profile.pii,)
+        if profile.restore and "redact" not in actions:
+            out.append(
+                f"safety.profiles.{name}.restore: true, but the profile redacts no PII type "
+                f"(pii: {_flow(profile.pii)}), so its requests carry no placeholder to "
+                "restore; redact a type, or remove restore"
+            )
+    return out
+
+
+def _flow(action: object) -> str:
+    """A profile's action as YAML's flow style writes it: ``{EMAIL: block, "*": allow}``
+    (a bare ``*`` is an alias there)."""
+    if isinstance(action, dict):
+        pairs = (
+            f"{json.dumps(key) if key == '*' else key}: {_flow(value)}"
+            for key, value in action.items()
+        )
+        return "{" + ", ".join(pairs) + "}"
+    if isinstance(action, RouteTo):
+        return f"{{route: {action.route}}}"
+    return str(action)
+
+
+def _unfitted_windows(registry: Registry) -> list[str]:
+    """Injection windows that loaded but read less than they seem to: a stride equal to
+    the window (they only touch, so an instruction cut at an edge is read whole by
+    neither), and a window longer than a built-in encoder reads (``max_tokens`` ×
+    `CHARS_PER_TOKEN`): the rest of it reaches only the n-gram features, and nothing
+    says so, where text past the last window is at least called unscanned."""
+    from llmroute.encoders.tokenize import CHARS_PER_TOKEN  # the tokenizer: only when linting
+
+    injection = None if registry.safety is None else registry.safety.injection
+    if injection is None or not injection.enabled:
+        return []
+    out = []
+    size = injection.window_chars
+    if injection.stride_chars == size:
+        written = "stride_chars" if "stride_chars" in injection.model_fields_set else "window_chars"
+        default = InjectionSettings()
+        out.append(
+            f"safety.injection.{written}: stride_chars equals window_chars ({size}), so the "
+            "windows do not overlap: an instruction cut at a window's edge is read whole by "
+            "neither; make the stride smaller than the window (the defaults, "
+            f"{default.stride_chars} and {default.window_chars}, overlap by "
+            f"{default.window_chars - default.stride_chars} characters)"
+        )
+    encoder = registry.encoder
+    if isinstance(encoder, BuiltinEncoderSpec):
+        reads = encoder.max_tokens * CHARS_PER_TOKEN
+        if size > reads:
+            out.append(
+                f"safety.injection.window_chars: {size} characters, but the encoder "
+                f"(builtin:{encoder.name}, max_tokens {encoder.max_tokens}, truncate "
+                f"{encoder.truncate}) reads at most about {reads} of a window "
+                f"({CHARS_PER_TOKEN} characters a token): the rest reaches only the "
+                "detector's n-gram features, so an instruction there is likely missed; use "
+                f"windows of at most {reads} characters (and more of them: max_windows), or "
+                "raise encoder.max_tokens"
+            )
+    return out
+
+
 def _idle_profile_actions(registry: Registry) -> list[str]:
     """Profile actions written for a detector that is off: none applies (`injection`,
-    `unscanned` and `unread_scripts` follow the injection scan, `pii` the PII one).
+    `unscanned` and `unread_scripts` follow the injection scan, `pii` and `restore` the
+    PII one).
     Defaults are not warned of: every profile has them."""
     safety = registry.safety
     if safety is None:
@@ -89,12 +192,13 @@ def _idle_profile_actions(registry: Registry) -> list[str]:
     if not safety.injection.enabled:
         off |= dict.fromkeys(("injection", "unscanned", "unread_scripts"), "injection")
     if not safety.pii.enabled:
-        off["pii"] = "pii"
+        off |= dict.fromkeys(("pii", "restore"), "pii")  # nothing redacted to restore
     return [
         f"safety.profiles.{name}.{key}: set, but safety.{off[key]}.enabled is false: it "
         "never applies until the detector is turned on"
         for name, profile in sorted(safety.profiles.items())
         for key in sorted(profile.model_fields_set & off.keys())
+        if key != "restore" or profile.restore  # `restore: false` is what happens
     ]
 
 
