@@ -93,6 +93,42 @@ def test_train_then_eval_with_and_without_the_token_bag(tmp_path: Path, plain: T
     assert "model or rule (what the safety layer flags): TPR" in human.stdout
 
 
+def test_a_weighted_training_says_so_where_the_detector_is_trained_and_evaluated(
+    tmp_path: Path, plain: Trained
+) -> None:
+    """Rows with a `weight`: the summary line `train safety` ends with gives each label's
+    sum of them, and `eval-safety` says the artifact was trained with them (`--json`:
+    `trained_weights`, null for the unweighted shared detector, which says nothing)."""
+    lines = plain.data.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        if row["label"] == "benign":
+            row["weight"] = 0.5
+    data = tmp_path / "weighted.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    out = tmp_path / "det"
+    trained = llmroute("train", "safety", "--data", data, "-o", out, "--no-token-bag")
+    assert trained.returncode == 0, trained.stderr
+    from llmroute.safety.injection import read_safety_data, training_pool
+
+    pool = training_pool(read_safety_data(data))
+    benign, jailbreak = pool.labels.count("benign"), pool.labels.count("jailbreak")
+    sums = f"benign {benign / 2:g}, jailbreak {jailbreak}"
+    assert f"test rows left out; rows weighted: {sums}) in " in trained.stdout
+    human = llmroute("eval-safety", "--data", data, "--artifact", out)
+    assert human.returncode == 0, human.stderr
+    said = f"trained with sample weights, each label's sum: {sums}"
+    assert human.stdout.splitlines()[1] == said
+    as_json = loads_strict(
+        llmroute("eval-safety", "--data", data, "--artifact", out, "--json").stdout
+    )
+    assert as_json["trained_weights"] == {"benign": benign / 2, "jailbreak": jailbreak}
+    unweighted = llmroute("eval-safety", "--data", plain.data, "--artifact", plain.out, "--json")
+    assert loads_strict(unweighted.stdout)["trained_weights"] is None
+    human = llmroute("eval-safety", "--data", plain.data, "--artifact", plain.out)
+    assert "weights" not in human.stdout
+
+
 def test_neighbours_are_tried_only_when_asked(tmp_path: Path, plain: Trained) -> None:
     """Not asked: the shared `--no-neighbours` detector (evaluated in
     `test_json_has_no_nan_where_a_rate_is_undefined`); asked: trained and evaluated here."""

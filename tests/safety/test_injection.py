@@ -268,6 +268,52 @@ def test_a_rows_weight_is_its_weight_in_the_fit_not_in_the_threshold(tmp_path: P
     assert {(r.n, r.n_benign) for r in reports} == {(reports[0].n, reports[0].n_benign)}
 
 
+def test_a_weighted_training_is_recorded_in_the_artifact(
+    tmp_path: Path, trained: tuple[InjectionDetector, object]
+) -> None:
+    """Rows' weights change what the detector learnt, so its metrics (and the training
+    report) keep each label's sum of them over the rows it was fitted on, through save
+    and load. An unweighted training (every weight 1) records none: its detector.json is
+    as before, and the shipped artifacts, which have none, load as they did."""
+    rows = [
+        {**row, "weight": 0.5 if row["label"] == "benign" else 2}
+        if row["group"] in {"a1", "b1", "b2", "h1"}
+        else row
+        for row in _fixture_rows()
+    ]
+    data = read_safety_data(_write(tmp_path / "weighted.jsonl", rows))
+    detector, report = train_detector(data, load_builtin("static"))
+    pool = training_pool(data)
+    expect = {
+        label: sum(w for w, x in zip(pool.weights, pool.labels, strict=True) if x == label)
+        for label in sorted(set(pool.labels))
+    }
+    assert expect != {label: pool.labels.count(label) for label in expect}  # some weighed
+    assert detector.metrics["weights"] == expect == report.to_dict()["weights"]
+    save_detector(detector, tmp_path / "det")
+    meta = json.loads((tmp_path / "det" / "detector.json").read_text(encoding="utf-8"))
+    assert meta["metrics"]["weights"] == expect
+    loaded = load_detector(tmp_path / "det", encoder_identity=detector.encoder_identity)
+    assert loaded.metrics["weights"] == expect
+
+    plain, plain_report = trained
+    assert "weights" not in plain.metrics
+    assert plain_report.to_dict()["weights"] is None  # type: ignore[attr-defined]
+    save_detector(plain, tmp_path / "plain")
+    meta = json.loads((tmp_path / "plain" / "detector.json").read_text(encoding="utf-8"))
+    assert "weights" not in meta["metrics"]
+    ones = [{**row, "weight": 1} for row in _fixture_rows()]
+    same, _ = train_detector(
+        read_safety_data(_write(tmp_path / "ones.jsonl", ones)), load_builtin("static")
+    )
+    assert "weights" not in same.metrics
+    encoder = load_builtin("static")
+    shipped = load_detector(
+        builtin_detector_dir(encoder.identity), encoder_identity=encoder.identity
+    )
+    assert "weights" not in shipped.metrics and shipped.metrics["rows"]
+
+
 def test_artifact_round_trip_and_refused_encoder(
     tmp_path: Path, trained: tuple[InjectionDetector, object]
 ) -> None:

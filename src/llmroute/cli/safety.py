@@ -135,14 +135,29 @@ def _trained(report: TrainReport, encoder: str, bagged: bool, seconds: float, ou
 
     val, rows = report.validation, report.rows
     chosen = ", ".join(f"{name}={value:g}" for name, value in report.hyper.items())
+    weighted = "" if report.weights is None else f"; rows weighted: {_sums(report.weights)}"
     return (
         f"trained a safety detector ({encoder}, token bag {'on' if bagged else 'off'}) on "
         f"{rows['train+validation']} rows (train + validation; {rows['test']} test rows left "
-        f"out) in {seconds:.1f}s ({chosen}); {FOLDS}-fold cross-validated on "
+        f"out{weighted}) in {seconds:.1f}s ({chosen}); {FOLDS}-fold cross-validated on "
         f"{val.n_attack} attacks and {val.n_benign} benign: TPR {_share(val.tpr)}, FPR "
         f"{_share(val.fpr)}, ROC-AUC {_share(val.auc, 4)} at threshold {val.threshold:.4f}; "
         f"written to {out}"
     )
+
+
+def _sums(weights: dict[str, Any]) -> str:
+    """Each label's sum of its rows' weights: ``benign 24.5, jailbreak 1,036`` (as the
+    artifact holds it: a hand-edited one may hold anything)."""
+
+    def said(total: object) -> str:
+        if isinstance(total, bool) or not isinstance(total, int | float):
+            return repr(total)
+        if abs(total) < 1:
+            return f"{total:.3g}"
+        return f"{total:,.3f}".rstrip("0").rstrip(".")
+
+    return ", ".join(f"{label} {said(total)}" for label, total in weights.items())
 
 
 class SafetySplit(StrEnum):
@@ -214,6 +229,7 @@ def eval_safety(
         **report.to_dict(),
         "window": list(detector.window),
         "past_windows": sum(windows(text, *detector.window)[1] for text in measured),
+        "trained_weights": detector.metrics.get("weights"),  # None: unweighted
     }
     if as_json:
         print(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False))
@@ -260,6 +276,9 @@ def _unseen(
 def _print_report(out: dict[str, Any]) -> None:
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     console.print(f"rows: {out['rows']}")
+    if isinstance(out["trained_weights"], dict):
+        said = _sums(out["trained_weights"])
+        console.print(f"trained with sample weights, each label's sum: {said}")
     console.print(
         f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
         f"TPR {_share(out['tpr'])} · FPR {_share(out['fpr'])} · precision "

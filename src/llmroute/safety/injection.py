@@ -537,6 +537,9 @@ class TrainReport:
     candidates: tuple[dict[str, float], ...]
     rows: dict[str, int]
     fit_seconds: float
+    weights: dict[str, float] | None = None
+    """Each label's sum of the rows' weights it was fitted with; None when every row
+    weighed 1 (`_label_weights`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -545,6 +548,7 @@ class TrainReport:
             "validation": self.validation.to_dict(),
             "candidates": list(self.candidates),
             "rows": self.rows,
+            "weights": self.weights,
             "fit_seconds": self.fit_seconds,
         }
 
@@ -837,8 +841,11 @@ def _train_detector(
             "test": int((data.is_detector_row & (sides == 2)).sum()),
         },
         fit_seconds=round(time.perf_counter() - started, 2),
+        weights=_label_weights(pool),
     )
     summary: dict[str, Any] = {"hyper": hyper, "rows": report.rows, "seed": seed, "folds": FOLDS}
+    if report.weights is not None:  # absent otherwise: an unweighted artifact is as before
+        summary["weights"] = report.weights
     summary["cross_validation"] = {
         k: v for k, v in report.validation.to_dict().items() if k in {"n", "tpr", "fpr", "auc"}
     }
@@ -846,6 +853,18 @@ def _train_detector(
 
     trained_on = {"seen_prompts": seen_prompts(pool.texts)}
     return replace(detector, metrics=summary, trained_on=trained_on), report
+
+
+def _label_weights(pool: SafetyData) -> dict[str, float] | None:
+    """Each label's sum of `pool`'s row weights, by label name, or None when every row
+    weighs 1: what an artifact records of a weighted training (its ``metrics.weights``),
+    since the same rows weighted otherwise make another detector."""
+    if all(weight == 1.0 for weight in pool.weights):
+        return None
+    sums: dict[str, list[float]] = {}
+    for label, weight in zip(pool.labels, pool.weights, strict=True):
+        sums.setdefault(label, []).append(weight)
+    return {label: math.fsum(sums[label]) for label in sorted(sums)}
 
 
 def _concat(a: SafetyData, b: SafetyData) -> SafetyData:
