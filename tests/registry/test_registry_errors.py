@@ -1113,6 +1113,30 @@ def test_a_window_longer_than_the_encoder_reads_is_warned_of() -> None:
     )
 
 
+def test_a_window_longer_than_the_extra_windows_static_encoder_reads_is_warned_of() -> None:
+    """The windows past `max_windows` are read by the built-in static encoder at its
+    default 256 tokens, whatever the registry's encoder reads: MiniLM at 512 tokens reads
+    a 3,000-character window, the extra windows' detector half of it. None is said with
+    `extra_windows: 0`, nor when the registry's detector is the static one (its extra
+    windows are its own, read as its encoder reads them)."""
+    minilm = "encoder: {kind: builtin, name: minilm, max_tokens: 512}"
+    text = VALID.replace("encoder: builtin:static", minilm)
+    injection = "safety:\n  injection: {artifact: mine, window_chars: 3000, stride_chars: 2000%s}\n"
+    loaded = parse_registry(text + injection % "")
+    warnings = [w for w in lint(loaded.registry) if w.startswith("safety.injection.")]
+    assert warnings == [
+        "safety.injection.window_chars: 3000 characters, but the built-in static detector "
+        "that scores the extra_windows (max_tokens 256) reads at most about 1536 of a window "
+        "(6 characters a token): the rest of those windows reaches only its n-gram features, "
+        "so an instruction there is likely missed; use windows of at most 1536 characters "
+        "(and more of them)"
+    ]
+    static = text.replace("name: minilm", "name: static") + injection.replace("mine", "builtin")
+    for quiet in (text + injection % ", extra_windows: 0", static % ""):
+        registry = parse_registry(quiet).registry
+        assert not [w for w in lint(registry) if w.startswith("safety.injection.")]
+
+
 @pytest.mark.parametrize(
     ("profile", "line", "field"),
     [

@@ -145,8 +145,10 @@ def _unfitted_windows(registry: Registry) -> list[str]:
     """Injection windows that loaded but read less than they seem to: a stride equal to
     the window (they only touch, so an instruction cut at an edge is read whole by
     neither), and a window longer than a built-in encoder reads (``max_tokens`` ×
-    `CHARS_PER_TOKEN`): the rest of it reaches only the n-gram features, and nothing
-    says so, where text past the last window is at least called unscanned."""
+    `CHARS_PER_TOKEN`), the registry's or the built-in static one of the extra windows
+    (`llmroute.layers.safety`'s ``_extra_windows``): the rest of it reaches only the
+    n-gram features, and nothing says so, where text past the last window is at least
+    called unscanned."""
     from llmroute.encoders.tokenize import CHARS_PER_TOKEN  # the tokenizer: only when linting
 
     injection = None if registry.safety is None else registry.safety.injection
@@ -165,18 +167,33 @@ def _unfitted_windows(registry: Registry) -> list[str]:
             f"{default.window_chars - default.stride_chars} characters)"
         )
     encoder = registry.encoder
-    if isinstance(encoder, BuiltinEncoderSpec):
+    static = BuiltinEncoderSpec(name="static")  # what the extra windows are read by
+    own = (  # the registry's detector is the static one: they are its own windows
+        injection.artifact == "builtin"
+        and isinstance(encoder, BuiltinEncoderSpec)
+        and encoder.name == "static"
+    )
+    if isinstance(encoder, BuiltinEncoderSpec) and size > encoder.max_tokens * CHARS_PER_TOKEN:
         reads = encoder.max_tokens * CHARS_PER_TOKEN
-        if size > reads:
-            out.append(
-                f"safety.injection.window_chars: {size} characters, but the encoder "
-                f"(builtin:{encoder.name}, max_tokens {encoder.max_tokens}, truncate "
-                f"{encoder.truncate}) reads at most about {reads} of a window "
-                f"({CHARS_PER_TOKEN} characters a token): the rest reaches only the "
-                "detector's n-gram features, so an instruction there is likely missed; use "
-                f"windows of at most {reads} characters (and more of them: max_windows), or "
-                "raise encoder.max_tokens"
-            )
+        out.append(
+            f"safety.injection.window_chars: {size} characters, but the encoder "
+            f"(builtin:{encoder.name}, max_tokens {encoder.max_tokens}, truncate "
+            f"{encoder.truncate}) reads at most about {reads} of a window "
+            f"({CHARS_PER_TOKEN} characters a token): the rest reaches only the "
+            "detector's n-gram features, so an instruction there is likely missed; use "
+            f"windows of at most {reads} characters (and more of them: max_windows), or "
+            "raise encoder.max_tokens"
+        )
+    elif injection.extra_windows and not own and size > static.max_tokens * CHARS_PER_TOKEN:
+        reads = static.max_tokens * CHARS_PER_TOKEN
+        out.append(
+            f"safety.injection.window_chars: {size} characters, but the built-in static "
+            f"detector that scores the extra_windows (max_tokens {static.max_tokens}) reads "
+            f"at most about {reads} of a window ({CHARS_PER_TOKEN} characters a token): the "
+            "rest of those windows reaches only its n-gram features, so an instruction "
+            f"there is likely missed; use windows of at most {reads} characters (and more "
+            "of them)"
+        )
     return out
 
 
