@@ -217,7 +217,8 @@ class Decision:
     safety: SafetyOutcome | None = None
     reasoning: ReasoningOutcome | None = None
     # the request text's unit-norm embedding when a layer computed it, and the length of
-    # that text (the semantic cache reuses them); not part of the decision's record
+    # that text (the semantic cache reuses them); not part of the decision's record, and
+    # not kept past the request (`kept`)
     embedding: Any = field(default=None, repr=False, compare=False)
     embedded_chars: int = field(default=0, repr=False, compare=False)
     # id() of the body the layers routed on and its text: the decision log stores that
@@ -233,14 +234,16 @@ class Decision:
 
     def kept(self) -> Decision:
         """This decision less what only its own request needs: the text the layers
-        routed on and, of its safety outcome, the values the answer is restored with,
-        the redacted body and the spans found. What outlives the request (a record
-        waiting in the decision log's queue, a shadow's reference and judge calls) holds
-        this, not the originals of what safety redacted."""
+        routed on, its embedding (a vector can be inverted to approximate text; the
+        layers, a pool's fall to the default and the cache's keys read it during the
+        request, nothing after it) and, of its safety outcome, the values the answer is
+        restored with, the redacted body and the spans found. What outlives the request
+        (a record waiting in the decision log's queue, a shadow's reference and judge
+        calls) holds this, not the originals of what safety redacted."""
         safety = self.safety
         if safety is not None:
             safety = replace(safety, restore=None, redacted_body=None, detected=None)
-        return replace(self, routed=None, safety=safety)
+        return replace(self, routed=None, safety=safety, embedding=None, embedded_chars=0)
 
     @property
     def candidates(self) -> tuple[RouteScore, ...]:

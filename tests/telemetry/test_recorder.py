@@ -189,3 +189,21 @@ def test_the_record_keeps_no_original_value_safety_redacted() -> None:
     assert record.stored_prompt()[1] == "my address is <EMAIL_1>, say hi"
     # the request's own decision is left whole: its answer is restored from it
     assert decision.safety.restore is not None and decision.routed is not None
+
+
+def test_the_record_keeps_no_embedding_of_the_request(router: Router) -> None:
+    """The request text's vector serves its own request (the layers, a pool's fall to
+    the default, the semantic cache's keys); a vector can be inverted to approximate
+    text, and its 384 or more floats would wait in the log's queue and a shadow's calls
+    with each record. Nothing read after the request needs it."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "how are you"}]}
+    decision = router.decide(body)
+    assert decision.embedding is not None and decision.embedded_chars > 0
+    sink = ListSink()
+    record = Recorder(sink, None, "full").finished(
+        router, decision, body, ts=time.time(), started_ns=time.perf_counter_ns(), status=200
+    )
+    kept = record.decision
+    assert kept.embedding is None and kept.embedded_chars == 0
+    assert kept.to_dict() == decision.to_dict()
+    assert decision.embedding is not None  # the request's own is left whole
