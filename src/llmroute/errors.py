@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "AllFallbacksFailed",
+    "AttemptText",
     "BeyondModel",
     "CallTimeout",
     "CircuitOpen",
@@ -65,11 +66,15 @@ __all__ = [
     "UnencodableText",
     "UnsupportedRequest",
     "UpstreamRejected",
+    "outline_of",
     "shown",
 ]
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# the upstream's request id, as the providers end an upstream error's message with it
+_REQUEST_NOTE = re.compile(r" \[upstream request [A-Za-z0-9][A-Za-z0-9_.:-]{0,79}\]$")
+_FIELD_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]{1,120}")  # messages[0].content, not a value
 
 
 def identifier_code(code: object) -> str | None:
@@ -79,6 +84,26 @@ def identifier_code(code: object) -> str | None:
     reaches the client's error JSON, the decision log and traces: only this shape is
     kept."""
     return code if isinstance(code, str) and _IDENTIFIER.fullmatch(code) else None
+
+
+class AttemptText(str):
+    """One entry of a request's attempts as the error and the decision log say it
+    (`ProviderError.attempt`), with `outline`: the same without any words an upstream
+    wrote (`ProviderError.outline`), which the log stores when ``telemetry.prompts``
+    keeps no request text: an upstream's error message may quote the request."""
+
+    outline: str
+
+    def __new__(cls, text: str, outline: str | None = None) -> AttemptText:
+        said = super().__new__(cls, text)
+        said.outline = text if outline is None else outline  # None: a copy's, set after
+        return said
+
+
+def outline_of(attempt: str) -> str:
+    """`attempt` without an upstream's words: an `AttemptText`'s outline; any other entry
+    is the gateway's own words (a cancel, a cascade's escalation), itself."""
+    return attempt.outline if isinstance(attempt, AttemptText) else attempt
 
 
 def shown(value: str, limit: int = 80) -> str:
@@ -303,17 +328,46 @@ class ProviderError(LlmrouteError):
         # the models that failed before `model` refused the request, then `model`
         # itself, as the decision log's attempts say them (set by dispatch)
         self.passed_over: tuple[str, ...] = ()
+        # `outline`, where its rule would not say it: set where the message was made
+        # of other errors' (dispatch's "...; then circuit open")
+        self.outlined: str | None = None
         # the gateway's own refusals and verdicts (provider "llmroute") name no provider
         super().__init__(message if provider == GATEWAY else f"provider {provider!r}: {message}")
 
-    def attempt(self, model: str) -> str:
+    def attempt(self, model: str) -> AttemptText:
         """This failure of the pool model `model` as an attempt says it (the error's and
         the decision log's ``attempts``): with the provider that failed, and without
         one for the gateway's own verdicts (a budget, a limit, a capability the model
         declares it lacks), which no provider gave."""
         if self.provider == GATEWAY:
-            return f"{model} ({self.message})"
-        return f"{model} via {self.provider} ({self.message})"
+            return AttemptText(f"{model} ({self.message})", f"{model} ({self.outline()})")
+        return AttemptText(
+            f"{model} via {self.provider} ({self.message})",
+            f"{model} via {self.provider} ({self.outline()})",
+        )
+
+    def outline(self) -> str:
+        """The message without the words an upstream wrote, which may quote the request
+        (a field's value, what a content filter found): the gateway's verdicts whole
+        (provider ``llmroute``: a budget, a limit, a capability the model lacks); of
+        any other, its words before the first ``": "`` (``upstream returned HTTP 400``,
+        ``no answer within 30s``, ``upstream request failed``), after which the
+        adapters put the upstream's message or an exception's text, and the error's
+        code and the request field at fault (a field's path), and the upstream's
+        request id that ends the message (``[upstream request <id>]``), what the
+        provider's support asks for."""
+        if self.outlined is not None:
+            return self.outlined
+        if self.provider == GATEWAY:
+            return self.message
+        noted = _REQUEST_NOTE.search(self.message)
+        note = "" if noted is None else noted.group(0)
+        said = self.message.removesuffix(note).partition(": ")[0]
+        if self.code is not None:
+            said += f", code {self.code}"
+        if self.param is not None and _FIELD_PATH.fullmatch(self.param):
+            said += f", param {self.param}"
+        return said + note
 
     @property
     def retryable(self) -> bool:
@@ -454,3 +508,8 @@ class AllFallbacksFailed(ProviderError):
         self.attempts = tuple(attempts)
         self.errors = tuple(errors)
         super().__init__("llmroute", "every model failed: " + "; ".join(attempts), status=status)
+
+    def outline(self) -> str:
+        if self.outlined is not None:
+            return self.outlined
+        return "every model failed: " + "; ".join(outline_of(a) for a in self.attempts)

@@ -14,7 +14,8 @@ Faults are chosen by the upstream model name, so a registry can point models at 
   ``status=500|429|400|503...`` answer with that status (``code=CODE``: its error's
   code, URL-encoded, as an upstream may send any string; ``code=json:VALUE``: that JSON,
   of any type); ``times=N`` only the first N
-  requests for this model name fail, then it answers normally; ``retry_after=S`` send
+  requests for this model name fail, then it answers normally; ``quote=1`` its error
+  message quotes the last user message, as a validation error may; ``retry_after=S`` send
   ``Retry-After: S``; ``delay=S`` wait S seconds before answering; ``ttft=S`` a stream
   waits S seconds before its first event; ``reset=1`` close the connection without an
   answer; ``mid=1`` a stream breaks after its first event; ``context=1`` answer 400
@@ -634,6 +635,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
                 kind = "server_error" if status >= 500 else "invalid_request_error"
                 message = "boom" if status >= 500 else "bad request"
+                if "quote" in faults:  # as a validation error quoting a field's value
+                    message = f"Invalid value for 'content': {_reply_text(body)[6:]!r}"
                 error = {"message": message, "type": kind}
                 if "code" in faults:
                     said = faults["code"]

@@ -44,10 +44,7 @@ from llmroute.dispatch.exhaustion import flattened, status_of
 from llmroute.dispatch.plan import Plan
 from llmroute.dispatch.spend import cancelled_on, cut_after, ending_of, noted_cut
 from llmroute.dispatch.usage import Usage
-from llmroute.errors import (
-    AllFallbacksFailed,
-    ProviderError,
-)
+from llmroute.errors import AllFallbacksFailed, AttemptText, ProviderError, outline_of
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
 from llmroute.sse import choice_zero, chunk_of, event_of
@@ -101,7 +98,8 @@ class TierStep:
     def describe(self) -> str | None:
         """The step for `Served.attempts`; None for a tier that was accepted."""
         if self.error is not None:
-            return f"{self.model} failed: {self.error}"
+            said = f"{self.model} failed: "
+            return AttemptText(said + self.error, said + outline_of(self.error))
         verdict = self.rejected_by
         if verdict is None:
             return None
@@ -197,9 +195,10 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _error_text(model: str, exc: ProviderError) -> str:
+def _error_text(model: str, exc: ProviderError) -> AttemptText:
     if isinstance(exc, AllFallbacksFailed):
-        return "; ".join(exc.attempts)
+        said = exc.attempts
+        return AttemptText("; ".join(said), "; ".join(outline_of(a) for a in said))
     return exc.attempt(model)
 
 

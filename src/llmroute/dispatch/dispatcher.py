@@ -105,6 +105,7 @@ from llmroute.dispatch.usage import (
 from llmroute.errors import (
     GATEWAY,
     AllFallbacksFailed,
+    AttemptText,
     BeyondModel,
     CircuitOpen,
     ContentRefused,
@@ -2171,7 +2172,7 @@ def _ended_after(
     if isinstance(exc, AllFallbacksFailed):
         later = exc.attempts
     elif exc.model is None:  # the gateway's verdict on the later models (a key's budget)
-        later = exc.passed_over or (exc.message,)
+        later = exc.passed_over or (AttemptText(exc.message, exc.outline()),)
     else:  # a later model refused the request: it ends the stream
         later = exc.passed_over or (exc.attempt(exc.model),)
         if exc.provider != GATEWAY:  # its provider refused: that deployment was called
@@ -2214,9 +2215,10 @@ def _after_tries(stopped: CircuitOpen, earlier: ProviderError | None) -> None:
     limit), and an operator reading the attempts needs why, not only that it is open."""
     if earlier is None:
         return
-    got = earlier.message
+    got, bare = earlier.message, earlier.outline()
     if earlier.provider != stopped.provider:  # one of the model's several deployments
-        got = f"{earlier.provider}: {got}"
+        got, bare = f"{earlier.provider}: {got}", f"{earlier.provider}: {bare}"
+    stopped.outlined = f"{bare}; then {stopped.outline()}"
     stopped.message = f"{got}; then {stopped.message}"
     stopped.args = (f"provider {stopped.provider!r}: {stopped.message}",)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmroute.decision import Decision
+from llmroute.errors import outline_of
 from llmroute.log_every import LogEvery
 
 if TYPE_CHECKING:
@@ -222,6 +223,17 @@ class DecisionRecord:
             return digest, _redacted(text if most is None else cut_text(text, most), self.id)
         return digest, text if most is None else cut_text(text, most)
 
+    def stored_attempts(self) -> list[str]:
+        """`attempts` as `prompt_mode` stores them: as said with ``full``; else without
+        the words an upstream wrote (`outline_of`), since an upstream's error message
+        may quote the request: its status, code and the gateway's own words stay.
+        ``redacted`` drops them too: the row's `prompt` holds the redacted text already,
+        and the PII detector run over a whole attempt could rewrite the model and
+        provider names the reports read."""
+        if self.prompt_mode == "full":
+            return list(self.attempts)
+        return [outline_of(a) for a in self.attempts]
+
     def to_row(self) -> tuple[Any, ...]:
         """The `DECISION_COLUMNS` values; JSON columns as text, booleans as bool."""
         d = self.decision
@@ -255,7 +267,7 @@ class DecisionRecord:
             self.tokens_out,
             self.cost_usd,
             self.usage_estimated,
-            json.dumps(list(self.attempts)),
+            json.dumps(self.stored_attempts()),
             self.cache_hit,
             self.stream,
             self.shadow,

@@ -21,9 +21,10 @@ from collections.abc import Mapping
 
 import anyio.to_thread
 
+from llmroute.errors import outline_of
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.metrics import GatewayMetrics
-from llmroute.telemetry.record import FeedbackRecord, ResponseMode, ShadowRecord
+from llmroute.telemetry.record import FeedbackRecord, PromptMode, ResponseMode, ShadowRecord
 from llmroute.telemetry.recorder import Recorder, redact_text
 from llmroute.telemetry.store import mask_url, resolve_telemetry_url
 from llmroute.telemetry.store.base import Store
@@ -40,11 +41,15 @@ _POLL_S = 0.05  # the first read's wait, doubled after each (0.05, 0.1, 0.2, 0.4
 _WAITING = 16  # feedbacks waiting for another process at once; more get their 404 now
 
 
-def as_kept(record: ShadowRecord, mode: ResponseMode, most: int) -> ShadowRecord:
+def as_kept(
+    record: ShadowRecord, mode: ResponseMode, most: int, prompts: PromptMode = "hash"
+) -> ShadowRecord:
     """A shadow's answers as `telemetry.responses` keeps answers: none with ``off`` (the
     judge compared them in memory; its verdict and score are kept), with PII replaced by
     its type with ``redacted``, cut to `most` characters; so are the judge's extracts of
-    them (the exact judge's final answers)."""
+    them (the exact judge's final answers). The reference call's attempts are kept as
+    the decision row's are (`DecisionRecord.stored_attempts`): an upstream's words only
+    with `prompts` ``full``."""
 
     def keep(text: str | None) -> str | None:
         if text is None or mode == "off":
@@ -58,6 +63,9 @@ def as_kept(record: ShadowRecord, mode: ResponseMode, most: int) -> ShadowRecord
         kept = keep(value) if isinstance(value, str) else None
         if kept is not None:
             extra[key] = kept
+    tried = extra.get("reference_attempts")
+    if prompts != "full" and isinstance(tried, list):
+        extra["reference_attempts"] = [outline_of(a) if isinstance(a, str) else a for a in tried]
     return dataclasses.replace(
         record,
         routed_answer=keep(record.routed_answer),
@@ -175,11 +183,12 @@ class Telemetry:
 
         mode = self.settings.responses
         most = self.settings.max_response_chars
+        prompts = self.settings.prompts
 
         def add() -> None:
             if not writer.migrated or not store.has_decision(record.decision_id):
                 writer.flush(2.0)  # the shadow row refers to its decision
-            store.write_shadow(as_kept(record, mode, most))
+            store.write_shadow(as_kept(record, mode, most, prompts))
 
         await anyio.to_thread.run_sync(add)
 
