@@ -198,3 +198,18 @@ def test_record_reads_an_ndjson_export_as_jsonl(tmp_path: Path) -> None:
     done = llmroute("registry", "record", prompts, "-o", cases, "-r", EXAMPLE)
     assert done.returncode == 0, done.stderr
     assert 'prompt: "hi!"' in cases.read_text()
+
+
+def test_record_pins_a_repeated_prompt_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real traffic repeats itself (`llmroute export --with-text | ... record -`): a
+    prompt seen twice was two identical cases, so an export of a busy day pinned each
+    popular request dozens of times over."""
+    prompts = tmp_path / "traffic.jsonl"
+    prompts.write_text('{"prompt": "hi!"}\n{"prompt": "solve x^2 = 9"}\n{"prompt": "hi!"}\n')
+    cases = tmp_path / "cases.yaml"
+    assert run(["registry", "record", str(prompts), "-o", str(cases), "-r", str(EXAMPLE)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"recorded 2 cases in {cases} (1 repeated prompt left out);"), out
+    assert cases.read_text().count('prompt: "hi!"') == 1

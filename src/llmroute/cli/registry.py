@@ -142,9 +142,10 @@ def record(
     registry: RegistryOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
 ) -> None:
-    """Write routing cases that pin today's decisions for PROMPTS (route, model, and the
-    rule, safety action and reasoning where they acted): a start for `registry test`,
-    to keep what works from changing unnoticed. Review them before committing."""
+    """Write routing cases that pin today's decisions for PROMPTS, one for each distinct prompt
+    (route, model, and the rule, safety action and reasoning where they acted): a start
+    for `registry test`, to keep what works from changing unnoticed. Review them before
+    committing."""
     from llmroute.decide import Router
     from llmroute.dispatch.plan import plan_request
     from llmroute.registry.cases import render_cases
@@ -152,7 +153,12 @@ def record(
     to_stdout = str(output) == "-"  # the convention, as `export -o -`; not a file named "-"
     if not to_stdout and output.exists() and not force:
         fail(f"{output} exists; pass --force to overwrite it")
-    texts = _prompts(prompts)
+    given = _prompts(prompts)
+    texts = list(dict.fromkeys(given))  # traffic repeats itself: one case a prompt
+    repeats = len(given) - len(texts)
+    left_out = (
+        f" ({repeats} repeated prompt{'s' if repeats > 1 else ''} left out)" if repeats else ""
+    )
     path = resolve_registry(registry)
     router = Router.from_yaml(path)
     decisions = []
@@ -166,11 +172,12 @@ def record(
     text = render_cases(header, texts, decisions)
     if to_stdout:  # the YAML alone on stdout; the count beside it on stderr
         sys.stdout.write(text)
-        err_console.print(f"recorded {len(texts)} cases", soft_wrap=True)
+        err_console.print(f"recorded {len(texts)} cases{left_out}", soft_wrap=True)
         return
     output.write_text(text, encoding="utf-8")
     print(
-        f"recorded {len(texts)} cases in {output}; run: llmroute registry test {output} -r {path}"
+        f"recorded {len(texts)} cases in {output}{left_out}; "
+        f"run: llmroute registry test {output} -r {path}"
     )
 
 
