@@ -620,3 +620,18 @@ def test_a_candidate_in_another_folder_names_the_registrys_artifacts(
     assert candidate.registry.default.difficulty is not None
     assert candidate.registry.default.difficulty.router == "team/routers/r"
     Router(candidate).close()  # loads the router artifact: found
+
+
+def test_client_empty_narrows_to_the_requests_without_a_key(
+    registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--client ''` is the requests made without a key, as `db forget --client ''` erases
+    them; report and export matched no row with it (a key's name is never empty)."""
+    now = time.time() - 600
+    keyed = [record("code", 0.5, now, client="svc-a") for _ in range(2)]
+    fill(registry, keyed + [record("weather", 0.5, now) for _ in range(3)])
+    code, out, err = cli(capsys, "report", "-r", registry, "--client", "", "--json")
+    assert code == 0, err
+    assert loads_strict(out)["total"]["n"] == 3
+    code, out, _ = cli(capsys, "export", "-r", registry, "--client", "")
+    assert code == 0 and [json.loads(line)["client"] for line in out.splitlines()] == [None] * 3

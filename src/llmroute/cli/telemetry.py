@@ -62,7 +62,11 @@ TagOption = Annotated[
 ]
 ClientOption = Annotated[
     str | None,
-    typer.Option("--client", help="Only requests of this client key.", show_default=False),
+    typer.Option(
+        "--client",
+        help="Only requests of this client key ('': those made without a key).",
+        show_default=False,
+    ),
 ]
 
 
@@ -217,13 +221,13 @@ def _narrowed(
     client: str | None,
     api: str | None = None,
 ) -> list[LoggedDecision]:
-    """The decisions with `tag` among their tags, of the key `client` and that came by
-    `api` (None: any)."""
+    """The decisions with `tag` among their tags, of the key `client` ('': made without
+    one, as `db forget` reads it) and that came by `api` (None: any)."""
     return [
         d
         for d in decisions
         if (tag is None or tag in d.tags)
-        and (client is None or d.client == client)
+        and (client is None or d.client == (client or None))
         and (api is None or d.api == (None if api == "none" else api))
     ]
 
@@ -622,7 +626,7 @@ def report_command(
         scope = (
             " with"
             + f" tag {tag}" * (tag is not None)
-            + f" client key {client}" * (client is not None)
+            + (f" client key {client}" if client else " no client key") * (client is not None)
             + f" API {api}" * (api is not None)
         )
     if not decisions:
