@@ -87,5 +87,7 @@ def test_a_malformed_tags_header_is_still_a_400(counted: tuple[str, str, list[st
         url + "/v1/chat/completions", json=body, headers={"x-llmroute-tags": "a b"}, timeout=30
     )
     assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["param"] == "x-llmroute-tags"
+    error = answer.json()["error"]
+    assert error["param"] == "x-llmroute-tags"
+    assert error["code"] == "invalid_value"  # as a body's malformed tags say it
     assert parsed == ["a b"]

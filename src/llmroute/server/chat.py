@@ -919,7 +919,9 @@ def request_tags(request: Request) -> tuple[str, ...]:
     try:
         tags = parse_tags(raw)
     except ValueError as exc:
-        raise GatewayError(400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER) from None
+        raise GatewayError(
+            400, f"{TAGS_HEADER}: {exc}", param=TAGS_HEADER, code="invalid_value"
+        ) from None
     named: tuple[str, ...] = request.scope.get(BODY_TAGS, ())
     key = api_key_of(request.scope)
     if (tags or named) and key is not None and not key.header_tags:
