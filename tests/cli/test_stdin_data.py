@@ -111,6 +111,33 @@ def test_a_bad_line_on_stdin_is_named_as_stdin(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: <stdin>:2: invalid JSON"), done.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "data"),
+    [
+        (  # a whole-file error: every label has one example
+            ["registry", "from-examples", "-", "-o", "built.yaml"],
+            b'{"text": "a", "intent": "x"}\n{"text": "b", "intent": "y"}\n',
+        ),
+        (  # a whole-file error: no row can be replayed
+            ["registry", "diff", "registry.yaml", "registry.yaml", "--data", "-"],
+            b'{"prompt": "hello", "layer": "pinned"}\n',
+        ),
+        (  # a whole-file error: no row the detector is measured on
+            ["eval-safety", "--data", "-"],
+            b'{"text": "hello", "label": "other"}\n',
+        ),
+    ],
+)
+def test_a_whole_file_error_on_stdin_names_it_as_stdin(
+    argv: list[str], data: bytes, tmp_path: Path
+) -> None:
+    """They said "error: -: ...", as if of a file named "-"."""
+    (tmp_path / "registry.yaml").write_text(REGISTRY)
+    done = _llmroute(argv, data, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: <stdin>"), done.stderr
+
+
 def test_a_terminal_as_stdin_is_refused_not_waited_on(tmp_path: Path) -> None:
     (tmp_path / "registry.yaml").write_text(REGISTRY)
     leader, follower = pty.openpty()

@@ -329,6 +329,7 @@ def bench_cascade(
     from llmroute.difficulty.plot import SUFFIXES
     from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
     from llmroute.gates.gate_train import gate_split, read_gate_data
+    from llmroute.jsonl import shown
 
     kind = router.value
     check_plot_path(plot, SUFFIXES)
@@ -352,7 +353,7 @@ def bench_cascade(
     train_idx, val_idx, test_idx = gate_split(rows, seed=_split_seed(trained_on))
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
-        fail(f"no {split} rows in {data} ({len(rows)} rows)")
+        fail(f"no {split} rows in {shown(data)} ({len(rows)} rows)")
     idx, left_out = _unseen(trained_on, folder, rows.prompts, idx, data, split)
     prompts = tuple(rows.prompts[i] for i in idx)
     answers = tuple(rows.answers[i] for i in idx)

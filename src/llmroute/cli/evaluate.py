@@ -343,6 +343,7 @@ def from_examples(
     cross-validation (each example scored by a head that never saw it)."""
     from llmroute.evaluate.data import read_labelled
     from llmroute.evaluate.from_examples import FromExamplesConfig, registry_from_examples
+    from llmroute.jsonl import shown
     from llmroute.registry import load_registry
 
     for flag, share in (("--oos-recall", oos_recall), ("--in-scope-pass", in_scope_pass)):
@@ -374,7 +375,7 @@ def from_examples(
     _warn_of_unused_oos_label(oos_label, rows, data)
     loaded_base = load_registry(base) if base is not None else None
     result = registry_from_examples(
-        rows, config, base=loaded_base, source=str(data), out_dir=output.parent
+        rows, config, base=loaded_base, source=shown(data), out_dir=output.parent
     )
     output.write_text(result.yaml_text, encoding="utf-8")
     for line in result.summary():

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
 from llmroute.errors import ConfigError, DataError
+from llmroute.jsonl import shown
 from llmroute.money import usd
 
 if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds every command
@@ -222,7 +223,7 @@ def diff(
 
     traffic = read_traffic(data)
     if not traffic.requests:
-        fail(f"{data}: none of its rows can be replayed ({_unreplayed(traffic)})")
+        fail(f"{shown(data)}: none of its rows can be replayed ({_unreplayed(traffic)})")
     with Router.from_yaml(base) as before, Router.from_yaml(new) as after:
         result = diff_registries(before, after, traffic.requests, examples=examples)
         if as_json:
@@ -255,7 +256,7 @@ def _unreplayed(traffic: TrafficFile) -> str:
 def _print_diff(result: RegistryDiff, traffic: TrafficFile, data: Path) -> None:
     skipped = traffic.without_text + traffic.pinned
     print(
-        f"{result.n} requests from {data}"
+        f"{result.n} requests from {shown(data)}"
         + (f" ({skipped} not replayed: {_unreplayed(traffic)})" if skipped else "")
     )
 

@@ -198,6 +198,7 @@ def eval_safety(
     rules read each row whole."""
     import numpy as np
 
+    from llmroute.jsonl import shown
     from llmroute.safety.injection import builtin_detector_dir, evaluate_detector, load_detector
     from llmroute.safety.windows import windows
 
@@ -215,7 +216,7 @@ def eval_safety(
         counts = Counter(rows.labels).most_common()
         found = ", ".join(f"{label!r} ({n})" for label, n in counts[:5])
         more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-        where = f"the test split of {data}" if split == "test" else str(data)
+        where = f"the test split of {shown(data)}" if split == "test" else shown(data)
         fail(
             f"{where} has no jailbreak, injection or benign rows to measure the detector on "
             f"(labels: {found or 'none'}{more})"
