@@ -170,6 +170,18 @@ def test_a_base_urls_password_is_in_no_message(server: tuple[str, ServerState]) 
     assert "/v1/embeddings" in str(info.value) and "bad credentials Basic ***" in str(info.value)
 
 
+@pytest.mark.parametrize("userinfo", ["tok", "u:p"])
+def test_short_base_url_credentials_are_in_no_message(userinfo: str) -> None:
+    """Credentials under four characters were left in the URL the messages name (the
+    length floor keeps a short user from being cut out of a server's words)."""
+    enc = RemoteEncoder(f"http://{userinfo}@127.0.0.1:9/v1", "m", timeout=0.5)
+    with pytest.raises(EncoderError, match=r"unreachable|timed out") as info:
+        enc.encode(["hello"])
+    enc.close()
+    for shown in (str(info.value), repr(enc)):
+        assert f"{userinfo}@" not in shown and "//***@127.0.0.1:9/v1" in shown, shown
+
+
 def test_unreachable_server_is_an_encoder_error() -> None:
     enc = RemoteEncoder("http://127.0.0.1:9/v1", "m", timeout=0.5)
     with pytest.raises(EncoderError, match=r"unreachable|timed out"):

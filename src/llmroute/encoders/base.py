@@ -71,6 +71,12 @@ def without_credentials(identity: str) -> str:
     return _USERINFO.sub("", identity)
 
 
+def masked_credentials(url: str) -> str:
+    """`url` with its ``user:password@`` shown as ``***@``, however short: what messages
+    name a remote endpoint by."""
+    return _USERINFO.sub("***@", url)
+
+
 def weights_identity(identity: str) -> str:
     """The part of an encoder identity that names its weights (before ``;``): what a
     trained artifact must match. ``max_tokens`` and ``truncate`` (after it) only change

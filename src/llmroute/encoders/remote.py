@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from llmroute.encoders.base import Embeddings, without_credentials
+from llmroute.encoders.base import Embeddings, masked_credentials, without_credentials
 from llmroute.encoders.minilm import normalise_rows
 from llmroute.errors import ConfigError, EncoderError
 
@@ -81,7 +81,7 @@ class RemoteEncoder:
         self._dim = dimensions
         self._key = ""
         self._withheld = _url_credentials(self._base_url)
-        self._shown_endpoint = self._redact(self._endpoint)  # what messages name
+        self._shown_endpoint = self._redact(masked_credentials(self._endpoint))  # messages name it
         import httpx  # here: the built-in encoders (`llmroute route`) need no HTTP client
 
         all_headers = dict(headers or {})
@@ -109,7 +109,8 @@ class RemoteEncoder:
         self.requests_sent = 0
 
     def __repr__(self) -> str:
-        return f"RemoteEncoder(base_url={self._redact(self._base_url)!r}, model={self._model!r})"
+        shown = self._redact(masked_credentials(self._base_url))
+        return f"RemoteEncoder(base_url={shown!r}, model={self._model!r})"
 
     @property
     def identity(self) -> str:
