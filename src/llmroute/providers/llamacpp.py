@@ -726,27 +726,34 @@ def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, tu
     (a wrong one is said before the extra's minutes of compiling, not after); a model
     package is assembled only once it is there."""
     base = base_dir if base_dir is not None else Path.cwd()
-    files: dict[str, tuple[Path, str]] = {}
+    named: list[tuple[str, str, str]] = []  # (registry model, its field, GGUF `model`)
     for model_name, model in registry.models.items():
         for index, target in enumerate(model.targets()):
-            if target.provider != name or target.model is None or target.model in files:
-                continue
-            if target.model.startswith(PACKAGE_PREFIX):
-                _extra_for(name)
-            where = f"models.{model_name}" + (f".deployments[{index}]" * bool(model.deployments))
-            where += ".model"
-            try:
-                path = resolve_gguf(target.model, base)
-            except ConfigError as exc:  # a model package: named at the model's line
-                raise ConfigError(exc.message, field=where) from exc
-            if not path.is_file():
-                raise ConfigError(
-                    f"GGUF file not found: {path} (model {model_name!r} of llamacpp provider "
-                    f"{name!r}; a path relative to the registry, or package:NAME; the demo "
-                    f"model comes with {INSTALL_HINT})",
-                    field=where,
+            if target.provider == name and target.model is not None:
+                where = f"models.{model_name}" + (
+                    f".deployments[{index}]" * bool(model.deployments)
                 )
-            files[target.model] = (path, where)
+                named.append((model_name, where + ".model", target.model))
+    # paths first, so that a package model named earlier does not put the extra before them
+    named.sort(key=lambda entry: entry[2].startswith(PACKAGE_PREFIX))
+    files: dict[str, tuple[Path, str]] = {}
+    for model_name, where, gguf in named:
+        if gguf in files:
+            continue
+        if gguf.startswith(PACKAGE_PREFIX):
+            _extra_for(name)
+        try:
+            path = resolve_gguf(gguf, base)
+        except ConfigError as exc:  # a model package: named at the model's line
+            raise ConfigError(exc.message, field=where) from exc
+        if not path.is_file():
+            raise ConfigError(
+                f"GGUF file not found: {path} (model {model_name!r} of llamacpp provider "
+                f"{name!r}; a path relative to the registry, or package:NAME; the demo "
+                f"model comes with {INSTALL_HINT})",
+                field=where,
+            )
+        files[gguf] = (path, where)
     _extra_for(name)
     return files
 
