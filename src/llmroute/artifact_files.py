@@ -17,7 +17,14 @@ import numpy as np
 
 from llmroute.errors import ConfigError
 
-__all__ = ["check_folder", "held_artifact", "missing_meta", "write_artifact", "write_atomic"]
+__all__ = [
+    "check_folder",
+    "held_artifact",
+    "missing_meta",
+    "replaced_artifact",
+    "write_artifact",
+    "write_atomic",
+]
 
 
 def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) -> None:
@@ -66,6 +73,14 @@ def held_artifact(folder: Path, writes: str) -> str | None:
         if name != writes and (folder / name).is_file():
             return f"{other}, from `{writer}`"
     return None
+
+
+def replaced_artifact(folder: Path, writes: str) -> str | None:
+    """What `folder` holds that the command writing `writes` replaces (``"the
+    difficulty router"``), else None: the folder's other files are not touched."""
+    if not (folder / writes).is_file():
+        return None
+    return "the " + _DESCRIBED[writes][0].removeprefix("a ")
 
 
 def write_atomic(path: Path, data: bytes) -> None:

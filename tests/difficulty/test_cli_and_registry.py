@@ -225,7 +225,22 @@ def test_an_output_that_is_a_file_is_refused_before_training_and_a_replaced_one_
     said = capsys.readouterr()
     assert "note: replacing" not in said.err and "--folds 1000 capped" in said.out
     assert run([*argv, "-o", str(out)]) == 0
-    assert f"note: replacing what {out} holds" in capsys.readouterr().err
+    assert f"note: replacing the difficulty router in {out}" in capsys.readouterr().err
+
+
+def test_a_folder_of_other_files_is_not_said_to_be_replaced(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-o` a project folder holding a registry said "note: replacing what it holds",
+    as if the registry were gone; it is kept, beside the router's files."""
+    data, _ = trained
+    (tmp_path / "registry.yaml").write_text("version: 1\n")
+    argv = ["train", "difficulty", "--data", str(data), "--router", "random", "--folds", "1"]
+    capsys.readouterr()
+    assert run([*argv, "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "replacing" not in err, err
+    assert (tmp_path / "registry.yaml").read_text() == "version: 1\n"
 
 
 def test_a_plot_it_cannot_write_is_one_line_not_a_traceback(

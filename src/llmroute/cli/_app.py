@@ -151,7 +151,7 @@ def check_artifact_output(path: Path, writes: str) -> None:
     """Before any training: refuse an `-o` that is a file (it was found once the training
     time was spent) or that holds another kind of artifact than the command's, whose
     description file is `writes`, and say when it replaces one of its own kind."""
-    from llmroute.artifact_files import held_artifact
+    from llmroute.artifact_files import held_artifact, replaced_artifact
 
     if str(path) == "-":  # not standard output: it made a folder named "-"
         fail("-o -: the artifact is a directory of files; name the directory to write")
@@ -163,8 +163,9 @@ def check_artifact_output(path: Path, writes: str) -> None:
             f"-o {path} holds {held}; this command writes another kind of artifact, whose "
             "files would be mixed with it: name another folder, or remove that one first"
         )
-    if path.is_dir() and any(path.iterdir()):
-        err_console.print(f"note: replacing what {escape(str(path))} holds", soft_wrap=True)
+    replaced = replaced_artifact(path, writes) if path.is_dir() else None
+    if replaced is not None:  # other files there (a registry beside it) are left alone
+        err_console.print(f"note: replacing {replaced} in {escape(str(path))}", soft_wrap=True)
 
 
 def data_file(path: Path, option: str = "--data") -> None:
