@@ -99,6 +99,11 @@ def test_from_examples_warns_about_a_text_labelled_twice(tmp_path: Path) -> None
     assert "warning: " in done.stderr and f"is also an example of route {first['intent']!r}" in (
         done.stderr
     )
+    # at the written file's line, as `registry check` says it (it named the field alone)
+    checked = llmroute("registry", "check", tmp_path / "noisy.yaml")
+    said = [line for line in checked.stderr.splitlines() if "is also an example" in line]
+    assert said and said[0] in done.stderr.splitlines(), (said, done.stderr)
+    assert said[0].startswith(f"warning: {tmp_path / 'noisy.yaml'}:"), said
 
 
 def test_eval_json_has_the_headline_keys(workdir: Path) -> None:

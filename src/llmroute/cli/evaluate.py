@@ -381,7 +381,10 @@ def from_examples(
     for line in result.summary():
         print(line)
     print(f"wrote {output}")
+    from llmroute.cli.registry import located
     from llmroute.registry.lint import lint
 
-    for warning in lint(load_registry(output).registry):  # noisy labels: said, not hidden
-        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    written = load_registry(output)
+    for warning in lint(written.registry):  # noisy labels: said, not hidden
+        said = located(written, warning)
+        err_console.print(f"[bold yellow]warning:[/] {escape(said)}", soft_wrap=True)

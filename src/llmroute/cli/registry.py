@@ -67,7 +67,7 @@ def check(
     # the summary once everything loaded: an artifact's error is not read after it
     for line in summarize(loaded):
         print(line)
-    warnings += lint_files(loaded) + [_located(loaded, w) for w in lint(loaded.registry)]
+    warnings += lint_files(loaded) + [located(loaded, w) for w in lint(loaded.registry)]
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     print(f"ok ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else "ok")
@@ -75,7 +75,7 @@ def check(
         raise typer.Exit(1)
 
 
-def _located(loaded: LoadedRegistry, warning: str) -> str:
+def located(loaded: LoadedRegistry, warning: str) -> str:
     """A lint warning (``routes[1].examples[0]: ...``) at its file and line, as the
     errors and the other warnings of `check` are."""
     field, said, message = warning.partition(": ")
