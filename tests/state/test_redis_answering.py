@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis
 from private_redis import loading_redis, private_redis
-from redis_service import REDIS_URL
+from redis_service import REDIS_URL, past_databases
 from stall_proxy import StallProxy, stall_proxy
 
 from llmroute.dispatch.affinity import Affinity
@@ -532,6 +532,60 @@ def test_an_error_reply_redis_py_raises_as_a_connection_error_was_not_made() -> 
 
     with loading_redis() as url:
         assert asyncio.run(go(url)) == (False, [0, 0, 0])
+
+
+@pytest.mark.parametrize("where", ["refused", "db past databases"])
+def test_a_db_past_databases_is_redis_down_as_a_refused_connection_is(
+    where: str, redis_namespace: str, closed_port: int
+) -> None:
+    """A URL's db past the server's ``databases`` fails every call at connect, as a
+    refused connection does. It was taken for an error reply (Redis answers): no
+    pause, so every request asked again and failed, each counted and each costing a
+    round trip. It is a Redis the feature cannot use: each feature does what it does
+    when Redis is down (limits let through, breakers per process, the cache misses),
+    and leaves it alone a second."""
+    url = f"redis://127.0.0.1:{closed_port}/0" if where == "refused" else past_databases()[0]
+
+    async def go() -> dict[str, object]:
+        conn = connect(url, 1.0, "test")
+        answering = Answering.of(conn, 1.0)
+        try:
+            with pytest.raises(StoreUnavailable) as down:
+                async with answering():
+                    await conn.client.get(f"{redis_namespace}:k")
+            with pytest.raises(StoreUnavailable) as paused:  # down: not asked again yet
+                async with answering():
+                    pytest.fail("asked while Redis was taken for down")
+        finally:
+            await conn.aclose()
+        failed = down.value
+        limits = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        breakers = RedisBreakers(url, 1.0, redis_namespace)
+        store = RedisStore(url, 1.0)
+        results: list[str] = []
+        cache = ResponseCache(CacheSettings(), store, "v", on_result=results.append)
+        try:
+            took = await limits.take("k", 10)
+            opened = await breakers.open_for("d")
+            got = await cache.get(f"{redis_namespace}:c", CacheDirectives())
+            downs = [c._outage.down() for c in (limits, breakers, cache)]
+        finally:
+            await limits.aclose(0)
+            await breakers.aclose()
+            await store.aclose()
+        return {
+            "reply": (failed.replied, failed.transient, failed.maybe_made),
+            "paused": paused.value.paused_s > 0,
+            "served": (took, opened, got, results),
+            "down": downs,
+        }
+
+    assert asyncio.run(go()) == {
+        "reply": (False, False, False),
+        "paused": True,
+        "served": (0.0, None, None, ["error"]),
+        "down": [True, True, True],
+    }
 
 
 @pytest.mark.parametrize("kind", ["take", "tokens"])

@@ -16,6 +16,7 @@ from llmroute.registry import ConfigErrors, load_registry
 from llmroute.state import redis_conn
 from llmroute.state.redis_conn import (
     MAX_CONNECTIONS,
+    DbOutOfRange,
     RedisConnection,
     client_name,
     connect,
@@ -460,8 +461,10 @@ def test_a_db_the_server_does_not_have_is_said_with_how_many_it_has(
 ) -> None:
     """A URL's db past the server's ``databases`` (16 by default) loads: only Redis
     knows how many it has. Every call then failed at connect with Redis's own "DB index
-    is out of range", which names neither the db nor what the server has."""
-    from redis.exceptions import ResponseError
+    is out of range", which names neither the db nor what the server has. It is raised
+    as a refused connection is (a redis-py ``ConnectionError``), not as an error reply:
+    the Redis cannot be used."""
+    from redis.exceptions import ConnectionError as Refused
 
     url, db, count = past_databases()
     check_url(url, "cache.url")
@@ -469,8 +472,9 @@ def test_a_db_the_server_does_not_have_is_said_with_how_many_it_has(
     async def run() -> str:
         connection = connect(url, 2.0, "cache.url")
         try:
-            with pytest.raises(ResponseError) as refused:
+            with pytest.raises(Refused) as refused:
                 await connection.client.get(f"{redis_namespace}:k")
+            assert isinstance(refused.value, DbOutOfRange)
             return str(refused.value)
         finally:
             await connection.aclose()
@@ -484,7 +488,6 @@ def test_a_db_the_server_does_not_have_is_said_with_how_many_it_has(
 def test_a_db_out_of_range_is_said_to_a_user_that_may_not_read_the_config() -> None:
     """A Redis user whose ACL forbids ``CONFIG`` is told the default instead."""
     import redis as sync_redis
-    from redis.exceptions import ResponseError
 
     with private_redis() as url:
         with sync_redis.Redis.from_url(url) as admin:
@@ -494,7 +497,7 @@ def test_a_db_out_of_range_is_said_to_a_user_that_may_not_read_the_config() -> N
         async def run() -> str:
             connection = connect(f"unix://app:pw@{path}?db=99", 2.0, "cache.url")
             try:
-                with pytest.raises(ResponseError) as refused:
+                with pytest.raises(DbOutOfRange) as refused:
                     await connection.client.get("k")
                 return str(refused.value)
             finally:

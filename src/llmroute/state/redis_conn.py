@@ -74,6 +74,7 @@ __all__ = [
     "TIMEOUT_WHY",
     "UNKNOWN_WHY",
     "URL_OPTIONS",
+    "DbOutOfRange",
     "Outage",
     "RedisConnection",
     "ReplyLost",
@@ -539,14 +540,14 @@ async def _named(name: str, connection: Any) -> None:
     """redis-py's handshake, then ``CLIENT SETNAME`` `name`. A Redis user whose ACL
     forbids naming still gets a connection; redis-py's own ``client_name`` (the URL's,
     which `connect` takes from it) would make that a Redis that always fails. A db the
-    server does not have is said as `_out_of_range` says it."""
+    server does not have is said as `_out_of_range` says it, as a `DbOutOfRange`."""
     from redis.exceptions import ResponseError
 
     try:
         await connection.on_connect()
     except ResponseError as exc:
         if connection.db and _OUT_OF_RANGE in str(exc):
-            raise ResponseError(await _out_of_range(connection)) from exc
+            raise _out_of_range_class()(await _out_of_range(connection)) from exc
         raise
     await connection.send_command("CLIENT", "SETNAME", name)
     with contextlib.suppress(ResponseError):
@@ -555,6 +556,25 @@ async def _named(name: str, connection: Any) -> None:
 
 # Redis's (and Valkey's) reply to a ``SELECT`` past its ``databases``
 _OUT_OF_RANGE = "DB index is out of range"
+
+
+class DbOutOfRange(Exception):
+    """The URL's db is past its Redis's ``databases``: every connection is refused at
+    its handshake. Raised as a redis-py ``ConnectionError`` that is one too
+    (`_out_of_range_class`), so a feature takes that Redis for down (its fallback, its
+    pause, its failure counted), as one that refuses connections or a password: an
+    error reply (a ``ResponseError``, as Redis's own is) was taken for a Redis that
+    answers, so every call asked again, and failed."""
+
+
+@functools.cache
+def _out_of_range_class() -> type[Exception]:
+    from redis.exceptions import ConnectionError as Refused
+
+    class DbOutOfRangeError(Refused, DbOutOfRange):
+        """`DbOutOfRange`, as redis-py raises a refused connection."""
+
+    return DbOutOfRangeError
 
 
 async def _out_of_range(connection: Any) -> str:
