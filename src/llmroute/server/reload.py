@@ -56,6 +56,7 @@ from llmroute.server.settings import ServeSettings
 from llmroute.server.state import Gateway
 from llmroute.state import ResponseCache
 from llmroute.state.batches import BatchStore
+from llmroute.state.redis_check import RedisUse, check_redis, redis_uses
 from llmroute.state.stored_responses import ResponseStore
 from llmroute.state.stores import check_registry_urls
 from llmroute.telemetry.metrics import GatewayMetrics
@@ -266,6 +267,34 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
             "memory, and a request for one may reach another worker; give batches a Redis url",
             workers,
         )
+
+
+async def say_redis(registry: Registry) -> None:
+    """One line per Redis URL `registry`'s features open, as each check ends (a Redis
+    that does not answer is said within `CHECK_S`, 2 s): INFO when it answers, a
+    WARNING saying what is wrong when it cannot be used. Run beside serving, never
+    before it: the gateway serves meanwhile, and serves on without that Redis, each
+    feature as when Redis goes down (docs/gateway.md). Never raises."""
+    try:
+        uses = redis_uses(registry)
+        await asyncio.gather(*(_say_redis(use) for use in uses))
+    except Exception:  # a bug here must not take the server down
+        log.exception("checking the registry's Redis failed")
+
+
+async def _say_redis(use: RedisUse) -> None:
+    check = await check_redis(use)
+    settings = ", ".join(use.settings)
+    if check.problem is None:
+        log.info("redis %s (%s): answered in %.1f ms", use.masked, settings, check.latency_ms)
+        return
+    log.warning(
+        "redis %s (%s) cannot be used: %s; serving without it until it answers, each of "
+        "these as when Redis is down",
+        use.masked,
+        settings,
+        check.problem,
+    )
 
 
 def _counted_in_memory(registry: Registry) -> tuple[str, ...]:
@@ -551,6 +580,7 @@ class Reloader:
             follow_reload(runs, old, new)
         self._retiring.append(old)
         tasks.start_soon(self._retire, old)
+        tasks.start_soon(say_redis, new.router.loaded.registry)
         # in a thread: the lint reads every example (60-400 ms at 300 routes / 15k examples),
         # which on the event loop stalled every request the new registry had just taken;
         # a reload that left the examples as they were reuses their warnings (lint.py)
@@ -724,6 +754,7 @@ async def reloading(
     await reloader.load_first()
     try:
         async with anyio.create_task_group() as tasks:
+            tasks.start_soon(say_redis, reloader.current.router.loaded.registry)
             tasks.start_soon(reloader.watch, tasks)
             with on_sighup(reloader.kick):
                 try:

@@ -1,0 +1,125 @@
+"""Whether each Redis a registry names can be used, asked once where a registry is
+loaded (the gateway's start and each reload, `llmroute registry probe`): a wrong URL or
+a Redis that is down showed only at the first request that used it, in that feature's
+failure line. One check per distinct URL (`redis_uses`), naming the settings that use
+it; what is wrong is said in a few words (`check_redis`): refused, timed out, a password
+refused, a db past the server's ``databases``. Nothing here stops a start: each feature
+does without its Redis as it does when Redis goes down at request time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmroute.errors import ConfigError
+from llmroute.state.redis_conn import DbOutOfRange, connect
+from llmroute.state.stores import CACHE_ENV_VAR, has_limits, resolve_cache_url
+from llmroute.telemetry.store.url import mask_url
+
+if TYPE_CHECKING:
+    from llmroute.registry.schema import Registry
+
+__all__ = ["CHECK_S", "RedisCheck", "RedisUse", "check_redis", "redis_uses"]
+
+# How long a check waits for Redis (connect, handshake and PING together): longer than
+# a feature's timeout_s (50 ms by default), so that a start's busy event loop is not
+# said to be a slow Redis, and short enough that a Redis behind a firewall that drops
+# packets is said within seconds.
+CHECK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisUse:
+    """One Redis URL (as the registry or ``$LLMROUTE_CACHE_URL`` names it: it may hold a
+    password) and the settings that name it."""
+
+    url: str
+    settings: tuple[str, ...]
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisCheck:
+    """What came of checking `use`: `problem` None when Redis answered (in `latency_ms`)."""
+
+    use: RedisUse
+    problem: str | None
+    latency_ms: float
+
+
+def redis_uses(registry: Registry, environ: Mapping[str, str] | None = None) -> list[RedisUse]:
+    """The Redis URLs `registry`'s features open (as `llmroute serve` opens them: the
+    cache's as ``$LLMROUTE_CACHE_URL`` may override it, the limits' only when something
+    is counted, the breakers' when they are on), each once, in the registry's order."""
+    env = os.environ if environ is None else environ
+    named: dict[str, list[str]] = {}
+
+    def use(url: str, setting: str) -> None:
+        if url != "memory":
+            named.setdefault(url, []).append(setting)
+
+    if registry.cache is not None and (url := resolve_cache_url(registry.cache, env)):
+        use(url, CACHE_ENV_VAR if CACHE_ENV_VAR in env else "cache.url")
+    if has_limits(registry):
+        use(registry.dispatch.limits.url, "dispatch.limits.url")
+    if registry.dispatch.breaker.enabled:
+        use(registry.dispatch.breaker.url, "dispatch.breaker.url")
+    for section in ("affinity", "stored_responses", "batches"):
+        settings = getattr(registry, section)
+        if settings is not None:
+            use(settings.url, f"{section}.url")
+    return [RedisUse(url, tuple(settings)) for url, settings in named.items()]
+
+
+async def check_redis(use: RedisUse, timeout_s: float = CHECK_S) -> RedisCheck:
+    """Connect to `use`'s Redis as its features do (its db selected, the connection
+    named) and ``PING`` it, all within `timeout_s`; never raises for Redis's failures."""
+    started = time.perf_counter()
+    try:
+        conn = connect(use.url, timeout_s, use.settings[0])
+    except ConfigError as exc:  # refused by the registry's load already, but said so
+        return RedisCheck(use, str(exc), 0.0)
+    problem: str | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            await conn.client.ping()
+    except TimeoutError:
+        problem = f"timed out: no answer within {timeout_s:g} s"
+    except conn.errors as exc:
+        problem = _problem(exc, timeout_s).replace(use.url, use.masked)
+    finally:
+        await conn.aclose()
+    return RedisCheck(use, problem, (time.perf_counter() - started) * 1000)
+
+
+def _problem(exc: BaseException, timeout_s: float) -> str:
+    """What is wrong, in a few words first: redis-py's messages name host and port (or
+    the socket's path), never the password."""
+    from redis import exceptions
+
+    said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, DbOutOfRange):
+        return said  # "db 99 is out of range: this Redis has 16 databases (0 to 15)..."
+    if isinstance(exc, exceptions.TimeoutError):
+        return f"timed out within {timeout_s:g} s: {said}"
+    auth = tuple(
+        getattr(exceptions, name)
+        for name in ("AuthenticationError", "AuthorizationError")
+        if hasattr(exceptions, name)
+    )
+    if isinstance(exc, auth) or said.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+        return f"authentication refused: {said}"
+    if isinstance(exc, exceptions.BusyLoadingError):
+        return f"loading its data, refusing every call until it has: {said}"
+    if isinstance(exc, exceptions.ResponseError):
+        return f"answered with an error: {said}"
+    if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
+        return f"connection refused: {said}"  # redis-py's says "Connect call failed"
+    return f"cannot connect: {said}"

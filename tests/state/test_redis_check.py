@@ -1,0 +1,100 @@
+"""The check of a registry's Redis URLs made where a registry is loaded
+(`llmroute.state.redis_check`): which URLs its features open, each once with the
+settings that name it, and what is wrong with one, in a few words: against the tests'
+Redis, a db it lacks, a refused port, a password it refuses, and a server that accepts
+and never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+from redis_service import REDIS_URL, past_databases
+
+from llmroute.registry import parse_registry
+from llmroute.state.redis_check import RedisUse, check_redis, redis_uses
+
+REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: echo}}
+models:
+  small: {provider: p, model: echo-small, rpm: 100}
+routes:
+  - {name: chitchat, examples: [hello there], target: small}
+default: {target: small}
+cache: {url: "redis://:pw@127.0.0.1:1/0"}
+affinity: {url: "redis://127.0.0.1:6379/2"}
+stored_responses: {url: "redis://:pw@127.0.0.1:1/0"}
+batches: {url: memory}
+dispatch:
+  limits: {url: "redis://127.0.0.1:6379/2"}
+"""
+
+
+def test_each_redis_url_is_checked_once_with_the_settings_that_name_it() -> None:
+    registry = parse_registry(REGISTRY).registry
+    assert redis_uses(registry, {}) == [
+        RedisUse("redis://:pw@127.0.0.1:1/0", ("cache.url", "stored_responses.url")),
+        RedisUse("redis://127.0.0.1:6379/2", ("dispatch.limits.url", "affinity.url")),
+    ]
+    assert redis_uses(registry, {})[0].masked == "redis://:***@127.0.0.1:1/0"
+    # the cache's URL as the environment overrides it; breakers on (memory: none)
+    env = {"LLMROUTE_CACHE_URL": "redis://127.0.0.1:6379/2"}
+    assert redis_uses(registry, env) == [
+        RedisUse(
+            "redis://127.0.0.1:6379/2",
+            ("LLMROUTE_CACHE_URL", "dispatch.limits.url", "affinity.url"),
+        ),
+        RedisUse("redis://:pw@127.0.0.1:1/0", ("stored_responses.url",)),
+    ]
+    assert redis_uses(registry, {"LLMROUTE_CACHE_URL": "off"})[0].settings == (
+        "dispatch.limits.url",
+        "affinity.url",
+    )
+    limits_only = REGISTRY.replace("rpm: 100", "rpm: null")
+    assert [u.settings for u in redis_uses(parse_registry(limits_only).registry, {})] == [
+        ("cache.url", "stored_responses.url"),
+        ("affinity.url",),  # nothing to count: no limits opened
+    ]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A 127.0.0.1 port that accepts connections and never answers (a Redis stuck, or
+    behind a proxy that lost it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def test_what_is_wrong_is_said_in_a_few_words(
+    redis_namespace: str, closed_port: int, silent_port: int
+) -> None:
+    """Answered, a db the server lacks, a port refused, a password refused, no answer:
+    each said first, the password never."""
+    past, db, count = past_databases()
+    urls = [
+        REDIS_URL,
+        past,
+        f"redis://:s3cret@127.0.0.1:{closed_port}/0",
+        REDIS_URL.replace("redis://", "redis://nobody:s3cret@", 1),
+        f"redis://:s3cret@127.0.0.1:{silent_port}/0",
+    ]
+
+    async def go() -> list[tuple[str | None, float]]:
+        checks = [check_redis(RedisUse(url, ("cache.url",)), 0.5) for url in urls]
+        return [(c.problem, c.latency_ms) for c in await asyncio.gather(*checks)]
+
+    (ok, ms), *failed = asyncio.run(go())
+    assert ok is None and ms > 0
+    problems = [problem or "" for problem, _ in failed]
+    assert problems[0].startswith(
+        f"db {db} is out of range: this Redis has {count} databases (0 to {count - 1})"
+    )
+    assert problems[1].startswith("connection refused: "), problems[1]
+    assert problems[2].startswith("authentication refused: ")
+    assert problems[3] == "timed out: no answer within 0.5 s", problems[3]
+    assert not any("s3cret" in p for p in problems)
