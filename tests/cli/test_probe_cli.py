@@ -126,3 +126,36 @@ def test_usage_errors_exit_2(tmp_path: Path, upstream: FakeUpstream) -> None:
     assert mistaken.returncode == 2
     assert f"probe --registry {registry}" in mistaken.stderr
     assert upstream.requests == []
+
+
+def test_each_redis_the_registry_keeps_state_in_is_a_row(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """Without MODEL the probe also checks each Redis the features use, as the gateway
+    does when it loads the registry: one whose db the server lacks fails the probe (the
+    gateway would serve without it), one that answers is ok; MODEL asks only models."""
+    from redis_service import REDIS_URL, past_databases
+
+    past, db, count = past_databases()
+    registry = _registry(tmp_path, upstream, "qwen2.5-72b-instruct")
+    with registry.open("a", encoding="utf-8") as more:
+        more.write(
+            f'cache: {{url: "{past}"}}\n'
+            f'affinity: {{url: "{past}"}}\n'
+            f'stored_responses: {{url: "{REDIS_URL}", namespace: "{redis_namespace}"}}\n'
+        )
+    result = llmroute("registry", "probe", "-r", registry, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    payload = json.loads(result.stdout)
+    assert (payload["ok"], payload["fail"]) == (3, 1)
+    rows = [p for p in payload["probes"] if p["model"] == "(redis)"]
+    assert [(r["upstream"], r["where"], r["status"]) for r in rows] == [
+        ("cache.url, affinity.url", past, "fail"),
+        ("stored_responses.url", REDIS_URL, "ok"),
+    ]
+    assert rows[0]["detail"].startswith(f"db {db} is out of range: this Redis has {count}")
+    assert rows[1]["detail"].startswith("answered in ")
+    text = llmroute("registry", "probe", "-r", registry)
+    assert f"fail  (redis)  redis / cache.url, affinity.url at {past}" in text.stdout
+    assert text.stdout.splitlines()[-1] == "3 ok, 0 warned, 1 failed"
+    assert llmroute("registry", "probe", "small", "-r", registry).returncode == 0

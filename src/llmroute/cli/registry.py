@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds e
     from llmroute.evaluate.registry_diff import RegistryDiff, TrafficFile
     from llmroute.providers.probe import Probe
     from llmroute.registry import LoadedRegistry
+    from llmroute.registry.schema import Registry
+
+REDIS_ROW = "(redis)"  # `registry probe`'s row of a Redis the registry's features use
 
 
 @registry_app.command("check")
@@ -330,8 +333,9 @@ def probe(
     """Check that the registry's models can be reached before they serve: each
     provider's server answers, its credentials are accepted, and it lists each model's
     name (GET /models, which costs nothing); with --chat each model is also asked one
-    short question. Exit 1 when a model fails (with --strict, also when one is only
-    warned about), 2 when the registry is invalid."""
+    short question. Without MODEL, also each Redis its features keep state in (PING).
+    Exit 1 when a model or a Redis fails (with --strict, also when one is only warned
+    about), 2 when the registry is invalid."""
     import asyncio
     import os
 
@@ -352,17 +356,20 @@ def probe(
             f"not a pool model of {loaded.source}: {', '.join(unknown)} "
             f"(it has {', '.join(loaded.registry.models)})"
         )
-    try:
-        results = asyncio.run(
-            probe_pool(
-                loaded.registry,
-                models=names,
-                chat=chat,
-                timeout_s=timeout,
-                environ=os.environ,
-                base_dir=loaded.base_dir,
-            )
+
+    async def run() -> list[Probe]:
+        found = await probe_pool(
+            loaded.registry,
+            models=names,
+            chat=chat,
+            timeout_s=timeout,
+            environ=os.environ,
+            base_dir=loaded.base_dir,
         )
+        return found if names else found + await _redis_probes(loaded.registry, timeout)
+
+    try:
+        results = asyncio.run(run())
     except ConfigError as exc:  # a client this environment cannot build: as serve says it
         raise loaded.at(exc) from None
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "fail")}
@@ -383,6 +390,31 @@ def probe(
         print(f"{counts['ok']} ok, {counts['warn']} warned, {counts['fail']} failed")
     if counts["fail"] or (strict and counts["warn"]):
         raise typer.Exit(1)
+
+
+async def _redis_probes(registry: Registry, timeout_s: float) -> list[Probe]:
+    """A row per Redis URL the registry's features open (`REDIS_ROW`), checked as the
+    gateway checks them when it loads the registry: connected to, its db selected, and
+    asked ``PING``. One that cannot be used fails (the gateway would serve without it,
+    each feature as when Redis is down)."""
+    import asyncio
+
+    from llmroute.providers.probe import Probe
+    from llmroute.state.redis_check import check_redis, redis_uses
+
+    checks = await asyncio.gather(*(check_redis(u, timeout_s) for u in redis_uses(registry)))
+    return [
+        Probe(
+            REDIS_ROW,
+            "redis",
+            ", ".join(check.use.settings),
+            check.use.masked,
+            "fail" if check.problem is not None else "ok",
+            check.problem or f"answered in {check.latency_ms:.0f} ms",
+            latency_ms=None if check.problem is not None else check.latency_ms,
+        )
+        for check in checks
+    ]
 
 
 def _print_probes(results: list[Probe]) -> None:
