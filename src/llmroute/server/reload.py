@@ -748,8 +748,8 @@ async def reloading(
     state: State, path: str, settings: ServeSettings, first: Prepared | None = None
 ) -> AsyncIterator[Reloader]:
     """Load the registry into ``state.gateway`` (`first`, when it was prepared before
-    the server started) and keep it current until exit; then close every gateway's
-    clients."""
+    the server started) and keep it current until exit, each load's Redis checked
+    beside serving (`say_redis`); then close every gateway's clients."""
     reloader = Reloader(state, path, settings, first)
     await reloader.load_first()
     try:
