@@ -66,6 +66,7 @@ __all__ = [
     "UnencodableText",
     "UnsupportedRequest",
     "UpstreamRejected",
+    "error_text",
     "outline_of",
     "shown",
 ]
@@ -104,6 +105,18 @@ def outline_of(attempt: str) -> str:
     """`attempt` without an upstream's words: an `AttemptText`'s outline; any other entry
     is the gateway's own words (a cancel, a cascade's escalation), itself."""
     return attempt.outline if isinstance(attempt, AttemptText) else attempt
+
+
+def error_text(exc: LlmrouteError) -> AttemptText:
+    """``str(exc)`` with its outline (`ProviderError.outline`, named by its provider as
+    the text is): what a shadow's `judge_error` keeps of a reference or judge call that
+    failed, since their upstreams were sent the request (and the answers) too."""
+    if not isinstance(exc, ProviderError):
+        return AttemptText(str(exc))
+    bare = exc.outline()
+    return AttemptText(
+        str(exc), bare if exc.provider == GATEWAY else f"provider {exc.provider!r}: {bare}"
+    )
 
 
 def shown(value: str, limit: int = 80) -> str:

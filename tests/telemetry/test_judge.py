@@ -16,7 +16,7 @@ import pytest
 from fake_upstream import serve_in_thread
 
 from llmroute.dispatch import Dispatcher
-from llmroute.errors import ConfigError
+from llmroute.errors import ConfigError, outline_of
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import JudgeSettings
@@ -131,7 +131,8 @@ class Scripted:
     """A real OpenAI-protocol server whose reply depends on the upstream model name:
     ``verdict-X`` answers ``{"verdict": "X"}``; ``prefer-routed`` / ``prefer-reference``
     answer the slot (A or B) holding that answer in the prompt; ``garbage`` answers
-    prose; ``nojson`` refuses ``response_format`` with a 400; ``fail`` answers 500."""
+    prose; ``nojson`` refuses ``response_format`` with a 400; ``fail`` answers 500; ``quote``
+    a 400 whose message quotes the request."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -154,6 +155,8 @@ class Scripted:
             return 200, '{"verdict": "tie"}'
         if model == "fail":
             return 500, "boom"
+        if model == "quote":  # a validation error quoting the request it was sent
+            return 400, "refused: " + prompt[prompt.index("[User request]") :][:120]
         return 200, "Answer B looks better to me."
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -208,7 +211,7 @@ def scripted() -> Iterator[Scripted]:
 
 JUDGES = (
     *("verdict-A", "verdict-B", "verdict-tie", "prefer-routed", "prefer-reference"),
-    *("garbage", "nojson", "fail"),
+    *("garbage", "nojson", "fail", "quote"),
 )
 
 
@@ -290,6 +293,17 @@ def test_a_failing_judge_model_is_a_judge_error(scripted: Scripted) -> None:
     assert result.routed_ok is None
     assert result.error is not None and result.error.startswith("judge call failed")
     assert len(result.error) <= 200
+
+
+def test_a_judge_calls_failure_says_the_upstreams_words_apart(scripted: Scripted) -> None:
+    """The judge's prompt holds the request, and its upstream's error may quote it: the
+    error's outline (what the shadow row keeps unless ``telemetry.prompts: full``)
+    leaves the upstream's words out, its status in."""
+    [result], _ = _run_judge(scripted, "quote")
+    assert result.error is not None and "What is 6 * 7" in result.error
+    assert outline_of(result.error) == (
+        "judge call failed: provider 'up': upstream returned HTTP 400"
+    )
 
 
 def test_a_provider_without_json_mode_is_asked_again_without_it(scripted: Scripted) -> None:

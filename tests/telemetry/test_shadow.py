@@ -21,11 +21,12 @@ from fake_upstream import FakeUpstream, fake_upstream
 
 from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Dispatcher, Plan
-from llmroute.errors import TelemetryError
+from llmroute.errors import TelemetryError, outline_of
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import JudgeSettings, Registry, ShadowSettings
 from llmroute.telemetry.record import ShadowRecord
+from llmroute.telemetry.service import as_kept
 from llmroute.telemetry.shadow import ShadowRunner, StreamedAnswer, answer_text, shadow_body
 
 T = TypeVar("T")
@@ -41,6 +42,7 @@ models:
   ref: {provider: up, model: ref}
   slow: {provider: up, model: 'slow?delay=%(delay)s'}
   broken: {provider: up, model: 'broken?status=500'}
+  quoting: {provider: up, model: 'quoting?status=400&quote=1'}
   dead: {provider: down, model: dead}
   judge: {provider: up, model: judge}
 routes:
@@ -308,6 +310,30 @@ def test_a_failing_reference_is_recorded_as_an_error(
     assert record.judge_error is not None and record.judge_error.startswith(expected)
     assert len(record.judge_error) <= 200
     assert record.reference_cost_usd is None
+
+
+@pytest.mark.parametrize("prompts", ["off", "hash", "redacted", "full"])
+def test_a_reference_failures_upstream_words_are_kept_only_with_full_prompts(
+    registry: Registry, prompts: str
+) -> None:
+    """The reference's 400 quotes the request (as a validation error may): the shadow
+    row's `judge_error` keeps the upstream's words only as the decision row's attempts
+    do (`telemetry.prompts: full`); its status stays."""
+
+    async def job(run: Run) -> list[ShadowRecord]:
+        assert run.submit()
+        await run.runner.aclose(5)
+        return run.records
+
+    [record] = _run(registry, job, reference="quoting", judge=JudgeSettings(kind="exact"))
+    assert record.judge_error is not None and "40 + 2" in record.judge_error
+    kept = as_kept(record, "full", 1000, prompts)  # type: ignore[arg-type]
+    assert kept.judge_error is not None
+    assert kept.judge_error.startswith(
+        "reference failed: provider 'up': upstream returned HTTP 400"
+    )
+    assert ("40 + 2" in kept.judge_error) is (prompts == "full")
+    assert outline_of(record.judge_error) == kept.judge_error or prompts == "full"
 
 
 def test_a_slow_reference_times_out(registry: Registry) -> None:

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmroute.decision import Decision, new_decision_id
 from llmroute.dispatch.plan import Plan
-from llmroute.errors import ConfigError, LlmrouteError, UpstreamRejected
+from llmroute.errors import (
+    AttemptText,
+    ConfigError,
+    LlmrouteError,
+    UpstreamRejected,
+    error_text,
+)
 from llmroute.registry.schema import JudgeSettings, RoutePolicy
 from llmroute.untrusted_json import loads
 
@@ -342,7 +348,11 @@ class ModelJudge:
         try:
             content, cost = await self._ask(self.prompt(request, routed, reference, slot))
         except LlmrouteError as exc:
-            return Judgement(self.name, None, error=_short(f"judge call failed: {exc}"))
+            said = error_text(exc)  # the upstream's words: kept as telemetry.prompts says
+            error = AttemptText(
+                _short(f"judge call failed: {said}"), _short(f"judge call failed: {said.outline}")
+            )
+            return Judgement(self.name, None, error=error)
         except Exception as exc:  # never raise from a judge
             return Judgement(self.name, None, error=f"judge call failed: {type(exc).__name__}")
         extra: dict[str, Any] = {

@@ -47,9 +47,10 @@ def as_kept(
     """A shadow's answers as `telemetry.responses` keeps answers: none with ``off`` (the
     judge compared them in memory; its verdict and score are kept), with PII replaced by
     its type with ``redacted``, cut to `most` characters; so are the judge's extracts of
-    them (the exact judge's final answers). The reference call's attempts are kept as
-    the decision row's are (`DecisionRecord.stored_attempts`): an upstream's words only
-    with `prompts` ``full``."""
+    them (the exact judge's final answers). The reference call's attempts, and the
+    failure of a reference or judge call (`judge_error`), are kept as the decision row's
+    attempts are (`DecisionRecord.stored_attempts`): an upstream's words only with
+    `prompts` ``full``."""
 
     def keep(text: str | None) -> str | None:
         if text is None or mode == "off":
@@ -66,10 +67,12 @@ def as_kept(
     tried = extra.get("reference_attempts")
     if prompts != "full" and isinstance(tried, list):
         extra["reference_attempts"] = [outline_of(a) if isinstance(a, str) else a for a in tried]
+    failed = record.judge_error
     return dataclasses.replace(
         record,
         routed_answer=keep(record.routed_answer),
         reference_answer=keep(record.reference_answer),
+        judge_error=failed if failed is None or prompts == "full" else outline_of(failed),
         extra=extra,
     )
 

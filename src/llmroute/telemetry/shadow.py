@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from llmroute.decision import Decision
 from llmroute.dispatch.budgets import paid_by
 from llmroute.dispatch.plan import Plan
-from llmroute.errors import ConfigError, LlmrouteError, TelemetryError
+from llmroute.errors import AttemptText, ConfigError, LlmrouteError, TelemetryError, error_text
 from llmroute.log_every import LogEvery
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
 from llmroute.sse import choice_zero, chunk_of
@@ -385,7 +385,10 @@ class ShadowRunner:
         except TimeoutError:
             return None, f"reference timed out after {timeout:g}s"
         except LlmrouteError as exc:
-            return None, _short(f"reference failed: {exc}")
+            said = error_text(exc)  # the upstream's words: kept as telemetry.prompts says
+            return None, AttemptText(
+                _short(f"reference failed: {said}"), _short(f"reference failed: {said.outline}")
+            )
         except Exception as exc:
             log.exception("shadow reference call for %s failed", decision.id)
             return None, f"reference failed: {type(exc).__name__}"
