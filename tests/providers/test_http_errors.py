@@ -102,7 +102,9 @@ def test_a_header_that_is_no_request_id_is_not_repeated(value: str) -> None:
 
 def test_transport_failures_say_what_failed_and_never_where() -> None:
     """A real refused connection and a real hang-up (fake upstream, 127.0.0.1): the
-    reason in fixed words and the class name, no URL, host or port."""
+    reason in fixed words and the class name, no URL, host or port; all of it in the
+    outline an attempt is logged with (`ProviderError.outline`): what an operator tells
+    a refused connection from an unresolved host or an untrusted certificate by."""
     import asyncio
     import socket
 
@@ -136,6 +138,8 @@ def test_transport_failures_say_what_failed_and_never_where() -> None:
     )
     for error in (refused, closed):
         assert "127.0.0.1" not in str(error) and "pw" not in str(error)
+        # all the gateway's words: the decision log keeps them whatever telemetry.prompts
+        assert error.outline() == error.message
 
 
 # -- errors inside a 200 --------------------------------------------------------------------

@@ -241,9 +241,11 @@ def network_error(provider: str, exc: BaseException) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderTimeout(provider, f"upstream timed out ({type(exc).__name__})")
     reason = _transport_reason(exc)
-    return ProviderError(
+    failed = ProviderError(
         provider, f"upstream request failed{f': {reason}' if reason else ''} ({type(exc).__name__})"
     )
+    failed.outlined = failed.message  # the gateway's words throughout: the log keeps them
+    return failed
 
 
 def _transport_reason(exc: BaseException) -> str:
