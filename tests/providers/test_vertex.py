@@ -443,6 +443,31 @@ def test_a_project_without_billing_refuses_the_gateway_saying_so(
         assert "123456789012" not in error.message
 
 
+@pytest.mark.parametrize(
+    ("fault", "hint"),
+    [("billing=1", "active billing account"), ("gstatus=404", "its @version")],
+)
+def test_what_to_check_stays_in_the_attempt_the_decision_log_keeps(
+    fake: FakeVertex, tmp_path: Path, fault: str, hint: str
+) -> None:
+    """The attempt's outline (what the decision log keeps with ``telemetry.prompts``
+    other than ``full``, without Google's words) still says why the gateway was refused
+    and what to check in Google Cloud, and its request id: the hint follows Google's
+    message, which the outline leaves out, and the request id."""
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured) as said:
+        run(provider, provider.complete(f"{MODEL}?{fault}", CHAT, timeouts=TIMEOUTS))
+    outline = said.value.outline()
+    assert hint in said.value.message and hint in outline
+    assert outline.count("(") == outline.count(")")
+    noted = "[upstream request req_fake]" in said.value.message  # the fake's, for billing
+    assert noted is ("[upstream request req_fake]" in outline)  # for Google's support
+    if fault == "billing=1":
+        assert "no valid payment method" in outline
+    else:
+        assert "no such model or path" in outline and "code NOT_FOUND" in outline
+
+
 def test_a_quota_429_waits_as_google_s_retry_info_says(fake: FakeVertex, tmp_path: Path) -> None:
     """A 429 ``RESOURCE_EXHAUSTED`` without ``Retry-After`` but with Google's
     ``RetryInfo`` (``"retryDelay": "37s"``) waits that long (`retries.max_retry_after_s`

@@ -72,8 +72,8 @@ _NOT_BILLED = re.compile(
     r"BILLING_DISABLED|INVALID_PAYMENT_INSTRUMENT|requires billing to be enabled", re.IGNORECASE
 )
 _NOT_BILLED_WHY = (
-    "the gateway's account with the provider cannot be billed: billing disabled or no "
-    "valid payment method"
+    "the gateway's account with the provider cannot be billed; billing disabled or no "
+    "valid payment method"  # no ": ", which ends what an attempt's outline keeps
 )
 # Why an upstream refused the gateway itself (`ProviderMisconfigured`).
 _MISCONFIGURED = {

@@ -185,4 +185,9 @@ def _explained(exc: ProviderMisconfigured) -> ProviderMisconfigured:
     hint = _BILLING_HINT if billing else _REFUSED_HINT.get(exc.status or 0)
     if hint is None:
         return exc
-    return ProviderMisconfigured(exc.provider, exc.message + hint, status=exc.status, code=exc.code)
+    explained = ProviderMisconfigured(
+        exc.provider, exc.message + hint, status=exc.status, code=exc.code
+    )
+    # after Google's words (a 404's) and the request id: the outline would leave it out
+    explained.outlined = exc.outline() + hint
+    return explained
