@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmroute.decision import Decision, SafetyOutcome
 from llmroute.dispatch import Dispatcher, Plan
@@ -529,6 +531,91 @@ def test_a_streamed_answer_with_a_limit_is_the_whole_answer_up_to_it() -> None:
         text = cut.text() or ""
         assert text[:limit] == full[:limit], limit
         assert (len(text) > limit) == (len(full) > limit), limit
+
+
+def _cut_alike(chunks: list[dict[str, Any]], limits: range | None = None) -> None:
+    """`StreamedAnswer(limit)` read from `chunks` is the whole answer's text up to the
+    limit, and longer than the limit exactly when the whole answer is (what the decision
+    log stores, and what a judge told of a cut reads, are then the whole answer's)."""
+    whole = StreamedAnswer()
+    for chunk in chunks:
+        whole.add(chunk)
+    full = whole.text() or ""
+    for limit in limits or range(len(full) + 2):
+        cut = StreamedAnswer(limit)
+        for chunk in chunks:
+            cut.add(chunk)
+        text = cut.text() or ""
+        assert text[:limit] == full[:limit], limit
+        assert (len(text) > limit) == (len(full) > limit), limit
+
+
+def _deltas(*deltas: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"choices": [{"index": 0, "delta": delta}]} for delta in deltas]
+
+
+def _call(index: int, **function: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": index, "function": function}]}
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        # call 1's pieces before call 0's, though call 0 comes first in the answer
+        [_call(1, name="second", arguments="b" * 40), _call(0, name="first", arguments="a" * 40)],
+        # calls interleaved by index
+        [_call(i % 3, arguments=f"<{i}>" * 4) for i in range(12)],
+        # text after the calls: the text comes first in the answer
+        [_call(0, name="f", arguments="x" * 60), {"content": "text " * 12}],
+        # a call's name after its arguments; a name that is empty
+        [_call(0, arguments='{"a": "ü\\""}' * 5), _call(0, name=""), _call(1, name="g")],
+        # calls by descending index, one delta carrying two
+        [
+            {"tool_calls": [{"index": i, "function": {"name": f"n{i}"}}, {"index": i - 1}]}
+            for i in range(9, 0, -1)
+        ],
+    ],
+    ids=["call-1-first", "interleaved", "text-after-calls", "name-after-arguments", "descending"],
+)
+def test_a_streamed_answer_with_a_limit_is_the_whole_answer_up_to_it_in_any_order(
+    deltas: list[dict[str, Any]],
+) -> None:
+    """Pieces out of the answer's order (several calls interleaved, text after calls) were
+    taken as they came: one character past the limit was the first pieces', not the
+    answer's first characters."""
+    _cut_alike(_deltas(*deltas))
+
+
+_PIECE = st.text(alphabet=st.sampled_from('ab"\\\nü€'), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda text: {"content": text}, _PIECE),
+            st.builds(
+                lambda index, function: _call(index, **function),
+                st.integers(0, 3),
+                st.fixed_dictionaries({}, optional={"name": _PIECE, "arguments": _PIECE}),
+            ),
+        ),
+        max_size=12,
+    )
+)
+def test_a_streamed_answer_with_a_limit_is_cut_as_the_whole_answer(
+    deltas: list[dict[str, Any]],
+) -> None:
+    _cut_alike(_deltas(*deltas))
+
+
+def test_a_streamed_answer_with_a_limit_holds_no_more_of_interleaved_calls() -> None:
+    """However the calls interleave, what is held stays within a few limits' worth."""
+    streamed = StreamedAnswer(100)
+    for i in range(10_000):
+        streamed.add(_deltas(_call(10_000 - i if i % 2 else i % 7, arguments="x" * 50))[0])
+    held = sum(len("".join(field)) for call in streamed._calls.values() for field in call.values())
+    assert held <= 300 and len(streamed._calls) <= 20
 
 
 def test_a_streamed_answer_with_a_limit_holds_no_more_of_a_stream_without_end() -> None:

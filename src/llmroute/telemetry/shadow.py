@@ -88,6 +88,13 @@ def _tool_calls(raw: Any) -> list[dict[str, Any]]:
     return calls
 
 
+# the fields of a place in the calls' JSON, in their order: a call itself, its name's
+# characters, its arguments', and what follows it (the next calls)
+_CALL, _NAME, _ARGUMENTS, _AFTER = -1, 0, 1, 2
+# the least a call takes in `text`, JSON of empty fields: '{"name": "", "arguments": ""}, '
+_CALL_CHARS = 31
+
+
 class StreamedAnswer:
     """A stream's answer as `answer_text` reads the same answer whole: choice 0's
     content deltas, and its tool-call deltas joined by index (name and arguments). The
@@ -95,21 +102,28 @@ class StreamedAnswer:
     relay, a cached stream's replay and the SDK's streams. Of several choices (``n``),
     choice 0's (`choice_zero`), as the cascade's gates read a buffered tier's.
 
-    With a `limit` (the decision log's ``max_response_chars``: the answer is cut there
-    when written) it stops taking text and tool calls one character past it, as nothing
-    else bounds a stream's length before its upstream ends it. `text` is then the whole
-    answer's up to the limit (its text, then each call, in the order a stream sends them)
-    and longer than the limit when it was cut. Without one (the shadow's judge reads a
-    stream's whole answer, as a whole answer's) nothing is left out."""
+    With a `limit` (what the reader keeps of an answer: the decision log's
+    ``max_response_chars``, the shadow judge's) it holds no more than what may end up
+    within one character past it, as nothing else bounds a stream's length before its
+    upstream ends it. `text` is then the whole answer's up to the limit and longer than
+    the limit exactly when the whole answer is, whatever order the pieces came in (calls
+    interleaved by index, text after calls). Without one nothing is left out."""
 
     def __init__(self, limit: int | None = None) -> None:
         self._content: list[str] = []
-        self._calls: dict[int, dict[str, str]] = {}
-        self._room = None if limit is None else limit + 1  # characters still taken
+        self._calls: dict[int, dict[str, list[str]]] = {}  # a field's pieces, joined once
+        self._most = None if limit is None else limit + 1  # the characters that matter
+        self._room = self._most  # content characters still taken: the text comes first
+        self._held = 0  # the least the calls held take in `text`
+        self._trim_past = None if limit is None else 2 * (limit + 1)  # held, then trimmed
+        # (index, field) from which on, in `text`, every call's piece is past the limit
+        self._past: tuple[int, int] | None = None
 
     def observe(self, event: bytes) -> None:
-        """Read one event, as `Opened.events` yields it (``data: <JSON>``); once the limit
-        is reached, not even parsed."""
+        """Read one event, as `Opened.events` yields it (``data: <JSON>``); once the text
+        (first in the answer) reaches the limit, not even parsed. Calls past the limit
+        are not held, but what follows them is read: more text, or an earlier call,
+        would come before them."""
         if self._room != 0:
             self.add(chunk_of(event))
 
@@ -133,14 +147,69 @@ class StreamedAnswer:
                 continue
             index = call.get("index", 0)
             index = index if isinstance(index, int) else 0
-            if index not in self._calls:
-                self._calls[index] = {}
-                if self._room is not None:
-                    self._room -= 1  # a call's JSON in `text` takes a character at least
+            self._observe_call(index, function)
+
+    def _observe_call(self, index: int, function: Mapping[str, Any]) -> None:
+        past = self._past
+        if past is not None and (index, _CALL) >= past:
+            return
+        slot = self._calls.get(index)
+        if slot is None:
+            slot = self._calls[index] = {}
+            self._held += _CALL_CHARS
+        for field, key in enumerate(("name", "arguments")):
+            piece = function.get(key)
+            if isinstance(piece, str) and (past is None or (index, field) < past):
+                pieces = slot.setdefault(key, [])
+                if piece:
+                    pieces.append(piece)
+                    self._held += len(piece)
+        if self._trim_past is not None and self._held > self._trim_past:
+            self._cut_calls(self._trim_past // 2)
+
+    def _cut_calls(self, most: int) -> None:
+        """Leave out what of the calls lies past `most` characters into `text`, counting
+        the least each piece may take there (a character a character, a missing field as
+        ``""``): more text, or more of an earlier call, only pushes it further. Each cut
+        leaves `text` as the whole answer's up to where it differs, at `most` or past."""
+        cut = self._trimmed(most)
+        if cut is None:
+            return
+        self._past = cut if self._past is None else min(cut, self._past)
+        for index in list(self._calls):
+            if (index, _CALL) > cut:
+                del self._calls[index]
+            elif (index, _ARGUMENTS) > cut:
+                self._calls[index].pop("arguments", None)
+        self._held = sum(
+            _CALL_CHARS + sum(len(p) for pieces in slot.values() for p in pieces)
+            for slot in self._calls.values()
+        )
+
+    def _trimmed(self, most: int) -> tuple[int, int] | None:
+        """Where in the calls `text` reaches `most` characters at the least, each field
+        before it joined and the one it falls in cut there; None when it does not."""
+        content = (self._most or 0) - (self._room or 0)
+        at = content + (1 if content else 0) + 1  # the calls' JSON starts after a newline
+        order = sorted(self._calls)
+        for n, index in enumerate(order):
+            if n:
+                if at >= most:  # a ", " where the whole answer has its next call
+                    return (order[n - 1], _AFTER)
+                at += 2
             slot = self._calls[index]
-            for key in ("name", "arguments"):
-                if isinstance(function.get(key), str):
-                    slot[key] = slot.get(key, "") + self._taken(function[key])
+            at += len('{"name": ')
+            for field, key in enumerate(("name", "arguments")):
+                at += len(', "arguments": ') if field else 0
+                piece = "".join(slot.get(key, ()))
+                room = max(most - at - 1, 0)  # after its opening quote
+                if key in slot:
+                    slot[key] = [piece[:room]]
+                if len(piece) > room or at >= most:
+                    return (index, field)
+                at += len(piece) + 2
+            at += 1
+        return None
 
     def _taken(self, piece: str) -> str:
         """As much of `piece` as the limit leaves room for."""
@@ -153,7 +222,10 @@ class StreamedAnswer:
     def text(self) -> str | None:
         message: dict[str, Any] = {"content": "".join(self._content)}
         if self._calls:
-            message["tool_calls"] = [{"function": self._calls[i]} for i in sorted(self._calls)]
+            message["tool_calls"] = [
+                {"function": {key: "".join(pieces) for key, pieces in self._calls[i].items()}}
+                for i in sorted(self._calls)
+            ]
         return answer_text({"choices": [{"message": message}]})
 
 
