@@ -9,10 +9,12 @@ pass's. Run it against another tree with that tree's `src` on PYTHONPATH, and un
 ``python -m cProfile -o out.pstats`` to count what a stream calls.
 
     python benchmarks/bench_stream_dispatch.py [--streams 1000] [--passes 5] [--upstream-port P]
-        [--null-usage]
+        [--null-usage] [--answer LIMIT]
 
 --null-usage: the upstream's chunks say ``"usage":null``, as OpenAI's do for a stream
 that asks for usage (as the dispatcher's always do); the client's body here does not.
+--answer: each event is also read into a `StreamedAnswer(LIMIT)`, as the gateway's relay
+reads a stream's answer for the decision log (``max_response_chars``: 32000 by default).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from llmroute.decision import Decision
 from llmroute.dispatch import Dispatcher, Plan
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
+from llmroute.telemetry.shadow import StreamedAnswer
 
 HELPER = Path(__file__).resolve().parent / "_http_bench.py"
 REGISTRY = """
@@ -46,27 +49,36 @@ default: {target: small}
 BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-async def _one(dispatcher: Dispatcher, plan: Plan) -> int:
+async def _one(dispatcher: Dispatcher, plan: Plan, answer: int | None = None) -> int:
     opened = await dispatcher.open_stream(plan, dict(BODY))
     events = 0
-    async for _ in opened.events:
+    if answer is None:
+        async for _ in opened.events:
+            events += 1
+        return events
+    read = StreamedAnswer(answer)
+    async for event in opened.events:
+        read.observe(event)
         events += 1
+    read.text()
     return events
 
 
-async def _run(url: str, streams: int, passes: int) -> tuple[int, list[float]]:
+async def _run(
+    url: str, streams: int, passes: int, answer: int | None = None
+) -> tuple[int, list[float]]:
     registry = parse_registry(REGISTRY % url).registry
     decision = Decision("d", "r", "small", "bench", 1.0, None, "bench", "v", (), 0.0, 0.0)
     plan = Plan(decision, ("small",), registry.route("r").policy, None)
     dispatcher = Dispatcher(registry, build_providers(registry))
     try:
         for _ in range(200):
-            events = await _one(dispatcher, plan)
+            events = await _one(dispatcher, plan, answer)
         out = []
         for _ in range(passes):
             started = time.process_time()
             for _ in range(streams):
-                await _one(dispatcher, plan)
+                await _one(dispatcher, plan, answer)
             out.append((time.process_time() - started) / streams * 1e6)
         return events, out
     finally:
@@ -79,6 +91,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--upstream-port", type=int, default=0, help="the fake upstream's (0: any)")
     parser.add_argument("--null-usage", action="store_true", help='chunks say "usage":null')
+    parser.add_argument("--answer", type=int, help="read each answer up to this many chars")
     args = parser.parse_args()
     upstream = subprocess.Popen(
         [
@@ -95,7 +108,7 @@ def main() -> None:
     try:
         assert upstream.stdout is not None
         url = f"http://127.0.0.1:{int(upstream.stdout.readline().split()[1])}"
-        events, passes = asyncio.run(_run(url, args.streams, args.passes))
+        events, passes = asyncio.run(_run(url, args.streams, args.passes, args.answer))
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
