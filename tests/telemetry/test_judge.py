@@ -82,6 +82,19 @@ def test_exact_judge_without_an_answer_is_undecided() -> None:
     assert missing.routed_ok is None and missing.error == "no reference answer to judge"
 
 
+def test_exact_judge_does_not_judge_an_answer_longer_than_it_reads() -> None:
+    """Its final answer is at an answer's end: past `max_chars` (where a stream's answer
+    is no longer read) it is not judged, rather than judged on a wrong final answer."""
+    judge = ExactJudge()
+    long = "x " * (judge.max_chars // 2) + "so the answer is 7"
+    assert len(long) > judge.max_chars
+    for routed, reference, which in ((long, "7", "routed"), ("7", long, "reference")):
+        result = _judge(judge, routed, reference)
+        assert result.routed_ok is None and result.score is None
+        assert result.error == f"the {which} answer is longer than 100,000 characters"
+    assert _judge(judge, long[-judge.max_chars :], "7").routed_ok is True
+
+
 @pytest.mark.skipif(not GSM8K.exists(), reason=f"{GSM8K} is absent (shared GSM8K data)")
 def test_exact_judge_agrees_with_gsm8k_correctness_labels() -> None:
     """On RouteLLM's GSM8K answers (Apache-2.0): where both models were right, their

@@ -16,6 +16,7 @@ from fake_upstream import fake_upstream
 from gateway_proc import Served, serve_text, wait_for
 
 from llmroute import Router
+from llmroute.telemetry.judge import EXACT_MAX_CHARS
 from llmroute.telemetry.record import LoggedDecision, ShadowRecord
 from llmroute.telemetry.store import open_store
 
@@ -176,6 +177,30 @@ def test_a_shadowed_stream_is_judged_whole_and_stored_cut(tmp_path: Path) -> Non
     [shadow] = _shadows(db, 1)
     assert shadow.routed_answer == text[:120]
     assert shadow.routed_ok and shadow.extra["routed_final"] == "7"
+
+
+def test_a_shadowed_stream_is_read_as_far_as_its_judge_reads(tmp_path: Path) -> None:
+    """A shadowed stream's answer was held whole for the judge, however long: it is read
+    as far as the judge reads (the exact judge: `EXACT_MAX_CHARS`), one character past
+    telling the judge it was cut, which then judges it as a whole answer that long."""
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    text = "x" * EXACT_MAX_CHARS + " so the answer is 7"  # the echo streams a word an event
+    with (
+        serve_text(SHADOWED % {"db": db}, tmp_path, env=env) as served,
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        for stream in (True, False):
+            answer = client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": text}], stream=stream
+            )
+            if stream:
+                assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    shadows = _shadows(db, 2)
+    assert [s.routed_answer for s in shadows] == [text[:120]] * 2
+    assert [(s.routed_ok, s.judge_error) for s in shadows] == [
+        (None, "the routed answer is longer than 100,000 characters")
+    ] * 2
 
 
 def test_a_stream_of_several_choices_is_stored_as_choice_0s_text(tmp_path: Path) -> None:

@@ -448,6 +448,28 @@ def test_answer_text() -> None:
     assert answer_text(parts) == "42"
 
 
+@pytest.mark.parametrize(
+    ("judge", "chars"),
+    [
+        (None, 0),
+        (JudgeSettings(kind="exact"), 100_000),
+        (JudgeSettings(kind="model", model="judge", max_chars=300), 300),
+    ],
+    ids=["none", "exact", "model"],
+)
+def test_a_shadow_reads_of_an_answer_what_its_judge_reads(
+    registry: Registry, judge: JudgeSettings | None, chars: int
+) -> None:
+    """A shadowed stream's answer was read whole for the judge: the judge reads no more
+    than its `max_chars` (the model judge clips each answer there, the exact judge judges
+    none longer), so a stream's is read no further (and is stored cut, as any)."""
+
+    async def job(run: Run) -> int:
+        return run.runner.answer_chars
+
+    assert _run(registry, job, judge=judge) == chars
+
+
 def test_streamed_answer_accumulates_a_real_stream(registry: Registry) -> None:
     async def job(run: Run) -> tuple[str | None, str | None]:
         plan = Plan(_decision(), ("cheap",))

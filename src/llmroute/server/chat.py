@@ -57,7 +57,7 @@ from llmroute.telemetry.record import (
 )
 from llmroute.telemetry.recorder import Recorder
 from llmroute.telemetry.service import Telemetry
-from llmroute.telemetry.shadow import answer_text
+from llmroute.telemetry.shadow import ShadowRunner, answer_text
 from llmroute.telemetry.tracing import RequestTrace, Tracing
 from llmroute.verbatim_json import answer_json, loads_answer
 
@@ -554,8 +554,9 @@ async def _relayed(
     try:
         if lookup is not None:
             opened.events = lookup.tee(opened)
+        reader = _answer_reader(gateway_of(request).shadow if shadow else None, recorder)
         streamed = RelayedStream(
-            relay(opened, done, _answer_reader(shadow, recorder)),
+            relay(opened, done, reader),
             lambda: opened.model,
             unsent,
             closers=(functools.partial(_end_unread, opened, done),),
@@ -1103,14 +1104,15 @@ async def route_only(request: Request) -> Response:
 _BROKE_OFF = BROKE_OFF_CHUNK
 
 
-def _answer_reader(shadow: bool, recorder: Recorder | None) -> StreamedAnswer | None:
-    """What reads a relayed stream's answer: all of it for the shadow's judge (as a whole
-    answer's), what the decision log keeps of it for the log alone; else nothing."""
-    if shadow:
-        return StreamedAnswer()
-    if recorder is not None and recorder.wants_answers:
-        return StreamedAnswer(recorder.max_response_chars)
-    return None
+def _answer_reader(shadow: ShadowRunner | None, recorder: Recorder | None) -> StreamedAnswer | None:
+    """What reads a relayed stream's answer: as far as the decision log keeps it, when it
+    keeps answers, and the shadow's judge reads it, for a shadowed one; else nothing."""
+    logged = (
+        recorder.max_response_chars if recorder is not None and recorder.wants_answers else None
+    )
+    if shadow is not None:
+        return StreamedAnswer(max(shadow.answer_chars, logged or 0))
+    return None if logged is None else StreamedAnswer(logged)
 
 
 async def relay(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from llmroute.dispatch.dispatcher import Dispatcher
 
 __all__ = [
+    "EXACT_MAX_CHARS",
     "JUDGE_MAX_TOKENS",
     "JUDGE_PROMPT",
     "ExactJudge",
@@ -76,6 +77,12 @@ class Judge(Protocol):
     @property
     def name(self) -> str:
         """How `ShadowRecord.judge` names this judge: ``exact`` or ``model:<name>``."""
+        ...
+
+    @property
+    def max_chars(self) -> int:
+        """The most of an answer it reads: a stream's answer is read no further (and one
+        character past, which tells it was cut: `StreamedAnswer`)."""
         ...
 
     async def judge(
@@ -177,10 +184,19 @@ def final_answer(text: str) -> str:
     return _normalised(text)
 
 
+EXACT_MAX_CHARS = 100_000
+"""The longest answer the exact judge judges. Its final answer is at its end, so one cut
+shorter would be judged on a wrong one: a longer answer (a stream's is read no further)
+gets no verdict. Far beyond a maths or multiple-choice answer; it also bounds the work of
+`final_answer`'s regular expressions, on the event loop."""
+
+
 class ExactJudge:
-    """Routed ok when its final answer (`final_answer`) equals the reference's."""
+    """Routed ok when its final answer (`final_answer`) equals the reference's; no
+    verdict when either answer is longer than `max_chars`."""
 
     name = "exact"
+    max_chars = EXACT_MAX_CHARS
 
     async def judge(
         self, request: Mapping[str, Any], routed: str | None, reference: str | None
@@ -189,6 +205,10 @@ class ExactJudge:
         if missing is not None:
             return missing
         assert routed is not None and reference is not None
+        for which, text in (("routed", routed), ("reference", reference)):
+            if len(text) > self.max_chars:
+                error = f"the {which} answer is longer than {self.max_chars:,} characters"
+                return Judgement(self.name, None, error=error)
         mine, theirs = final_answer(routed), final_answer(reference)
         ok = mine == theirs
         extra = {"routed_final": mine[:100], "reference_final": theirs[:100]}

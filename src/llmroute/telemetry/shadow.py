@@ -8,7 +8,8 @@ which schedules the reference call as an asyncio task and returns at once. The c
 response never waits for a shadow, and a shadow never raises into the request.
 
 For a stream, the caller accumulates the streamed answer (`StreamedAnswer`, from the
-relayed SSE events) and calls `submit` after the stream has ended.
+relayed SSE events, up to `ShadowRunner.answer_chars`) and calls `submit` after the
+stream has ended.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class StreamedAnswer:
     relay, a cached stream's replay and the SDK's streams. Of several choices (``n``),
     choice 0's (`choice_zero`), as the cascade's gates read a buffered tier's.
 
-    With a `limit` (what the reader keeps of an answer: the decision log's
-    ``max_response_chars``, the shadow judge's) it holds no more than what may end up
+    With a `limit` (what its readers keep of an answer: the decision log's
+    ``max_response_chars``, the shadow judge's `max_chars`) it holds no more than what may end up
     within one character past it, as nothing else bounds a stream's length before its
     upstream ends it. `text` is then the whole answer's up to the limit and longer than
     the limit exactly when the whole answer is, whatever order the pieces came in (calls
@@ -284,6 +285,14 @@ class ShadowRunner:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    @property
+    def answer_chars(self) -> int:
+        """How much of a routed answer the shadow reads: what its judge reads (`max_chars`;
+        none without one, the answer then only stored, cut as the decision log cuts
+        answers). A shadowed stream's is read that far, one character past telling a cut
+        one, as for the decision log (`StreamedAnswer`)."""
+        return 0 if self.judge is None else self.judge.max_chars
 
     @property
     def models(self) -> tuple[str, ...]:
