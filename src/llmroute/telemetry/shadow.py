@@ -92,6 +92,7 @@ def _tool_calls(raw: Any) -> list[dict[str, Any]]:
 # the fields of a place in the calls' JSON, in their order: a call itself, its name's
 # characters, its arguments', and what follows it (the next calls)
 _CALL, _NAME, _ARGUMENTS, _AFTER = -1, 0, 1, 2
+_FIELDS = ((_NAME, "name"), (_ARGUMENTS, "arguments"))
 # the least a call takes in `text`, JSON of empty fields: '{"name": "", "arguments": ""}, '
 _CALL_CHARS = 31
 
@@ -158,10 +159,12 @@ class StreamedAnswer:
         if slot is None:
             slot = self._calls[index] = {}
             self._held += _CALL_CHARS
-        for field, key in enumerate(("name", "arguments")):
+        for field, key in _FIELDS:
             piece = function.get(key)
             if isinstance(piece, str) and (past is None or (index, field) < past):
-                pieces = slot.setdefault(key, [])
+                pieces = slot.get(key)
+                if pieces is None:
+                    pieces = slot[key] = []
                 if piece:
                     pieces.append(piece)
                     self._held += len(piece)
@@ -200,7 +203,7 @@ class StreamedAnswer:
                 at += 2
             slot = self._calls[index]
             at += len('{"name": ')
-            for field, key in enumerate(("name", "arguments")):
+            for field, key in _FIELDS:
                 at += len(', "arguments": ') if field else 0
                 piece = "".join(slot.get(key, ()))
                 room = max(most - at - 1, 0)  # after its opening quote
