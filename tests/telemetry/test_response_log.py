@@ -159,8 +159,8 @@ def test_answers_are_stored_redacted_streamed_or_not(redacted: tuple[Served, Pat
 
 def test_a_shadowed_stream_is_judged_whole_and_stored_cut(tmp_path: Path) -> None:
     """The decision log keeps a stream's answer up to ``max_response_chars``; the shadow's
-    judge reads all of it, as a whole answer's (the exact judge, its final answer at the
-    end, past the cut)."""
+    judge reads further, as far as it reads a whole answer (the exact judge, its final
+    answer at the end, past the log's cut, up to `EXACT_MAX_CHARS`)."""
     db = tmp_path / "log.db"
     env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
     text = "word " * 40 + "so the answer is 7"
