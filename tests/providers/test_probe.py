@@ -193,6 +193,42 @@ def test_a_server_that_lists_nothing_is_a_warning_until_a_chat_answers(
     assert asked.detail.endswith("; reachable; the server does not list its models (HTTP 404)")
 
 
+def test_a_server_that_does_not_implement_its_listing_is_one_that_lists_nothing(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """501 Not Implemented says what a 404 says: the server is up and lists nothing."""
+    openai_up.listing_status = 501
+    registry = _registry(openai_up, anthropic_up)
+    listed = _probe(registry, models=["small"], timeout_s=5.0)["small"]
+    assert (listed.status, listed.listed) == ("warn", None)
+    assert listed.detail == "reachable; the server does not list its models (HTTP 501)"
+    asked = _probe(registry, models=["small"], chat=True, timeout_s=5.0)["small"]
+    assert asked.status == "ok", asked.detail
+    assert asked.detail.endswith("; reachable; the server does not list its models (HTTP 501)")
+
+
+def test_a_failing_listing_fails_the_row_unless_the_chat_answers(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """Without --chat the listing is all there is to go on: its 5xx fails the row. With
+    --chat the answer settles it: the failed listing is a warning beside it, and a model
+    whose chat fails too fails, both said."""
+    openai_up.listing_status = 503
+    extra = '  broken: {provider: local, model: "broken?status=500"}\n'
+    registry = _registry(openai_up, anthropic_up, extra)
+    listed = _probe(registry, models=["small"], timeout_s=5.0)["small"]
+    assert listed.status == "fail"
+    assert listed.detail.startswith("listing its models failed: upstream returned HTTP 503")
+    assert listed.detail.endswith("(--chat asks the model itself)")
+    got = _probe(registry, models=["small", "broken"], chat=True, timeout_s=5.0)
+    assert (got["small"].status, got["small"].listed) == ("warn", None)
+    assert got["small"].detail.startswith("answered (")
+    assert "; listing its models failed: upstream returned HTTP 503" in got["small"].detail
+    assert got["broken"].status == "fail"
+    assert got["broken"].detail.startswith("upstream returned HTTP 500")
+    assert "; listing its models failed: upstream returned HTTP 503" in got["broken"].detail
+
+
 def test_a_model_that_fails_or_hangs_fails_its_probe_in_bounded_time(
     openai_up: FakeUpstream, anthropic_up: FakeAnthropic
 ) -> None:

@@ -151,6 +151,9 @@ class FakeUpstream:
     """What ``GET /models`` lists; None: it answers 404, as a server that lists nothing."""
     key: str | None = None
     """When set, ``GET /models`` answers 401 unless sent ``Authorization: Bearer KEY``."""
+    listing_status: int | None = None
+    """When set, ``GET /models`` answers this status with an error (501: a server that
+    does not implement the listing; 500, 503: one whose listing fails)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_called(self) -> list[str]:
@@ -492,6 +495,9 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                 )
             if not self.path.endswith("/models") or upstream.listed is None:
                 self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+            elif upstream.listing_status is not None:
+                error = {"message": "listing models failed", "type": "server_error"}
+                self._send_json(upstream.listing_status, {"error": error})
             elif upstream.key is not None and headers.get("authorization") != (
                 f"Bearer {upstream.key}"
             ):

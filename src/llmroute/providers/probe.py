@@ -229,7 +229,7 @@ def _job(
     async def run() -> Probe:
         if isinstance(listing, str) or listing is None:
             return row.probe("fail", f"{listing or 'a credential'} is not set; nothing was sent")
-        refused = _refusal(row, listing.error)
+        refused = _refusal(row, listing.error, chat)
         if refused is not None:
             return refused
         listed, note = _listed(row, listing)
@@ -240,13 +240,19 @@ def _job(
                 listed=listed,
                 latency_ms=listing.latency_ms,
             )
-        return await _chat_and_text(row, providers[row.provider_name], timeout_s, listed, note)
+        asked = await _chat_and_text(row, providers[row.provider_name], timeout_s, listed, note)
+        if asked.status == "ok" and _failed_listing(listing.error):
+            return replace(asked, status="warn")  # it answers; its server is partly failing
+        return asked
 
     return run
 
 
-def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
-    """A listing that failed in a way a chat call would fail too: the row's failure."""
+def _refusal(row: _Row, error: ProviderError | None, chat: bool) -> Probe | None:
+    """A listing that failed in a way a chat call would fail too (credentials refused,
+    the server not reached), or, without `chat`, whose server answered it with an error:
+    the row's failure. A server that does not list (404, 405, 501) is no failure, and
+    with `chat` neither is a listing that failed otherwise: the answer settles it."""
     if error is None:
         return None
     refused = isinstance(error, UpstreamRejected | ProviderMisconfigured)
@@ -262,9 +268,25 @@ def _refusal(row: _Row, error: ProviderError | None) -> Probe | None:
             else "the registry gives this provider no api_key_env or headers_env"
         )
         return row.probe("fail", f"credentials refused (HTTP {error.status}); {said}")
-    if refused:
-        return None  # listing refused for another reason (404: the server lists nothing)
-    return row.probe("fail", error.message)
+    if not _failed_listing(error):
+        return None  # refused for another reason (404, 501: the server lists nothing)
+    if error.status is None:
+        return row.probe("fail", error.message)  # not reached: a chat would go the same way
+    if chat:
+        return None
+    return row.probe("fail", f"{_listing_failure(error)} (--chat asks the model itself)")
+
+
+def _failed_listing(error: ProviderError | None) -> bool:
+    """Whether the listing failed (5xx, 429, no answer), rather than being refused by a
+    server that lists nothing (404, 405, 501 Not Implemented)."""
+    if error is None or isinstance(error, UpstreamRejected | ProviderMisconfigured):
+        return False
+    return error.status != 501
+
+
+def _listing_failure(error: ProviderError) -> str:
+    return f"listing its models failed: {error.message}"
 
 
 def _listed(row: _Row, listing: _Listing) -> tuple[bool | None, str]:
@@ -272,8 +294,10 @@ def _listed(row: _Row, listing: _Listing) -> tuple[bool | None, str]:
     upstream = row.upstream
     if row.spec.kind == "bedrock":
         return None, "not listed: Bedrock's runtime endpoint lists no models (--chat asks it)"
+    if listing.error is not None and _failed_listing(listing.error):
+        return None, _listing_failure(listing.error)
     if listing.error is not None:
-        status = getattr(listing.error, "status", None)
+        status = listing.error.status
         return None, f"reachable; the server does not list its models (HTTP {status})"
     if listing.note is not None:
         return None, listing.note
