@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -66,6 +67,8 @@ auth:
     - {name: thrifty, key_env: LLMROUTE_TEST_THRIFTY_KEY, budget: {usd: 0.000001, period: day}}
 """
 ENV = {"LLMROUTE_TELEMETRY_URL": "off", **KEYS}
+LOG_REQUESTS = ["--log-format", "json", "--log-requests", "--no-access-log"]
+DECISION_ID = re.compile(r"[0-9a-f]{24}")  # the gateway's ids: ms, then random
 
 
 def _registry(upstream: FakeUpstream, batches: str) -> str:
@@ -87,8 +90,25 @@ def gateway(
 ) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("batches")
     text = _registry(upstream, "{concurrency: 3}")
-    with serve_text(text, tmp, env={**ENV, "LLMROUTE_TELEMETRY_URL": decisions}) as served:
+    env = {**ENV, "LLMROUTE_TELEMETRY_URL": decisions}
+    with serve_text(text, tmp, LOG_REQUESTS, env) as served:
         yield served
+
+
+def _request_line(served: Served, request_id: str) -> dict[str, Any]:
+    """The gateway's request line (``--log-requests``) naming `request_id`, once written."""
+
+    def lines() -> list[dict[str, Any]]:
+        logged = map(json.loads, filter(None, served.log_text().splitlines()))
+        return [
+            r
+            for r in logged
+            if r["logger"] == "llmroute.requests" and r.get("request_id") == request_id
+        ]
+
+    _until(lambda: bool(lines()))
+    (line,) = lines()
+    return line
 
 
 def _logged(decisions: str, tag: str, api: str | None = None) -> list[dict[str, Any]]:
@@ -152,7 +172,7 @@ def _answers(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, 
 
 
 def test_a_chat_batch_is_routed_answered_and_downloaded(
-    client: openai.OpenAI, upstream: FakeUpstream, decisions: str
+    client: openai.OpenAI, upstream: FakeUpstream, decisions: str, gateway: Served
 ) -> None:
     requests = [
         _chat("code-1", "write a Python function to parse YAML"),
@@ -195,6 +215,13 @@ def test_a_chat_batch_is_routed_answered_and_downloaded(
     assert set(failed) == {"nowhere"}
     assert failed["nowhere"]["response"]["status_code"] == 404
     assert failed["nowhere"]["response"]["body"]["error"]["code"] == "model_not_found"
+    # refused before routing: an id as the gateway's, which its request line names
+    refused_id = failed["nowhere"]["response"]["request_id"]
+    assert DECISION_ID.fullmatch(refused_id), refused_id
+    line = _request_line(gateway, refused_id)
+    assert (line["status"], line["error"], line["path"]) == (
+        404, "model_not_found", "/v1/chat/completions"
+    )  # fmt: skip
     usages = [a["response"]["body"]["usage"] for a in answers.values()]
     assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in usages) > 0
     assert done.usage.output_tokens == sum(u["completion_tokens"] for u in usages) > 0

@@ -51,7 +51,7 @@ from llmroute.server.completions import COMPLETIONS_FRONT, to_chat_body
 from llmroute.server.embeddings import embed
 from llmroute.server.errors import GatewayError, gateway_error
 from llmroute.server.fronts import answer_converted
-from llmroute.server.request_ids import apart, request_id_of
+from llmroute.server.request_ids import answered_apart, apart, request_id_of
 from llmroute.server.responses import answer_responses
 from llmroute.server.root_path import paths_as_asked
 from llmroute.server.state import Gateway, live_requests
@@ -302,7 +302,7 @@ class BatchRun:
                 return
             response = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
-        request_id = response.headers.get("x-request-id") or f"req_{secrets.token_hex(16)}"
+        request_id = response.headers["x-request-id"]  # `_send` names each answer
         raw = bytes(getattr(response, "body", b""))  # (a stream has none: never asked)
         answer = {
             "id": f"batch_req_{secrets.token_hex(16)}",
@@ -322,7 +322,10 @@ class BatchRun:
         return self._draining.is_set()
 
     async def _send(self, body: dict[str, Any]) -> Response:
-        """`body` answered as its endpoint answers it, the error as its JSON response."""
+        """`body` answered as its endpoint answers it, the error as its JSON response;
+        with an ``x-request-id`` as the gateway's answers have: its decision's (or its
+        embeddings row's), else made as the gateway makes one, an error's request line
+        naming it (`answered_apart`)."""
         # a scope of its own: serving notes per-request state in it (its id too)
         scope = {
             **apart(self.request.scope),
@@ -330,6 +333,13 @@ class BatchRun:
             "method": "POST",
             GATEWAY_TAGS: self._tags,
         }
+        response = await self._answered_by_endpoint(scope, body)
+        if "x-request-id" not in response.headers:
+            raw = bytes(getattr(response, "body", b""))
+            response.headers["x-request-id"] = answered_apart(scope, response.status_code, raw)
+        return response
+
+    async def _answered_by_endpoint(self, scope: dict[str, Any], body: dict[str, Any]) -> Response:
         request = Request(scope, self.request.receive)
         gateway = self.gateway
         ts, started_ns = time.time(), time.perf_counter_ns()
@@ -357,8 +367,7 @@ class BatchRun:
         except Exception:  # one request's failure is its own, not the batch's
             request_id = request_id_of(scope)  # its decision's, once routed
             log.exception("batch %s: a request failed (request %s)", self.record.id, request_id)
-            headers = {"x-request-id": request_id}
-            return GatewayError(500, "internal server error", headers=headers).response()
+            return GatewayError(500, "internal server error").response()
 
     async def _ticking(self, task: asyncio.Task[None]) -> None:
         """Every `FLUSH_S` (a third of the lease if shorter) until the run stops: answers

@@ -27,6 +27,7 @@ from llmroute.telemetry.request_log import REQUESTS_LOGGER
 
 __all__ = [
     "REQUEST_ID",
+    "answered_apart",
     "apart",
     "recorded_as",
     "recorded_otherwise",
@@ -122,18 +123,35 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
         added.append((_ANTHROPIC_ID, value))
     message["headers"] = added
     status = int(message.get("status", 200))
+    if not _unrouted_error(scope, status):
+        return send
+    return _ErrorLine(send, scope, request_id, status)
+
+
+def answered_apart(scope: Scope, status: int, body: bytes) -> str:
+    """The id of an answer made apart from any the client is sent (a batch's line, with
+    a scope of its own: `apart`), which `stamped` never sees: `request_id_of` its scope,
+    and for an error answered without a decision its request line, as `stamped` writes
+    a live answer's, so that the id the batch's output gives is found in the log."""
+    request_id = request_id_of(scope)
+    if _unrouted_error(scope, status):
+        log_unrouted(scope, request_id, status, body)
+    return request_id
+
+
+def _unrouted_error(scope: Scope, status: int) -> bool:
+    """Whether an answer of `status` is a request line of its own (when request lines
+    are on): an error no decision's record holds."""
     # a 499 is no line: nobody reads it, and what answered it logged the request (chat's
     # decision, an embeddings row) or nothing came to log (a body cut off); nor is an
     # error after routing (`routed_as`): the decision's record is its line, unless it
     # was written with another status before this error came (`recorded_as`)
-    if (
+    return not (
         status < 400
         or status == _CLIENT_CLOSED
         or (_DECISION_KEY in scope and not recorded_otherwise(scope, status))
         or not _log.isEnabledFor(logging.INFO)
-    ):
-        return send
-    return _ErrorLine(send, scope, request_id, status)
+    )
 
 
 class _ErrorLine:
