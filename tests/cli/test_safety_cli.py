@@ -385,3 +385,4 @@ def test_eval_safety_scores_a_rows_first_windows_and_says_how_many_ran_past(
     assert (report["tpr"], report["past_windows"]) == (tpr, 1)
     human = llmroute("eval-safety", "--data", data)
     assert "1 row ran past the 16 windows scored" in human.stdout, human.stdout
+    assert "n 4 (1 attack, 3 benign)" in human.stdout, human.stdout

@@ -103,6 +103,17 @@ def test_eval_reads_labelled_rows_from_stdin(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["n"] == 2
 
 
+def test_registry_diff_names_stdin_and_counts_one_request(tmp_path: Path) -> None:
+    (tmp_path / "registry.yaml").write_text(REGISTRY)
+    argv = ["registry", "diff", "registry.yaml", "registry.yaml", "-d", "-"]
+    done = _llmroute(
+        argv, b'{"prompt": "hello there", "tokens_in": 5, "tokens_out": 2}\n', tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\n1 request from <stdin>\n" in done.stdout, done.stdout
+    assert "cost of the 1 request with token counts: " in done.stdout, done.stdout
+
+
 def test_a_bad_line_on_stdin_is_named_as_stdin(tmp_path: Path) -> None:
     (tmp_path / "registry.yaml").write_text(REGISTRY)
     data = b'{"text": "hello there", "intent": "chat"}\nnot json\n'

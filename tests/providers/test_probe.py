@@ -21,10 +21,11 @@ from llmroute.providers.probe import (
     PROBE_PROMPT,
     PROBE_SUFFIX,
     Probe,
+    _answered,
     probe_pool,
 )
 from llmroute.registry import parse_registry
-from llmroute.registry.schema import Registry
+from llmroute.registry.schema import Model, Registry
 
 KEY = "sk-probe-0123456789abcdef"
 
@@ -227,6 +228,30 @@ def test_a_failing_listing_fails_the_row_unless_the_chat_answers(
     assert got["broken"].status == "fail"
     assert got["broken"].detail.startswith("upstream returned HTTP 500")
     assert "; listing its models failed: upstream returned HTTP 503" in got["broken"].detail
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "said"),
+    [
+        ("chat", {"usage": {"completion_tokens": 1}}, "answered (1 token)"),
+        ("chat", {"usage": {"completion_tokens": 2}}, "answered (2 tokens)"),
+        ("embedding", {"data": [{"embedding": [0.5]}]}, "embedded (1 dimension)"),
+        ("rerank", {"results": [{"index": 0}]}, "reranked (1 result)"),
+    ],
+)
+def test_what_came_back_is_counted_in_words(
+    kind: str, answer: dict[str, object], said: str
+) -> None:
+    assert _answered(Model(provider="p", model="m", kind=kind), answer) == said
+
+
+def test_a_server_listing_one_other_model_names_it(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    openai_up.listed = ["qwen2.5-7b-instruct"]
+    got = _probe(_registry(openai_up, anthropic_up), models=["typo"], timeout_s=5.0)["typo"]
+    assert (got.status, got.listed) == ("warn", False)
+    assert got.detail == "not the one model the server lists, qwen2.5-7b-instruct"
 
 
 def test_a_model_that_fails_or_hangs_fails_its_probe_in_bounded_time(

@@ -382,7 +382,7 @@ def test_registry_diff_replays_the_exported_traffic(
     assert "  small -> large: 1" in lines and f'      "{rain}"' in lines
     # 100 in and 200 out at 0.1 / 0.4 on small ($0.00009, not "$0.0001"), then at 3 / 15
     assert (
-        "cost of the 1 requests with token counts: $0.00009 -> $0.0033 (+3566.7%) "
+        "cost of the 1 request with token counts: $0.00009 -> $0.0033 (+3566.7%) "
         "(their logged token counts at each registry's prices)"
     ) in lines
 

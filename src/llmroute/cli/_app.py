@@ -22,6 +22,7 @@ __all__ = [
     "check_plot_path",
     "check_port",
     "check_telemetry_url",
+    "counted",
     "data_file",
     "err_console",
     "fail",
@@ -219,6 +220,11 @@ def given_as(ctx: typer.Context, param: str, flag: str, envvar: str) -> str:
     the reader to a command line that held none of it)."""
     source = ctx.get_parameter_source(param)
     return f"${envvar}" if source is not None and source.name == "ENVIRONMENT" else flag
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: `n` with its noun agreeing (a plural in -s)."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

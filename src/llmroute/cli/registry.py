@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from llmroute.cli._app import RegistryOption, err_console, fail, registry_app, resolve_registry
+from llmroute.cli._app import (
+    RegistryOption,
+    counted,
+    err_console,
+    fail,
+    registry_app,
+    resolve_registry,
+)
 from llmroute.errors import ConfigError, DataError
 from llmroute.jsonl import shown
 from llmroute.money import usd
@@ -176,11 +183,11 @@ def record(
     text = render_cases(header, texts, decisions)
     if to_stdout:  # the YAML alone on stdout; the count beside it on stderr
         sys.stdout.write(text)
-        err_console.print(f"recorded {len(texts)} cases{left_out}", soft_wrap=True)
+        err_console.print(f"recorded {counted(len(texts), 'case')}{left_out}", soft_wrap=True)
         return
     output.write_text(text, encoding="utf-8")
     print(
-        f"recorded {len(texts)} cases in {output}{left_out}; "
+        f"recorded {counted(len(texts), 'case')} in {output}{left_out}; "
         f"run: llmroute registry test {output} -r {path}"
     )
 
@@ -259,7 +266,7 @@ def _unreplayed(traffic: TrafficFile) -> str:
 def _print_diff(result: RegistryDiff, traffic: TrafficFile, data: Path) -> None:
     skipped = traffic.without_text + traffic.pinned
     print(
-        f"{result.n} requests from {shown(data)}"
+        f"{counted(result.n, 'request')} from {shown(data)}"
         + (f" ({skipped} not replayed: {_unreplayed(traffic)})" if skipped else "")
     )
 
@@ -296,7 +303,7 @@ def _print_diff(result: RegistryDiff, traffic: TrafficFile, data: Path) -> None:
         before, after = result.cost_before_usd, result.cost_after_usd
         change = f" ({(after - before) / before:+.1%})" if before else ""
         print(
-            f"cost of the {result.priced} requests with token counts: {usd(before)} -> "
+            f"cost of the {counted(result.priced, 'request')} with token counts: {usd(before)} -> "
             f"{usd(after)}{change} (their logged token counts at each registry's prices)"
         )
     else:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llmroute.cli._app import app, check_artifact_output, err_console, fail
+from llmroute.cli._app import app, check_artifact_output, counted, err_console, fail
 from llmroute.cli.difficulty import train_app
 from llmroute.json_values import json_safe
 
@@ -138,9 +138,10 @@ def _trained(report: TrainReport, encoder: str, bagged: bool, seconds: float, ou
     weighted = "" if report.weights is None else f"; rows weighted: {_sums(report.weights)}"
     return (
         f"trained a safety detector ({encoder}, token bag {'on' if bagged else 'off'}) on "
-        f"{rows['train+validation']} rows (train + validation; {rows['test']} test rows left "
-        f"out{weighted}) in {seconds:.1f}s ({chosen}); {FOLDS}-fold cross-validated on "
-        f"{val.n_attack} attacks and {val.n_benign} benign: TPR {_share(val.tpr)}, FPR "
+        f"{counted(rows['train+validation'], 'row')} (train + validation; "
+        f"{counted(rows['test'], 'test row')} left out{weighted}) in {seconds:.1f}s "
+        f"({chosen}); {FOLDS}-fold cross-validated on "
+        f"{counted(val.n_attack, 'attack')} and {val.n_benign} benign: TPR {_share(val.tpr)}, FPR "
         f"{_share(val.fpr)}, ROC-AUC {_share(val.auc, 4)} at threshold {val.threshold:.4f}; "
         f"written to {out}"
     )
@@ -281,7 +282,7 @@ def _print_report(out: dict[str, Any]) -> None:
         said = _sums(out["trained_weights"])
         console.print(f"trained with sample weights, each label's sum: {said}")
     console.print(
-        f"n {out['n']} ({out['n_attack']} attacks, {out['n_benign']} benign) · "
+        f"n {out['n']} ({counted(out['n_attack'], 'attack')}, {out['n_benign']} benign) · "
         f"TPR {_share(out['tpr'])} · FPR {_share(out['fpr'])} · precision "
         f"{_share(out['precision'])} · ROC-AUC {_share(out['auc'], 4)} · threshold "
         f"{out['threshold']:.4f}"
@@ -295,13 +296,13 @@ def _print_report(out: dict[str, Any]) -> None:
         )
     if out["hard_negative_n"]:
         console.print(
-            f"hard negatives (benign look-alikes): {out['hard_negative_n']} rows, "
+            f"hard negatives (benign look-alikes): {counted(out['hard_negative_n'], 'row')}, "
             f"FPR {out['hard_negative_fpr']:.3f}"
         )
     for label, stats in out["other_labels"].items():
         console.print(
-            f"other label {label!r}: {int(stats['n'])} rows, {stats['flagged']:.1%} flagged "
-            "(not counted in TPR/FPR)"
+            f"other label {label!r}: {counted(int(stats['n']), 'row')}, "
+            f"{stats['flagged']:.1%} flagged (not counted in TPR/FPR)"
         )
     table = Table("threshold", "TPR", "FPR", "precision", box=None, pad_edge=False)
     for row in out["table"]:

@@ -306,6 +306,8 @@ def _listed(row: _Row, listing: _Listing) -> tuple[bool | None, str]:
     names = {_bare(name): name for name in listing.ids}
     if _bare(upstream) in names:
         return True, "listed by the server"
+    if len(names) == 1:
+        return False, f"not the one model the server lists, {next(iter(names.values()))}"
     close = difflib.get_close_matches(_bare(upstream), list(names), n=_MAX_SUGGESTIONS)
     hint = f"; closest: {', '.join(names[c] for c in close)}" if close else ""
     return False, f"not among the {len(names)} models the server lists{hint}"
@@ -379,7 +381,9 @@ async def _chat_and_text(
     elapsed = _ms(started)
     usage = answer.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    done = f"completed with a {how}" + (f" ({tokens} tokens)" if isinstance(tokens, int) else "")
+    done = f"completed with a {how}" + (
+        f" ({_n(tokens, 'token')})" if isinstance(tokens, int) else ""
+    )
     done += f" in {elapsed:.0f} ms"
     if chatted.status == "ok":
         return replace(chatted, detail=f"{done}; {chatted.detail}")
@@ -448,15 +452,23 @@ def _answered(model: Model, answer: Mapping[str, Any]) -> str:
     """`answered` with what came back: the embedding's size, or the reply's tokens."""
     if model.kind == "rerank":
         results = answer.get("results")
-        return f"reranked ({len(results)} results)" if isinstance(results, list) else "reranked"
+        return (
+            f"reranked ({_n(len(results), 'result')})" if isinstance(results, list) else "reranked"
+        )
     if model.kind == "embedding":
         data = answer.get("data")
         first = data[0] if isinstance(data, list) and data else None
         vector = first.get("embedding") if isinstance(first, dict) else None
-        return f"embedded ({len(vector)} dimensions)" if isinstance(vector, list) else "embedded"
+        return (
+            f"embedded ({_n(len(vector), 'dimension')})" if isinstance(vector, list) else "embedded"
+        )
     usage = answer.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return f"answered ({tokens} tokens)" if isinstance(tokens, int) else "answered"
+    return f"answered ({_n(tokens, 'token')})" if isinstance(tokens, int) else "answered"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _local_job(
@@ -547,7 +559,8 @@ def _encoder_job(
             return probe("fail", str(exc))
         elapsed = _ms(started)
         dims = vectors.shape[1] if vectors.ndim == 2 else 0
-        return probe("ok", f"embedded ({dims} dimensions) in {elapsed:.0f} ms", latency_ms=elapsed)
+        said = f"embedded ({_n(dims, 'dimension')}) in {elapsed:.0f} ms"
+        return probe("ok", said, latency_ms=elapsed)
 
     return run
 
