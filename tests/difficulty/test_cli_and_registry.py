@@ -5,6 +5,7 @@ registry whose default is a difficulty router (pipeline, and the gateway's
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -367,6 +368,14 @@ def test_a_registry_default_splits_by_difficulty(
     assert (hard.layer, hard.model) == ("difficulty", "large")
     assert (easy.layer, easy.model) == ("difficulty", "small")
     assert router.decide("hello there").route == "greet"  # intent still decides first
+    # the margin is the score less the threshold, the confidence tanh(4·|margin|)
+    for decision in (hard, easy):
+        (signal,) = [s for s in decision.signals if s.layer == "difficulty"]
+        margin = signal.detail["score"] - signal.detail["threshold"]
+        assert decision.margin == pytest.approx(margin, abs=1e-5)
+        assert decision.confidence == pytest.approx(math.tanh(4 * abs(margin)), abs=1e-4)
+    assert hard.margin is not None and easy.margin is not None
+    assert hard.margin >= 0 > easy.margin
 
 
 @pytest.mark.parametrize("dial", ["threshold: -1000", "threshold: 1000"])
