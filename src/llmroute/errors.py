@@ -59,7 +59,9 @@ __all__ = [
     "ProviderError",
     "ProviderMisconfigured",
     "ProviderTimeout",
+    "Quoted",
     "RateLimited",
+    "RequestNote",
     "RouterClosed",
     "RoutingError",
     "TelemetryError",
@@ -73,8 +75,6 @@ __all__ = [
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# the upstream's request id, as the providers end an upstream error's message with it
-_REQUEST_NOTE = re.compile(r" \[upstream request [A-Za-z0-9][A-Za-z0-9_.:-]{0,79}\]$")
 _FIELD_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]{1,120}")  # messages[0].content, not a value
 
 
@@ -85,6 +85,20 @@ def identifier_code(code: object) -> str | None:
     reaches the client's error JSON, the decision log and traces: only this shape is
     kept."""
     return code if isinstance(code, str) and _IDENTIFIER.fullmatch(code) else None
+
+
+class Quoted(str):
+    """Words inside a `ProviderError`'s message that the gateway did not write: an
+    upstream's error message, a library exception's text, a value of the request; with
+    whatever leads them in (``": "``). Such a message is built of parts, the gateway's
+    own words and these (``("upstream returned HTTP 400", Quoted(": " + said), note)``),
+    and its `outline` is the parts without these: they may quote the request."""
+
+
+class RequestNote(str):
+    """The part of a `ProviderError`'s message that names the upstream's request id
+    (``" [upstream request <id>]"``, what the provider's support asks for): its
+    `outline` says the error's code and field before it."""
 
 
 class AttemptText(str):
@@ -319,18 +333,26 @@ class ProviderError(LlmrouteError):
     error code when it gave one that is a short identifier (``context_length_exceeded``;
     `identifier_code`), else None. The message names the provider; it never carries an
     API key or a URL (which may embed credentials).
+
+    A message holding words the gateway did not write is given in `parts`, those words
+    `Quoted` (``("llama.cpp failed (ValueError)", Quoted(": " + text))``); ``(text,)`` is
+    the gateway's words throughout. A message given whole is read as one nobody marked:
+    its words after its first ``": "`` as an upstream's (a provider's own verdicts,
+    ``llmroute``'s, whole).
     """
 
     def __init__(
         self,
         provider: str,
-        message: str,
+        message: str | tuple[str, ...],
         *,
         status: int | None = None,
         retry_after_s: float | None = None,
         code: str | None = None,
         param: str | None = None,
     ) -> None:
+        self.parts = _parts(provider, message)
+        message = "".join(self.parts)
         self.provider = provider
         self.status = status
         self.message = message
@@ -341,7 +363,7 @@ class ProviderError(LlmrouteError):
         # the models that failed before `model` refused the request, then `model`
         # itself, as the decision log's attempts say them (set by dispatch)
         self.passed_over: tuple[str, ...] = ()
-        # `outline`, where its rule would not say it: set where the message was made
+        # `outline`, where its parts would not say it: set where the message was made
         # of other errors' (dispatch's "...; then circuit open")
         self.outlined: str | None = None
         # the gateway's own refusals and verdicts (provider "llmroute") name no provider
@@ -360,27 +382,25 @@ class ProviderError(LlmrouteError):
         )
 
     def outline(self) -> str:
-        """The message without the words an upstream wrote, which may quote the request
-        (a field's value, what a content filter found): the gateway's verdicts whole
-        (provider ``llmroute``: a budget, a limit, a capability the model lacks); of
-        any other, its words before the first ``": "`` (``upstream returned HTTP 400``,
-        ``no answer within 30s``, ``upstream request failed``), after which the
-        adapters put the upstream's message or an exception's text, and the error's
-        code and the request field at fault (a field's path), and the upstream's
-        request id that ends the message (``[upstream request <id>]``), what the
-        provider's support asks for."""
+        """The message without the words an upstream wrote (its `Quoted` parts), which
+        may quote the request (a field's value, what a content filter found): the
+        gateway's own words, before and after them (``upstream returned HTTP 400``, the
+        upstream's request id the provider's support asks for, a hint of what to
+        check), and the error's code and the request field at fault (a field's path),
+        said before the request id. The gateway's verdicts (provider ``llmroute``: a
+        budget, a limit, a capability the model lacks) say theirs in their words."""
         if self.outlined is not None:
             return self.outlined
+        own = [part for part in self.parts if not isinstance(part, Quoted)]
         if self.provider == GATEWAY:
-            return self.message
-        noted = _REQUEST_NOTE.search(self.message)
-        note = "" if noted is None else noted.group(0)
-        said = self.message.removesuffix(note).partition(": ")[0]
+            return "".join(own)
+        noted = ""
         if self.code is not None:
-            said += f", code {self.code}"
+            noted += f", code {self.code}"
         if self.param is not None and _FIELD_PATH.fullmatch(self.param):
-            said += f", param {self.param}"
-        return said + note
+            noted += f", param {self.param}"
+        at = next((i for i, p in enumerate(own) if isinstance(p, RequestNote)), len(own))
+        return "".join(own[:at]) + noted + "".join(own[at:])
 
     @property
     def retryable(self) -> bool:
@@ -388,6 +408,17 @@ class ProviderError(LlmrouteError):
         timeout, 5xx, 408, 409 or 429. Any other 4xx is the request's own fault."""
         status = self.status
         return status is None or status >= 500 or status in (408, 409, 429)
+
+
+def _parts(provider: str, message: str | tuple[str, ...]) -> tuple[str, ...]:
+    """`message` in parts (`ProviderError`): as given, or one given whole read as its
+    words up to its first ``": "``, then an upstream's, unless the gateway wrote it."""
+    if not isinstance(message, str):
+        return message
+    said, colon, rest = message.partition(": ")
+    if provider == GATEWAY or not colon:
+        return (message,)
+    return (said, Quoted(colon + rest))
 
 
 class ProviderTimeout(ProviderError):
@@ -431,7 +462,7 @@ class UnsupportedRequest(ProviderError):
     def __init__(
         self,
         provider: str,
-        message: str,
+        message: str | tuple[str, ...],
         *,
         status: int | None = None,
         code: str | None = None,

@@ -11,7 +11,8 @@ has tools (and tool_choice is not none) it also calls the first tool with
 Faults and variants are chosen by the model name, ``NAME?k=v&...``:
 
 - ``status=429|400|500|529...`` answer with that status and Anthropic's error body
-  (``retry_after=S`` adds ``Retry-After: S``); ``context=1`` answers 400 "prompt is too
+  (``retry_after=S`` adds ``Retry-After: S``; ``quote=1``: its message quotes the last
+  user text, as a validation error may); ``context=1`` answers 400 "prompt is too
   long"; ``echo_key=1`` answers 400 with the received x-api-key in its message;
 - ``reset=1`` closes the connection without an answer; ``mid=1`` breaks a stream after
   its first text delta; ``error_event=1`` sends an ``overloaded_error`` event mid-stream;
@@ -412,8 +413,13 @@ def _stop_refusal(body: dict[str, Any]) -> str | None:
     return None
 
 
+def quoting(faults: dict[str, str], body: dict[str, Any]) -> str:
+    """What a ``quote=1`` error message ends with: the last user text, quoted."""
+    return f": {_last_user_text(body)!r}" if "quote" in faults else ""
+
+
 def _fault_reply(
-    faults: dict[str, str], headers: dict[str, str]
+    faults: dict[str, str], headers: dict[str, str], body: dict[str, Any]
 ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
     """The error answer (status, body, extra headers) the faults ask for, if any."""
     if "context" in faults:
@@ -428,7 +434,7 @@ def _fault_reply(
         status = int(faults["status"])
         extra = {"retry-after": faults["retry_after"]} if "retry_after" in faults else {}
         kind = _KINDS.get(status, "api_error")
-        message = _SAID.get(kind, f"{kind} from the fake")
+        message = _SAID.get(kind, f"{kind} from the fake") + quoting(faults, body)
         return status, _error(kind, message), extra
     return None
 
@@ -508,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         if "reset" in faults:
             self.close_connection = True  # no status line at all
             return
-        fault = _fault_reply(faults, headers)
+        fault = _fault_reply(faults, headers, body)
         if fault is not None:
             self._send_json(*fault)
             return

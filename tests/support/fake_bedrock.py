@@ -17,13 +17,15 @@ carry ``anthropic_version: bedrock-2023-05-31`` and neither ``model`` nor ``stre
 Faults by the model id, ``NAME?k=v`` (fake_anthropic's, and): ``throttle=1`` (429
 ThrottlingException), ``too_long=1`` (400 "Input is too long for requested model."),
 ``denied=1`` (403 AccessDeniedException), ``model_error=1`` (424), ``retry_after=S``
-(with a fault: its answer says ``Retry-After: S``, the name capitalised), ``stream_throttle=1``
+(with a fault: its answer says ``Retry-After: S``, the name capitalised; ``quote=1``: its
+message quotes the last user text, as alone a 400 ValidationException's), ``stream_throttle=1``
 (a throttlingException message after the first text), ``bad_crc=1`` (the third frame's
 CRC broken); ``fail=<ExceptionName>`` answers with that exception at the status and in
 the words Bedrock's API reference and AWS give it (`FAILURES`: ``ServiceQuotaExceededException``
 is a 400, ``ModelNotReadyException`` a 429, ``NoPayment`` Marketplace's
 AccessDeniedException for an account without a valid payment method), and
-``stream_fail=<exceptionName>`` sends that exception message as the stream's first;
+``stream_fail=<exceptionName>`` sends that exception message as the stream's first (with
+``quote=1`` quoting the last user text);
 ``hold=1`` (fake_anthropic's) holds a stream's body open after its last message until
 its reader hangs up, which ``released`` records, or 60 s pass; ``lag=S`` (also
 fake_anthropic's) ends a stream's body S seconds after its last message.
@@ -50,6 +52,7 @@ from fake_anthropic import (
     _stop_reason,
     _thinking_refusal,
     faults_of,
+    quoting,
     reply_blocks,
     stream_events,
     thinking_refusal,
@@ -229,9 +232,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         faults = faults_of(model)
         fault = _fault(faults)
+        if fault is None and "quote" in faults and "stream_fail" not in faults:
+            fault = 400, "ValidationException", "Malformed input request"
         if fault is not None:
             wait = {"Retry-After": faults["retry_after"]} if "retry_after" in faults else {}
-            self._error(*fault, extra=wait)
+            status, kind, message = fault
+            self._error(status, kind, message + quoting(faults, body), extra=wait)
             return
         body = {**body, "model": model}  # as fake_anthropic's signatures name it
         said = _thinking_refusal(faults, body)
@@ -244,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[3] == "invoke":
             self._send(200, json.dumps(_message(model, blocks, stop)).encode(), {})
         else:
-            self._stream(_events_json(stream_events(model, blocks, stop)), faults, model)
+            events = _events_json(stream_events(model, blocks, stop))
+            self._stream(events, faults, model, quoting(faults, body))
 
     def _auth_problem(self, headers: dict[str, str], raw: bytes) -> tuple[str, str] | None:
         if self.upstream.key is not None:
@@ -270,7 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"x-amzn-errortype": kind + _ERROR_TYPE_SUFFIX, **(extra or {})}
         self._send(status, json.dumps({"message": message}).encode(), headers)
 
-    def _stream(self, events: list[dict[str, Any]], faults: dict[str, str], model: str) -> None:
+    def _stream(
+        self, events: list[dict[str, Any]], faults: dict[str, str], model: str, quoted: str = ""
+    ) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/vnd.amazon.eventstream")
         self.send_header("transfer-encoding", "chunked")
@@ -280,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         if "stream_throttle" in faults:
             frames = [*frames[:4], exception_frame("throttlingException", "Too many tokens.")]
         if "stream_fail" in faults:
-            frames = [exception_frame(faults["stream_fail"], f"{faults['stream_fail']} said")]
+            said = f"{faults['stream_fail']} said{quoted}"
+            frames = [exception_frame(faults["stream_fail"], said)]
         if "bad_crc" in faults:
             frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 0xFF])
         data = b"".join(frames)

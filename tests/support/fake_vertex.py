@@ -18,7 +18,8 @@ does for that model (`fake_anthropic`: its faults, thinking signatures, streams)
 wrapping (``{"error": {"code", "message", "status"}}``) instead; ``billing=1`` answers
 the 403 of a project whose billing is disabled (its ``ErrorInfo`` reason
 ``BILLING_DISABLED``), and ``retry_delay=S`` gives a 429 Google's ``RetryInfo`` detail
-(``"retryDelay": "Ss"``, as the Gemini API sends it); ``echo_token=1`` answers a 400
+(``"retryDelay": "Ss"``, as the Gemini API sends it; ``quote=1``: its message quotes
+the last user text, as a validation error may); ``echo_token=1`` answers a 400
 whose message repeats the bearer token the request carried.
 """
 
@@ -40,7 +41,7 @@ from urllib.parse import parse_qs, unquote
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from fake_anthropic import _Handler, faults_of
+from fake_anthropic import _Handler, faults_of, quoting
 from fake_upstream import serve_in_thread
 
 PROJECT = "test-proj-1"
@@ -249,7 +250,8 @@ class _VertexHandler(_Handler):
             if "retry_delay" in faults:
                 retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo"}
                 details.append({**retry, "retryDelay": f"{faults['retry_delay']}s"})
-            self._google_error(status, kind, message.format(**where), details)
+            said = message.format(**where) + quoting(faults, body)
+            self._google_error(status, kind, said, details)
             return
         self.answer({**body, "model": model}, headers)
 

@@ -2215,11 +2215,12 @@ def _after_tries(stopped: CircuitOpen, earlier: ProviderError | None) -> None:
     limit), and an operator reading the attempts needs why, not only that it is open."""
     if earlier is None:
         return
-    got, bare = earlier.message, earlier.outline()
+    got, bare = earlier.parts, earlier.outline()
     if earlier.provider != stopped.provider:  # one of the model's several deployments
-        got, bare = f"{earlier.provider}: {got}", f"{earlier.provider}: {bare}"
+        got, bare = (f"{earlier.provider}: ", *got), f"{earlier.provider}: {bare}"
     stopped.outlined = f"{bare}; then {stopped.outline()}"
-    stopped.message = f"{got}; then {stopped.message}"
+    stopped.parts = (*got, "; then ", *stopped.parts)
+    stopped.message = "".join(stopped.parts)
     stopped.args = (f"provider {stopped.provider!r}: {stopped.message}",)
 
 

@@ -23,7 +23,9 @@ from llmroute.errors import (
     ProviderError,
     ProviderMisconfigured,
     ProviderTimeout,
+    Quoted,
     RateLimited,
+    RequestNote,
     UpstreamRejected,
     identifier_code,
 )
@@ -73,7 +75,7 @@ _NOT_BILLED = re.compile(
 )
 _NOT_BILLED_WHY = (
     "the gateway's account with the provider cannot be billed; billing disabled or no "
-    "valid payment method"  # no ": ", which ends what an attempt's outline keeps
+    "valid payment method"
 )
 # Why an upstream refused the gateway itself (`ProviderMisconfigured`).
 _MISCONFIGURED = {
@@ -241,11 +243,8 @@ def network_error(provider: str, exc: BaseException) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderTimeout(provider, f"upstream timed out ({type(exc).__name__})")
     reason = _transport_reason(exc)
-    failed = ProviderError(
-        provider, f"upstream request failed{f': {reason}' if reason else ''} ({type(exc).__name__})"
-    )
-    failed.outlined = failed.message  # the gateway's words throughout: the log keeps them
-    return failed
+    said = f"upstream request failed{f': {reason}' if reason else ''} ({type(exc).__name__})"
+    return ProviderError(provider, (said,))  # the gateway's words throughout
 
 
 def _transport_reason(exc: BaseException) -> str:
@@ -286,6 +285,7 @@ def error_from_response(
     ``ThrottlingException in its stream``: no HTTP status came, `status` is the one its
     type stands for); the server's own words are kept, as an answer's are."""
     message, code, param = _upstream_message(body)
+    quoted = Quoted(message)  # the upstream's words: left out of the attempt's outline
     note = _request_id_note(headers)
     retry_after = retry_after_of(headers, limited=status == 429)
     reasons, delay = _google_details(body) if status in (403, 429) else ((), None)
@@ -300,14 +300,14 @@ def error_from_response(
     if status in (400, 429) and (code == "insufficient_quota" or _NO_CREDIT.search(message)):
         return ProviderMisconfigured(  # the account's credit, as a 402 says
             provider,
-            f"upstream {said} ({_MISCONFIGURED[402]}){message}{note}",
+            (f"upstream {said} ({_MISCONFIGURED[402]})", quoted, note),
             status=status,
             code=code,
         )
     if status == 429:
         return RateLimited(
             provider,
-            f"upstream rate limited ({limited}){message}{note}",
+            (f"upstream rate limited ({limited})", quoted, note),
             status=429,
             retry_after_s=retry_after,
             code=code,
@@ -319,7 +319,7 @@ def error_from_response(
     ):
         return ContextWindowExceeded(
             provider,
-            f"the request is longer than the model's context window{message}{note}",
+            ("the request is longer than the model's context window", quoted, note),
             status=status,
             code="context_length_exceeded",
             param=param,
@@ -332,34 +332,34 @@ def error_from_response(
     ):
         return ContentRefused(
             provider,
-            f"the upstream's content filter refused the request{message}{note}",
+            ("the upstream's content filter refused the request", quoted, note),
             status=status,
             code=code or "content_filter",
             param=param,
         )
     if status in _MISCONFIGURED:
-        shown = "" if status in (401, 403) else message  # auth messages may echo key parts
+        shown = "" if status in (401, 403) else quoted  # auth messages may echo key parts
         why = _MISCONFIGURED[status]
         if status == 403 and ("BILLING_DISABLED" in reasons or _NOT_BILLED.search(message)):
             why = _NOT_BILLED_WHY
             code = "BILLING_DISABLED" if "BILLING_DISABLED" in reasons else code
         return ProviderMisconfigured(
             provider,
-            f"upstream {said} ({why}){shown}{note}",
+            (f"upstream {said} ({why})", shown, note),
             status=status,
             code=code,
         )
     if 400 <= status < 500 and status not in (408, 409):
         return UpstreamRejected(
-            provider, f"upstream {said}{message}{note}", status=status, code=code, param=param
+            provider, (f"upstream {said}", quoted, note), status=status, code=code, param=param
         )
     overloaded = " (overloaded)" if status == 529 or code == "overloaded_error" else ""
     # an error inside an answer is the server's own word on what went wrong midway: kept
     # (scrubbed, cut); a 5xx body is often a proxy's page, left out as before
-    told = message if in_answer or sent_as is not None else ""
+    told = quoted if in_answer or sent_as is not None else ""
     return ProviderError(
         provider,
-        f"upstream {said}{overloaded}{told}{note}",
+        (f"upstream {said}{overloaded}", told, note),
         status=status,
         retry_after_s=retry_after,
         code=code,
@@ -446,12 +446,12 @@ def _status_number(value: Any) -> int | None:
     return None
 
 
-def _request_id_note(headers: Mapping[str, str]) -> str:
+def _request_id_note(headers: Mapping[str, str]) -> RequestNote:
     """``" [upstream request <id>]"`` from ``x-request-id`` / ``request-id``, or ""."""
     value = headers.get("x-request-id") or headers.get("request-id")
     if value is None or _REQUEST_ID.fullmatch(value.strip()) is None:
-        return ""
-    return f" [upstream request {value.strip()}]"
+        return RequestNote()
+    return RequestNote(f" [upstream request {value.strip()}]")
 
 
 def _google_details(body: bytes) -> tuple[frozenset[str], float | None]:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from yarl import URL
 
 from llmroute.dispatch.usage import usage_wanted
-from llmroute.errors import ConfigError, ProviderError
+from llmroute.errors import ConfigError, ProviderError, identifier_code
 from llmroute.providers._anthropic_convert import to_chat_completion, to_messages_request
 from llmroute.providers._http import error_from_response
 from llmroute.providers._transport import Framing, HttpTransport, Signer
@@ -254,7 +254,8 @@ def bedrock_error(
     exception came inside a stream's 200, with no status of its own (`status` is the one
     its type stands for): the message names the type, not an HTTP status."""
     noted = {k.lower(): v for k, v in headers.items()}  # as the headers read: any case
-    kind = noted.get("x-amzn-errortype", "").partition(":")[0]
+    # named in the message among the gateway's words: an exception's name, nothing else
+    kind = identifier_code(noted.get("x-amzn-errortype", "").partition(":")[0]) or ""
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -279,10 +280,11 @@ def bedrock_error(
     # ModelErrorException: the model failed on the request, which another may not
     if sent_as is not None:
         failed = error_from_response(provider, 502, noted, answer, sent_as=sent_as)
-        return ProviderError(provider, failed.message, status=502, code=code)
+        return ProviderError(provider, failed.parts, status=502, code=code)
     failed = error_from_response(provider, 502, noted, answer, in_answer=True)
-    said = failed.message.replace("answered with error 502", f"returned HTTP 424 ({kind})", 1)
-    return ProviderError(provider, said, status=502, code=code)
+    said, *rest = failed.parts  # the gateway's words first, then the upstream's
+    said = said.replace("answered with error 502", f"returned HTTP 424 ({kind})", 1)
+    return ProviderError(provider, (said, *rest), status=502, code=code)
 
 
 def _framing(provider: str) -> Framing:
@@ -294,9 +296,8 @@ def _framing(provider: str) -> Framing:
             try:
                 messages = decoder.feed(chunk)
             except EventStreamError as exc:
-                raise ProviderError(
-                    provider, f"upstream sent a broken event stream: {exc}"
-                ) from None
+                said = f"upstream sent a broken event stream: {exc}"  # the decoder's words
+                raise ProviderError(provider, (said,)) from None
             for message in messages:
                 event = _event_of(provider, message)
                 if event is not None:

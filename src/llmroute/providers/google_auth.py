@@ -195,10 +195,13 @@ class AdcTokens:
                 code="google_credentials",
             ) from None
         except google.auth.exceptions.RefreshError as exc:
+            refused = (  # the gateway's words throughout; the OAuth code is an identifier
+                f"Google refused to issue an access token{_oauth_code(exc)}: check the "
+                f"credentials' account and key ({type(exc).__name__})"
+            )
             raise ProviderMisconfigured(
                 self._provider,
-                f"Google refused to issue an access token{_oauth_code(exc)}: check the "
-                f"credentials' account and key ({type(exc).__name__})",
+                (refused,),
                 status=401,
                 code="google_credentials",
             ) from None
@@ -244,7 +247,7 @@ def _oauth_code(exc: BaseException) -> str:
 
 def _again(exc: ProviderError) -> ProviderError:
     """A fresh `exc` to raise for another request (one raised object per request)."""
-    return type(exc)(exc.provider, exc.message, status=exc.status, code=exc.code)
+    return type(exc)(exc.provider, exc.parts, status=exc.status, code=exc.code)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

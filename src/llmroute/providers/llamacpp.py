@@ -45,6 +45,7 @@ from llmroute.errors import (
     ContextWindowExceeded,
     ProviderError,
     ProviderTimeout,
+    Quoted,
     UpstreamRejected,
 )
 from llmroute.providers.base import Timeouts
@@ -636,11 +637,13 @@ class LlamaCppProvider:
         if isinstance(value, ValueError) and "context window" in message:
             return ContextWindowExceeded(
                 self.name,
-                f"the request is longer than the model's context window: {message}",
+                ("the request is longer than the model's context window", Quoted(f": {message}")),
                 status=400,
                 code="context_length_exceeded",
             )
-        return ProviderError(self.name, f"llama.cpp failed ({type(value).__name__}): {message}")
+        return ProviderError(
+            self.name, (f"llama.cpp failed ({type(value).__name__})", Quoted(f": {message}"))
+        )
 
 
 def _stem(model: str, pool: _Pool | None) -> str:

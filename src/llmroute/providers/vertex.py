@@ -185,9 +185,4 @@ def _explained(exc: ProviderMisconfigured) -> ProviderMisconfigured:
     hint = _BILLING_HINT if billing else _REFUSED_HINT.get(exc.status or 0)
     if hint is None:
         return exc
-    explained = ProviderMisconfigured(
-        exc.provider, exc.message + hint, status=exc.status, code=exc.code
-    )
-    # after Google's words (a 404's) and the request id: the outline would leave it out
-    explained.outlined = exc.outline() + hint
-    return explained
+    return ProviderMisconfigured(exc.provider, (*exc.parts, hint), status=exc.status, code=exc.code)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmroute.decision import Decision
-from llmroute.errors import LlmrouteError, ProviderError
+from llmroute.errors import LlmrouteError, ProviderError, Quoted
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -114,11 +114,12 @@ def event_json(event: bytes, provider: str) -> dict[str, Any] | None:
 
 def _stream_error(provider: str, error: Any) -> ProviderError:
     if not isinstance(error, dict):
-        return ProviderError(provider, f"the stream ended with an error: {error}")
+        return ProviderError(provider, ("the stream ended with an error", Quoted(f": {error}")))
     code = error.get("code")
+    said = Quoted(f": {error.get('message', 'unknown error')}")  # an upstream's, relayed
     return ProviderError(
         provider,
-        f"the stream ended with an error: {error.get('message', 'unknown error')}",
+        ("the stream ended with an error", said),
         code=code if isinstance(code, str) else None,
     )
 
