@@ -33,6 +33,7 @@ from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import LlmFallback
 from llmroute.telemetry.metrics import GatewayMetrics
+from llmroute.telemetry.record import DECISION_COLUMNS, DecisionRecord
 
 T = TypeVar("T")
 
@@ -387,6 +388,37 @@ def test_garbage_keeps_the_decision(make: MakeRouter, script: Script, reply: str
     signal = llm_signal(kept)
     assert signal.outcome is Outcome.PASSED and signal.detail["outcome"] == "kept"
     assert outcomes == ["kept"]
+
+
+@pytest.mark.parametrize("prompts", ["off", "hash", "redacted", "full"])
+def test_an_unread_reply_is_stored_only_as_prompts_says(
+    make: MakeRouter, script: Script, prompts: str
+) -> None:
+    """The model's reply it could not read may quote the request: the live decision
+    (``--explain``) says it; the decision log's row only with ``telemetry.prompts:
+    full``, as the prompt itself. A route it chose is stored whatever the mode."""
+    router = make()
+    decision = intent_decision(router)
+    script.replies[WEATHER] = f"I think {WEATHER!r} is about the weather"
+    kept = run_with(router, lambda llm: llm.refine(decision, WEATHER))
+    assert "tomorrow" in llm_signal(kept).detail["answer"]
+    script.replies["python"] = '{"route": "code"}'
+    chosen = run_with(router, lambda llm: llm.refine(decision, "a python function"))
+    unread = llm_signal(kept).detail["answer"]
+    assert _stored_detail(kept, prompts) == {
+        "answer": unread if prompts == "full" else None,
+        "outcome": "kept",
+    }
+    assert _stored_detail(chosen, prompts) == {"answer": "code", "outcome": "chosen"}
+    assert llm_signal(kept).detail["answer"] == unread  # the live decision: unchanged
+
+
+def _stored_detail(decision: Decision, prompts: str) -> Any:
+    """The LLM router's signal detail as the decision log's row stores it."""
+    record = DecisionRecord(decision, 1.0, 200, 1.0, prompt_mode=prompts)  # type: ignore[arg-type]
+    row = dict(zip(DECISION_COLUMNS, record.to_row(), strict=True))
+    layers = json.loads(row["signals"])["layers"]
+    return next(s["detail"] for s in layers if s["layer"] == LLM_ROUTER_LAYER)
 
 
 def test_parse_answer_is_strict() -> None:

@@ -140,6 +140,22 @@ def cut_text(text: str, most: int) -> str:
     return kept
 
 
+# `llmroute.layers.llm_router`'s layer, whose detail's ``answer`` is its model's reply
+# itself when it could not be read (outcome ``kept``): not imported, the layer brings in
+# dispatch
+_LLM_ROUTER_LAYER = "llm_router"
+
+
+def _without_reply(layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` (a signal's `to_dict`), the LLM router's unread reply left out."""
+    detail = layer.get("detail")
+    if layer.get("layer") != _LLM_ROUTER_LAYER or not isinstance(detail, dict):
+        return layer
+    if detail.get("outcome") != "kept" or detail.get("answer") is None:
+        return layer
+    return {**layer, "detail": {**detail, "answer": None}}
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """One request: its decision and its outcome.
@@ -234,12 +250,21 @@ class DecisionRecord:
             return list(self.attempts)
         return [outline_of(a) for a in self.attempts]
 
+    def stored_layers(self, layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The decision's layer signals as `prompt_mode` stores them: as said with
+        ``full``; else without the LLM router's reply it could not read (its model's
+        words, which may quote the request; the live decision and ``--explain`` keep
+        them). A route it chose is a route's name, kept."""
+        if self.prompt_mode == "full":
+            return layers
+        return [_without_reply(layer) for layer in layers]
+
     def to_row(self) -> tuple[Any, ...]:
         """The `DECISION_COLUMNS` values; JSON columns as text, booleans as bool."""
         d = self.decision
         detail = d.to_dict()
         signals = {
-            "layers": detail["layers"],
+            "layers": self.stored_layers(detail["layers"]),
             "candidates": detail["candidates"],
             "timing_us": detail["timing_us"],
             "reason": detail["reason"],
