@@ -29,6 +29,8 @@ from llmroute.telemetry.judge import (
     judge_from_settings,
     parse_verdict,
 )
+from llmroute.telemetry.record import ShadowRecord
+from llmroute.telemetry.service import as_kept
 
 GSM8K = Path("/work/shared/data/gsm8k/gsm8k_dev.jsonl")
 REQUEST = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
@@ -145,7 +147,7 @@ class Scripted:
     ``verdict-X`` answers ``{"verdict": "X"}``; ``prefer-routed`` / ``prefer-reference``
     answer the slot (A or B) holding that answer in the prompt; ``garbage`` answers
     prose; ``nojson`` refuses ``response_format`` with a 400; ``fail`` answers 500; ``quote``
-    a 400 whose message quotes the request."""
+    a 400 whose message quotes the request, ``quote-answers`` one quoting the answers."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -170,6 +172,8 @@ class Scripted:
             return 500, "boom"
         if model == "quote":  # a validation error quoting the request it was sent
             return 400, "refused: " + prompt[prompt.index("[User request]") :][:120]
+        if model == "quote-answers":  # ... quoting the answers it was sent
+            return 400, "refused: " + prompt[prompt.index("[Answer A]") :][:120]
         return 200, "Answer B looks better to me."
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -224,7 +228,7 @@ def scripted() -> Iterator[Scripted]:
 
 JUDGES = (
     *("verdict-A", "verdict-B", "verdict-tie", "prefer-routed", "prefer-reference"),
-    *("garbage", "nojson", "fail", "quote"),
+    *("garbage", "nojson", "fail", "quote", "quote-answers"),
 )
 
 
@@ -316,6 +320,33 @@ def test_a_judge_calls_failure_says_the_upstreams_words_apart(scripted: Scripted
     assert result.error is not None and "What is 6 * 7" in result.error
     assert outline_of(result.error) == (
         "judge call failed: provider 'up': upstream returned HTTP 400"
+    )
+
+
+@pytest.mark.parametrize("responses", ["off", "redacted", "full"])
+def test_a_judge_calls_failure_quoting_the_answers_is_kept_only_with_full_responses(
+    scripted: Scripted, responses: str
+) -> None:
+    """The judge's upstream was sent the answers too: with ``telemetry.prompts: full``
+    the shadow row keeps its words only where ``telemetry.responses`` keeps answers
+    whole; else the error's outline."""
+    [result], _ = _run_judge(scripted, "quote-answers")
+    said = result.error
+    assert said is not None and (ROUTED in said or REFERENCE in said)
+    record = ShadowRecord(
+        decision_id="d1",
+        ts=1.0,
+        route="r",
+        routed_model="small",
+        reference_model="ref",
+        routed_answer=ROUTED,
+        reference_answer=REFERENCE,
+        judge_error=said,
+    )
+    kept = as_kept(record, responses, 1000, "full")  # type: ignore[arg-type]
+    assert kept.judge_error == (said if responses == "full" else outline_of(said))
+    assert kept.judge_error == "judge call failed: provider 'up': upstream returned HTTP 400" or (
+        responses == "full"
     )
 
 

@@ -50,7 +50,8 @@ def as_kept(
     them (the exact judge's final answers). The reference call's attempts, and the
     failure of a reference or judge call (`judge_error`), are kept as the decision row's
     attempts are (`DecisionRecord.stored_attempts`): an upstream's words only with
-    `prompts` ``full``."""
+    `prompts` ``full``; `judge_error`'s only with `mode` ``full`` too, since a judge
+    call's upstream was sent the answers, which its words may quote."""
 
     def keep(text: str | None) -> str | None:
         if text is None or mode == "off":
@@ -68,11 +69,12 @@ def as_kept(
     if prompts != "full" and isinstance(tried, list):
         extra["reference_attempts"] = [outline_of(a) if isinstance(a, str) else a for a in tried]
     failed = record.judge_error
+    quoting = prompts == "full" and mode == "full"  # both texts are kept whole
     return dataclasses.replace(
         record,
         routed_answer=keep(record.routed_answer),
         reference_answer=keep(record.reference_answer),
-        judge_error=failed if failed is None or prompts == "full" else outline_of(failed),
+        judge_error=failed if failed is None or quoting else outline_of(failed),
         extra=extra,
     )
 
