@@ -2259,8 +2259,11 @@ def _verbatim_bodies(rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]
     schema = {"type": "object", "properties": {"x": {"type": "string", "enum": enum}}}
     typed = {"type": "function", "function": {"name": "g", "parameters": schema}}
     yield f"an enum of {len(enum)}", {"messages": short, "tools": [typed]}
+    # an assistant's parts: the injection scan reads a user's (seed 52's 257 odd texts
+    # scored 0.43, past the static detector's threshold, and were blocked)
     parts = [{"type": "text", "text": text(i)} for i in range(rng.choice([257, 300]))]
-    yield f"{len(parts)} content parts", {"messages": [{"role": "user", "content": parts}]}
+    parted = [{"role": "assistant", "content": parts}, *short]
+    yield f"{len(parts)} content parts", {"messages": parted}
     # (1,024 entries at most: more are refused, as OpenAI refuses them)
     bias = {str(i): rng.choice(_VERBATIM_NUMBERS) for i in range(rng.choice([257, 400, 1_024]))}
     yield f"logit_bias of {len(bias)}", {"messages": short, "logit_bias": bias}
