@@ -25,6 +25,8 @@ from llmroute.registry.schema import Registry
 
 __all__ = ["ConfigErrors", "problems_from", "to_config_errors", "yaml_problems"]
 
+_MAX_MESSAGE = 1_000
+_LISTED = 100
 _SECRET_KEYS = frozenset({"api_key", "apikey", "key", "token", "secret", "password"})
 _TYPE_NAMES = {
     dict: "a mapping",
@@ -52,7 +54,12 @@ class ConfigErrors(ConfigError):
         super().__init__(first.message, file=first.file, line=first.line, field=first.field)
 
     def _render(self) -> str:
-        return "\n".join(str(error) for error in self.errors)
+        """One line an error, the first `_LISTED` of them: a file with 100,000 bad values
+        (aliases, or a generated list) is fixed a few at a time, not read in full."""
+        lines = [str(error) for error in self.errors[:_LISTED]]
+        if len(self.errors) > _LISTED:
+            lines.append(f"{self.file}: {len(self.errors) - _LISTED:,} more errors not shown")
+        return "\n".join(lines)
 
 
 def problems_from(
@@ -86,6 +93,8 @@ def to_config_errors(
     errors: dict[tuple[int, str, str], ConfigError] = {}
     for path, message, on_key in problems:
         line = _line(path, document, on_key)
+        if len(message) > _MAX_MESSAGE:  # a value echoed whole (a megabyte base_url)
+            message = message[: _MAX_MESSAGE - 1] + "…"
         field = format_path(path) or None
         errors.setdefault(
             (line or 0, field or "", message),

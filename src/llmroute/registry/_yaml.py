@@ -8,6 +8,7 @@ line numbers for every error, and duplicate keys reported instead of lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import yaml
@@ -18,7 +19,10 @@ __all__ = ["Document", "compose"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
-_MAX_NODES = 1_000_000  # aliases can expand a small file into a huge tree
+_MAX_NODES = 1_000_000
+# What aliases may add to the values the file writes: each is validated, and may be an
+# error, so 400 aliases of a route with 400 bad examples (5 kB) made 160,000 errors
+_MAX_ALIASED = 100_000
 # Far deeper than any registry or cases file, far shallower than the interpreter's recursion
 # limit: without it the depth refused depended on the Python version (3.11 gives each list
 # comprehension a frame of its own, 3.12 inlines them), 500 levels on 3.11, 1000 on 3.12+.
@@ -38,8 +42,21 @@ class Document:
     written: dict[Path, str] = field(default_factory=dict)
 
 
+_KEY_KINDS = {date: "a date", datetime: "a date and time", bytes: "binary data"}
+
+
+def _plain(key: object) -> bool:
+    return isinstance(key, str | int | float | bool) or key is None
+
+
 class TooLarge(ValueError):
-    """The document expands (through aliases) to more nodes than any registry needs."""
+    """The document expands (through aliases) to more nodes than any registry needs, at
+    `path` (`line`: the nearest key's, where the alias that passed the limit stands)."""
+
+    def __init__(self, message: str, line: int | None, path: Path) -> None:
+        super().__init__(message)
+        self.line = line
+        self.path = path
 
 
 class TooDeep(ValueError):
@@ -67,11 +84,24 @@ class _Builder:
         self._count = 0
         self._depth = 0
         self._active: set[int] = set()
+        self._built: set[int] = set()  # the nodes built once: built again, an alias's
+        self._aliasing = 0  # how many aliased nodes the node being built is within
+        self._aliased = 0
+        self._alias_at: Path = ()  # the outermost alias being built
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        again = id(node) in self._built
+        self._built.add(id(node))
         self._count += 1
+        self._aliased += bool(again or self._aliasing)
+        if again and not self._aliasing:
+            self._alias_at = path
         if self._count > _MAX_NODES:
-            raise TooLarge(f"the document expands to more than {_MAX_NODES} values")
+            self._too_large(f"the document expands to more than {_MAX_NODES:,} values", path)
+        if self._aliased > _MAX_ALIASED:
+            self._too_large(
+                f"aliases expand the document by more than {_MAX_ALIASED:,} values", self._alias_at
+            )
         self.value_lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             value = self._scalars.construct_object(node, deep=True)
@@ -84,11 +114,14 @@ class _Builder:
                 None, None, f"unsupported tag {node.tag!r}", node.start_mark
             )
         if id(node) in self._active:
-            raise TooLarge("the document contains a recursive alias")
+            raise TooLarge(
+                "the document contains a recursive alias", node.start_mark.line + 1, path
+            )
         if self._depth >= _MAX_DEPTH:
             raise TooDeep(node.start_mark.line + 1)
         self._active.add(id(node))
         self._depth += 1
+        self._aliasing += again
         try:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
@@ -96,7 +129,17 @@ class _Builder:
             return self._mapping(node, path)
         finally:
             self._depth -= 1
+            self._aliasing -= again
             self._active.discard(id(node))
+
+    def _too_large(self, message: str, path: Path) -> None:
+        """Raise `TooLarge` at the line of the key nearest `path` (an alias's node holds
+        its anchor's line)."""
+        for end in range(len(path), 0, -1):
+            line = self.key_lines.get(path[:end])
+            if line is not None:
+                raise TooLarge(message, line, path)
+        raise TooLarge(message, None, path)
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
@@ -106,7 +149,13 @@ class _Builder:
                 merged.update(self._merge_source(value_node, path))
                 continue
             key = self._scalars.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
+            if isinstance(key_node, yaml.ScalarNode) and not _plain(key):
+                written = (*path, key_node.value)  # ``2026-01-01:``, ``!!binary aGk=:``
+                self.key_lines.setdefault(written, key_node.start_mark.line + 1)
+                kind = _KEY_KINDS.get(type(key), f"a {type(key).__name__}")
+                self.problems.append((written, f"a key YAML reads as {kind}: quote it"))
+                continue
+            if not _plain(key):
                 self.problems.append((path, "mapping keys must be plain scalars"))
                 continue
             child = (*path, key) if isinstance(key, str | int) else path

@@ -29,6 +29,7 @@ from llmroute.registry._errors import (
     yaml_problems,
 )
 from llmroute.registry._paths import Path as KeyPath
+from llmroute.registry._paths import format_path
 from llmroute.registry._yaml import Document, TooDeep, TooLarge, compose
 from llmroute.registry.schema import BuiltinEncoderSpec, Registry
 
@@ -86,7 +87,7 @@ def read_text(source: str, what: str) -> str:
         raise ConfigError(f"cannot read {what}: {reason}", file=source) from exc
     problem = not_utf8_mark(raw)
     if problem is not None:
-        raise ConfigError(problem, file=source)
+        raise ConfigError(problem, file=source, line=1)  # the byte-order mark's
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -247,7 +248,8 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
     except TooLarge as exc:
-        raise ConfigError(str(exc), file=source) from exc
+        field = format_path(exc.path) or None
+        raise ConfigError(str(exc), file=source, line=exc.line, field=field) from exc
     except TooDeep as exc:
         raise ConfigError("invalid YAML: nested too deeply", file=source, line=exc.line) from exc
     except RecursionError as exc:  # the parser's own recursion, on a file deeper still

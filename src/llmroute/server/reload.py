@@ -414,10 +414,8 @@ def _shadow_runner(
 
 
 def one_line(exc: LlmrouteError) -> str:
-    """The error on one log line: every problem of a `ConfigErrors`, ``; ``-separated."""
-    problems = getattr(exc, "errors", None)
-    if isinstance(exc, ConfigError) and isinstance(problems, tuple):
-        return "; ".join(str(problem) for problem in problems)
+    """The error on one log line: the problems of a `ConfigErrors` (the first 100, and
+    how many more), ``; ``-separated."""
     return str(exc).replace("\n", "; ")
 
 
