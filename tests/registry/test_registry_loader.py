@@ -220,6 +220,19 @@ def test_dump_round_trips_to_the_same_version(tmp_path: Path) -> None:
         assert dump_registry(again.registry) == text
 
 
+@pytest.mark.parametrize("odd", ["\\N", "\\L", "\\P", "\\v", "\\f", "\\x1c", "\\x1e"])
+def test_dump_keeps_the_characters_python_splits_lines_at(odd: str) -> None:
+    """The blank lines between sections were put in with `str.splitlines`, which also
+    splits at U+2028, NEL, a form feed...: each became a newline YAML folded into a
+    space (a description, an example, a fim_template changed, and the version). `odd`
+    is YAML's escape of one."""
+    text = replace_line(VALID, 20, f'description: "a{odd}b {"x" * 120}{odd}"')
+    loaded = parse_registry(text)
+    again = parse_registry(dump_registry(loaded.registry))
+    assert again.registry.routes[0].description == loaded.registry.routes[0].description
+    assert again.version == loaded.version
+
+
 def test_dump_is_clean_yaml() -> None:
     text = dump_registry(parse_registry(VALID).registry)
     assert text.startswith("version: 3\n\nencoder: builtin:static\n\nproviders:\n")

@@ -291,6 +291,14 @@ class _Dumper(yaml.SafeDumper):
         node.flow_style = _short(data)
         return node
 
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        """Escaped in double quotes when it holds a line break other than ``\\n``
+        (NEL, U+2028, U+2029): PyYAML writes them raw in other styles, and reads a raw
+        NEL back as a space."""
+        if any(c in data for c in "\x85\u2028\u2029"):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+        return super().represent_str(data)
+
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         """Indent list items under their key, as people write YAML by hand."""
         super().increase_indent(flow, False)
@@ -305,6 +313,7 @@ def _short(values: Any) -> bool:
 _Dumper.add_representer(_Block, _Dumper.represent_block)
 _Dumper.add_representer(dict, _Dumper.represent_dict)
 _Dumper.add_representer(list, _Dumper.represent_list)
+_Dumper.add_representer(str, _Dumper.represent_str)
 
 
 def dump_registry(registry: Registry) -> str:
@@ -313,8 +322,9 @@ def dump_registry(registry: Registry) -> str:
     top = _Block(version=registry.version, encoder=_encoder(registry))
     top.update((key, value) for key, value in data.items() if key not in top)
     text = yaml.dump(top, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-    # A blank line before each section after the first, for reading and for diffs.
-    lines = text.splitlines()
+    # A blank line before each section after the first, for reading and for diffs (split
+    # at newlines alone: `splitlines` also splits at U+2028, NEL, a form feed...)
+    lines = text.removesuffix("\n").split("\n")
     spaced = [("\n" + line) if i and line[:1].isalpha() else line for i, line in enumerate(lines)]
     return "\n".join(spaced) + "\n"
 
