@@ -1,12 +1,16 @@
 """A registry file with any one thing wrong in it is refused with `ConfigError`s that
 name the file and a line, never another exception (a traceback for the operator). The
 mutations start from the shipped example registry: a value replaced by a random YAML
-value, a key dropped, or an unknown key added, anywhere in the tree."""
+value, a key dropped, or an unknown key added, anywhere in the tree; and, as the text
+the file holds, those of benchmarks/fuzz_registry.py."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -86,3 +90,23 @@ def test_a_broken_registry_is_a_config_error_naming_file_and_line(
         assert rendered.startswith("registry.yaml"), rendered
         errors = getattr(exc, "errors", (exc,))
         assert all(error.line is not None for error in errors), rendered
+
+
+def _fuzz_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_registry.py"
+    spec = importlib.util.spec_from_file_location("fuzz_registry", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_registry"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mutated_shipped_registries_load_or_are_refused_at_a_line() -> None:
+    """A bounded run of benchmarks/fuzz_registry.py (docs/benchmarks.md): the shipped
+    registries' text mutated (aliases and alias bombs, merge keys, tabs, BOMs and other
+    encodings, odd keys and values, pasted keys), loaded as `registry check` loads them."""
+    fuzz = _fuzz_script()
+    report = fuzz.fuzz(seed=7, cases=60, watchdog=False)
+    assert report.outcomes["loaded"] and report.outcomes["refused"], report.outcomes
+    assert not report.findings, [(c.mutations, p) for c, p in report.findings]
