@@ -170,6 +170,29 @@ def test_a_base_urls_password_is_in_no_message(server: tuple[str, ServerState]) 
     assert "/v1/embeddings" in str(info.value) and "bad credentials Basic ***" in str(info.value)
 
 
+def test_a_password_holding_an_at_sign_is_in_no_message_nor_identity(
+    server: tuple[str, ServerState],
+) -> None:
+    """httpx reads the userinfo up to the last ``@`` (``svc:pw@rest`` sends the password
+    ``pw@rest``); the messages, the repr and the identity (written into artifacts) cut it
+    at the first, so they showed the password's tail (``***@rest@127.0.0.1``)."""
+    import base64
+
+    url, state = server
+    tail = "tail-" + os.urandom(4).hex()
+    basic = base64.b64encode(f"svc:pw@{tail}".encode()).decode()
+    enc = RemoteEncoder(url.replace("http://", f"http://svc:pw@{tail}@"), "m")
+    state.mode = "echo"
+    with pytest.raises(EncoderError, match="HTTP 400") as info:
+        enc.encode(["hello"])
+    enc.close()
+    assert state.auth == [f"Basic {basic}"]  # httpx sent the whole password
+    for shown in (str(info.value), repr(enc), enc.identity):
+        assert tail not in shown, shown
+    assert enc.identity == f"openai:{url}#m"
+    assert f"//***@{url.removeprefix('http://')}/embeddings" in str(info.value)
+
+
 @pytest.mark.parametrize("userinfo", ["tok", "u:p"])
 def test_short_base_url_credentials_are_in_no_message(userinfo: str) -> None:
     """Credentials under four characters were left in the URL the messages name (the

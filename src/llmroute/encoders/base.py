@@ -60,8 +60,10 @@ def encode_batches(
     return out
 
 
-# a URL's user:password@ (or token@) within an identity (``openai:https://u:p@host/v1#m``)
-_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+# a URL's user:password@ (or token@) within an identity (``openai:https://u:p@host/v1#m``),
+# up to the last "@" before the path: httpx reads a password holding an unescaped "@" so
+# (cut at the first, its tail was shown, and written into artifacts)
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
 
 
 def without_credentials(identity: str) -> str:
