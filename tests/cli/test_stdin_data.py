@@ -101,6 +101,11 @@ def test_eval_reads_labelled_rows_from_stdin(tmp_path: Path) -> None:
     done = _llmroute(["eval", "--data", "-", "--json"], data, tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n"] == 2
+    # the report's heading and the plot's title named it "-"
+    done = _llmroute(["eval", "--data", "-", "--plot", "confusion.svg"], data, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "registry.yaml on <stdin>", done.stdout
+    assert "registry.yaml on &lt;stdin&gt;" in (tmp_path / "confusion.svg").read_text()
 
 
 def test_registry_diff_names_stdin_and_counts_one_request(tmp_path: Path) -> None:

@@ -110,8 +110,10 @@ def eval_command(
         )
     if plot is not None:
         from llmroute.evaluate.plot import plot_confusion
+        from llmroute.jsonl import is_stdin, shown
 
-        plot_confusion(report.confusion, plot, title=f"{path.name} on {data.name}")
+        where = shown(data) if is_stdin(data) else data.name
+        plot_confusion(report.confusion, plot, title=f"{path.name} on {where}")
     if as_json:
         payload = report.to_dict()
         payload.update(registry=str(path), data=str(data))
@@ -201,7 +203,9 @@ def _evaluate(
 
 
 def _print_report(console: Console, report: IntentReport, registry: Path, data: Path) -> None:
-    console.print(f"[bold]{escape(registry.name)}[/] on {escape(str(data))}")
+    from llmroute import jsonl
+
+    console.print(f"[bold]{escape(registry.name)}[/] on {escape(jsonl.shown(data))}")
     summary = Table("metric", "value", box=None, pad_edge=False)
     summary.add_row("accuracy", _pct(report.accuracy))
     summary.add_row("in-scope accuracy", _pct(report.in_scope_accuracy))
