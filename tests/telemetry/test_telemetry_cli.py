@@ -635,3 +635,34 @@ def test_client_empty_narrows_to_the_requests_without_a_key(
     assert loads_strict(out)["total"]["n"] == 3
     code, out, _ = cli(capsys, "export", "-r", registry, "--client", "")
     assert code == 0 and [json.loads(line)["client"] for line in out.splitlines()] == [None] * 3
+
+
+def test_a_narrowed_report_keeps_only_its_requests_feedback_and_shadow_rows(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--client`, `--tag` and `--api` narrow the whole report: its shadow quality was
+    every request's (another key's judged pairs shown as the narrowed one's), and the
+    feedback on another key's requests was counted as on requests outside the window."""
+    now = time.time() - 600
+    keyed = [record("code", 0.5, now, client="svc-a") for _ in range(2)]
+    fill(registry, keyed + [record("weather", 0.5, now) for _ in range(3)])
+    store = open_store(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        store.write_feedback(FeedbackRecord(keyed[0].id, now, score=1.0, thumbs="up"))
+        store.write_shadow(
+            ShadowRecord(keyed[0].id, now, "code", "large", "large", "a", "a", routed_ok=True)
+        )
+    finally:
+        store.close()
+    code, out, err = cli(capsys, "report", "-r", registry, "--client", "", "--json")
+    assert code == 0, err
+    payload = loads_strict(out)
+    assert payload["total"]["n"] == 3
+    assert (payload["feedback"], payload["feedback_unmatched"]) == ([], 0)
+    assert payload["shadow"]["overall"]["pairs"] == 0
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "svc-a", "--json")
+    payload = loads_strict(out)
+    assert payload["feedback"][0]["n"] == 1 and payload["feedback_unmatched"] == 0
+    assert payload["shadow"]["overall"]["pairs"] == 1
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "")
+    assert code == 0 and "shadow quality" not in out

@@ -622,7 +622,13 @@ def report_command(
         shadows = log.store.shadows(window.since, window.until)
     scope = ""
     if tag is not None or client is not None or api is not None:
+        in_window = {d.id for d in decisions}
         decisions = _narrowed(decisions, tag, client, api)
+        kept = {d.id for d in decisions}
+        # the whole report is narrowed: another request's feedback and shadow rows are
+        # not these requests' (feedback on one outside the window stays unmatched)
+        feedback = [f for f in feedback if f.decision_id in kept or f.decision_id not in in_window]
+        shadows = [s for s in shadows if s.decision_id in kept]
         scope = (
             " with"
             + f" tag {tag}" * (tag is not None)
