@@ -534,18 +534,37 @@ def test_an_error_reply_redis_py_raises_as_a_connection_error_was_not_made() -> 
         assert asyncio.run(go(url)) == (False, [0, 0, 0])
 
 
-@pytest.mark.parametrize("where", ["refused", "db past databases"])
+@pytest.mark.parametrize("where", ["refused", "db past databases", "select refused"])
 def test_a_db_past_databases_is_redis_down_as_a_refused_connection_is(
     where: str, redis_namespace: str, closed_port: int
 ) -> None:
     """A URL's db past the server's ``databases`` fails every call at connect, as a
-    refused connection does. It was taken for an error reply (Redis answers): no
-    pause, so every request asked again and failed, each counted and each costing a
-    round trip. It is a Redis the feature cannot use: each feature does what it does
-    when Redis is down (limits let through, breakers per process, the cache misses),
-    and leaves it alone a second."""
-    url = f"redis://127.0.0.1:{closed_port}/0" if where == "refused" else past_databases()[0]
+    refused connection does; so does any error reply to the connection's handshake
+    (here an ACL user who may not ``SELECT`` the URL's db). It was taken for an error
+    reply (Redis answers): no pause, so every request asked again and failed, each
+    counted and each costing a round trip. It is a Redis the feature cannot use: each
+    feature does what it does when Redis is down (limits let through, breakers per
+    process, the cache misses), and leaves it alone a second."""
+    with contextlib.ExitStack() as stack:
+        if where == "refused":
+            url = f"redis://127.0.0.1:{closed_port}/0"
+        elif where == "db past databases":
+            url = past_databases()[0]
+        else:
+            private = stack.enter_context(private_redis())
+            with redis.Redis.from_url(private) as admin:
+                admin.acl_setuser(
+                    "limited",
+                    enabled=True,
+                    passwords=["+pw"],
+                    keys=["*"],
+                    commands=["+@all", "-select"],
+                )
+            url = f"{private}?db=1&username=limited&password=pw"
+        _down_as_refused(url, redis_namespace)
 
+
+def _down_as_refused(url: str, redis_namespace: str) -> None:
     async def go() -> dict[str, object]:
         conn = connect(url, 1.0, "test")
         answering = Answering.of(conn, 1.0)

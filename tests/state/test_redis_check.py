@@ -98,3 +98,25 @@ def test_what_is_wrong_is_said_in_a_few_words(
     assert problems[2].startswith("authentication refused: ")
     assert problems[3] == "timed out: no answer within 0.5 s", problems[3]
     assert not any("s3cret" in p for p in problems)
+
+
+def test_a_handshake_redis_refuses_is_said_so() -> None:
+    """An ACL user who may not ``SELECT`` the URL's db: every connection is refused at
+    its handshake, said as such (it read "answered with an error", as if Redis served)."""
+    import redis
+    from private_redis import private_redis
+
+    with private_redis() as url:
+        with redis.Redis.from_url(url) as admin:
+            admin.acl_setuser(
+                "limited",
+                enabled=True,
+                passwords=["+s3cret"],
+                keys=["*"],
+                commands=["+@all", "-select"],
+            )
+        limited = f"{url}?db=1&username=limited&password=s3cret"
+        check = asyncio.run(check_redis(RedisUse(limited, ("cache.url",)), 1.0))
+    assert check.problem == (
+        "refused at connect: this user has no permissions to run the 'select' command"
+    ), check.problem

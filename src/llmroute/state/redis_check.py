@@ -3,8 +3,9 @@ loaded (the gateway's start and each reload, `llmroute registry probe`): a wrong
 a Redis that is down showed only at the first request that used it, in that feature's
 failure line. One check per distinct URL (`redis_uses`), naming the settings that use
 it; what is wrong is said in a few words (`check_redis`): refused, timed out, a password
-refused, a db past the server's ``databases``. Nothing here stops a start: each feature
-does without its Redis as it does when Redis goes down at request time."""
+refused, a db past the server's ``databases``, another error reply to the handshake.
+Nothing here stops a start: each feature does without its Redis as it does when Redis
+goes down at request time."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmroute.errors import ConfigError
-from llmroute.state.redis_conn import DbOutOfRange, connect
+from llmroute.state.redis_conn import DbOutOfRange, HandshakeRefused, connect
 from llmroute.state.stores import CACHE_ENV_VAR, has_limits, resolve_cache_url
 from llmroute.telemetry.store.url import mask_url
 
@@ -107,6 +108,8 @@ def _problem(exc: BaseException, timeout_s: float) -> str:
     said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, DbOutOfRange):
         return said  # "db 99 is out of range: this Redis has 16 databases (0 to 15)..."
+    if isinstance(exc, HandshakeRefused):  # a user who may not SELECT the URL's db...
+        return f"refused at connect: {said}"
     if isinstance(exc, exceptions.TimeoutError):
         return f"timed out within {timeout_s:g} s: {said}"
     auth = tuple(

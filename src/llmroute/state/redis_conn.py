@@ -75,6 +75,7 @@ __all__ = [
     "UNKNOWN_WHY",
     "URL_OPTIONS",
     "DbOutOfRange",
+    "HandshakeRefused",
     "Outage",
     "RedisConnection",
     "ReplyLost",
@@ -540,7 +541,9 @@ async def _named(name: str, connection: Any) -> None:
     """redis-py's handshake, then ``CLIENT SETNAME`` `name`. A Redis user whose ACL
     forbids naming still gets a connection; redis-py's own ``client_name`` (the URL's,
     which `connect` takes from it) would make that a Redis that always fails. A db the
-    server does not have is said as `_out_of_range` says it, as a `DbOutOfRange`."""
+    server does not have is said as `_out_of_range` says it, as a `DbOutOfRange`; any
+    other error reply to the handshake (a user who may not ``SELECT`` the db, a
+    ``HELLO`` Redis does not know) as a `HandshakeRefused`."""
     from redis.exceptions import ResponseError
 
     try:
@@ -548,7 +551,7 @@ async def _named(name: str, connection: Any) -> None:
     except ResponseError as exc:
         if connection.db and _OUT_OF_RANGE in str(exc):
             raise _out_of_range_class()(await _out_of_range(connection)) from exc
-        raise
+        raise _handshake_class()(str(exc)) from exc
     await connection.send_command("CLIENT", "SETNAME", name)
     with contextlib.suppress(ResponseError):
         await connection.read_response()
@@ -558,13 +561,28 @@ async def _named(name: str, connection: Any) -> None:
 _OUT_OF_RANGE = "DB index is out of range"
 
 
-class DbOutOfRange(Exception):
+class HandshakeRefused(Exception):
+    """Redis answered a connection's handshake (``AUTH``, ``HELLO``, ``SELECT``) with an
+    error reply: no command can be made on it, nor on the next. Raised as a redis-py
+    ``ConnectionError`` that is one too (`_handshake_class`), so a feature takes that
+    Redis for down (its fallback, its pause, its failure counted), as one that refuses
+    connections or a password: an error reply (a ``ResponseError``, as Redis's own is)
+    was taken for a Redis that answers, so every call asked again, and failed."""
+
+
+class DbOutOfRange(HandshakeRefused):
     """The URL's db is past its Redis's ``databases``: every connection is refused at
-    its handshake. Raised as a redis-py ``ConnectionError`` that is one too
-    (`_out_of_range_class`), so a feature takes that Redis for down (its fallback, its
-    pause, its failure counted), as one that refuses connections or a password: an
-    error reply (a ``ResponseError``, as Redis's own is) was taken for a Redis that
-    answers, so every call asked again, and failed."""
+    its handshake (``SELECT``), said as `_out_of_range` says it."""
+
+
+@functools.cache
+def _handshake_class() -> type[Exception]:
+    from redis.exceptions import ConnectionError as Refused
+
+    class HandshakeRefusedError(Refused, HandshakeRefused):
+        """`HandshakeRefused`, as redis-py raises a refused connection."""
+
+    return HandshakeRefusedError
 
 
 @functools.cache
