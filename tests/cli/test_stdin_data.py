@@ -185,3 +185,17 @@ def test_commands_that_record_the_data_files_digest_refuse_stdin(
     assert done.returncode == 2
     assert done.stderr.startswith("error: --data -: this command reads its data from a file")
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_cascade_names_stdin_in_its_plot(tmp_path: Path) -> None:
+    """Its curves' title said "cascade (oracle gate) on -"."""
+    rows = [
+        {"prompt": f"question {i}", "weak_response": "a", "weak_correct": i % 2 == 0,
+         "strong_correct": i % 5 != 0}
+        for i in range(20)
+    ]  # fmt: skip
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    argv = ["bench-cascade", "-d", "-", "--gate", "oracle", "--router", "none", "--split", "all"]
+    done = _llmroute([*argv, "--plot", "curves.html"], data, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "cascade (oracle gate) on &lt;stdin&gt;," in (tmp_path / "curves.html").read_text()

@@ -329,7 +329,7 @@ def bench_cascade(
     from llmroute.difficulty.plot import SUFFIXES
     from llmroute.gates.cascade_bench import evaluate_cascade, oracle_accept
     from llmroute.gates.gate_train import gate_split, read_gate_data
-    from llmroute.jsonl import shown
+    from llmroute.jsonl import is_stdin, shown
 
     kind = router.value
     check_plot_path(plot, SUFFIXES)
@@ -388,7 +388,8 @@ def bench_cascade(
     if plot is not None:
         from llmroute.difficulty.plot import plot_curves
 
-        title = f"cascade ({gate} gate) on {data.name}, {result['rows']}; x = strong-call share"
+        where = shown(data) if is_stdin(data) else data.name
+        title = f"cascade ({gate} gate) on {where}, {result['rows']}; x = strong-call share"
         plot_curves(plot, curves, result["weak_accuracy"], result["strong_accuracy"], title=title)
     if as_json:
         typer.echo(json.dumps(json_safe(result), sort_keys=True, allow_nan=False))
