@@ -383,3 +383,29 @@ def test_model_judge_truncates_long_answers_and_requests(scripted: Scripted) -> 
     assert prompt.index("Ж") < prompt.index("Ω")  # the routed answer in slot A
     assert prompt.count("…[truncated]") == 2
     asyncio.run(dispatcher.aclose())
+
+
+def test_a_judge_reads_an_answer_cut_past_its_max_chars_as_the_whole_answer(
+    scripted: Scripted,
+) -> None:
+    """A shadowed stream's answer is read one character past the judge's `max_chars`
+    (or further, as far as the decision log keeps): one blank that far, its words after,
+    was judged whole (a verdict on the blank the model judge is shown; the exact judge's
+    "too long") but, read that far, was "no routed answer"."""
+    registry = parse_registry(_registry_text(scripted.url)).registry
+
+    async def main() -> list[tuple[bool | None, str | None]]:
+        dispatcher = Dispatcher(registry, build_providers(registry))
+        said = []
+        try:
+            for judge in (ExactJudge(), ModelJudge(dispatcher, "verdict-A", 200)):
+                whole = " " * (judge.max_chars + 1) + "so the answer is 7"
+                for routed in (whole, whole[: judge.max_chars + 1], whole[: judge.max_chars + 9]):
+                    result = await judge.judge(REQUEST, routed, "7")
+                    said.append((result.routed_ok, result.error))
+        finally:
+            await dispatcher.aclose()
+        return said
+
+    said = asyncio.run(main())
+    assert said[0] == said[1] == said[2] and said[3] == said[4] == said[5], said

@@ -90,10 +90,12 @@ class Judge(Protocol):
     ) -> Judgement: ...
 
 
-def _missing(name: str, routed: str | None, reference: str | None) -> Judgement | None:
-    if routed is None or not routed.strip():
+def _missing(name: str, routed: str | None, reference: str | None, most: int) -> Judgement | None:
+    """No verdict on an answer blank as far as a judge reads (`most`, one character
+    past): a stream's is read no further, and must be judged as the whole answer."""
+    if routed is None or not routed[: most + 1].strip():
         return Judgement(name, None, error="no routed answer to judge")
-    if reference is None or not reference.strip():
+    if reference is None or not reference[: most + 1].strip():
         return Judgement(name, None, error="no reference answer to judge")
     return None
 
@@ -201,7 +203,7 @@ class ExactJudge:
     async def judge(
         self, request: Mapping[str, Any], routed: str | None, reference: str | None
     ) -> Judgement:
-        missing = _missing(self.name, routed, reference)
+        missing = _missing(self.name, routed, reference, self.max_chars)
         if missing is not None:
             return missing
         assert routed is not None and reference is not None
@@ -359,7 +361,7 @@ class ModelJudge:
     async def judge(
         self, request: Mapping[str, Any], routed: str | None, reference: str | None
     ) -> Judgement:
-        missing = _missing(self.name, routed, reference)
+        missing = _missing(self.name, routed, reference, self.max_chars)
         if missing is not None:
             return missing
         assert routed is not None and reference is not None
