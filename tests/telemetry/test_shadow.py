@@ -568,8 +568,9 @@ def _cut_alike(chunks: list[dict[str, Any]], limits: range | None = None) -> Non
         for chunk in chunks:
             cut.add(chunk)
         text = cut.text() or ""
-        assert text[:limit] == full[:limit], limit
+        assert text[: limit + 1] == full[: limit + 1], limit  # one past: what tells a cut
         assert (len(text) > limit) == (len(full) > limit), limit
+        assert len(full) > limit or text == full, limit
 
 
 def _deltas(*deltas: dict[str, Any]) -> list[dict[str, Any]]:
@@ -628,6 +629,32 @@ _PIECE = st.text(alphabet=st.sampled_from('ab"\\\nü€'), max_size=12)
 def test_a_streamed_answer_with_a_limit_is_cut_as_the_whole_answer(
     deltas: list[dict[str, Any]],
 ) -> None:
+    _cut_alike(_deltas(*deltas))
+
+
+# what JSON escapes (a quote, a backslash, a control character) takes more than a
+# character in `text`; an astral character and the halves of a pair are one each
+_ODD_PIECE = st.text(alphabet=st.sampled_from('a "\\\x01\U0001f600\ud83d\ude00'), max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda text: {"content": text}, _ODD_PIECE),
+            st.builds(
+                lambda index, function: {"tool_calls": [{"index": index, "function": function}]},
+                st.one_of(st.integers(-1, 3), st.just(10**18), st.sampled_from([None, "1", 1.0])),
+                st.fixed_dictionaries({}, optional={"name": _ODD_PIECE, "arguments": _ODD_PIECE}),
+            ),
+        ),
+        max_size=16,
+    )
+)
+def test_a_streamed_answer_with_a_limit_is_cut_as_the_whole_answer_whatever_it_holds(
+    deltas: list[dict[str, Any]],
+) -> None:
+    """Escaped and astral characters, halves of a pair, odd and huge call indexes."""
     _cut_alike(_deltas(*deltas))
 
 
