@@ -106,7 +106,8 @@ class StreamedAnswer:
 
     With a `limit` (what its readers keep of an answer: the decision log's
     ``max_response_chars``, the shadow judge's `max_chars`) it holds no more than what may end up
-    within one character past it, as nothing else bounds a stream's length before its
+    within one character past it (of tool calls, up to twice that before what lies past
+    it is dropped), as nothing else bounds a stream's length before its
     upstream ends it. `text` is then the whole answer's up to the limit and longer than
     the limit exactly when the whole answer is, whatever order the pieces came in (calls
     interleaved by index, text after calls). Without one nothing is left out."""
