@@ -749,6 +749,17 @@ def test_a_long_value_is_not_echoed_whole() -> None:
         assert all(len(str(e)) < 1_100 for e in errors), str(errors)[:200]
 
 
+def test_a_long_key_is_not_echoed_whole() -> None:
+    """A key past YAML's 1,024 characters (written ``? key``) was repeated whole in the
+    field of each of its errors: 100 of them, 100 times the key."""
+    key = "k" * 100_000
+    lines = VALID.splitlines()
+    lines[6:6] = [f"  ? {key}", "  : {provider: local, model: m, bogus: 1, other: 2}"]
+    errors = errors_of("\n".join(lines) + "\n")
+    assert any((e.field or "").startswith("models.kkk") for e in errors), errors
+    assert all(len(str(e)) < 2_100 for e in errors), str(errors)[:200]
+
+
 def test_a_key_yaml_reads_as_a_date_is_named_as_written() -> None:
     """``2001-12-14:`` is a plain scalar YAML reads as a date: "mapping keys must be
     plain scalars" said otherwise, at the mapping, and named no field at the top level."""
@@ -795,6 +806,13 @@ def test_past_100_errors_the_rest_are_counted_not_listed() -> None:
     lines = str(info.value).splitlines()
     assert len(lines) == 101 and lines[-1] == "reg.yaml: 50 more errors not shown"
     assert lines[:100] == [str(error) for error in info.value.errors[:100]]
+
+
+def test_one_error_past_100_is_one_more_error() -> None:
+    text = replace_line(VALID, 21, "examples: [" + ", ".join(["1"] * 101) + "]")
+    with pytest.raises(ConfigErrors) as info:
+        parse_registry(text, source="reg.yaml")
+    assert str(info.value).splitlines()[-1] == "reg.yaml: 1 more error not shown"
 
 
 def test_a_recursive_alias_names_its_line() -> None:

@@ -57,8 +57,9 @@ class ConfigErrors(ConfigError):
         """One line an error, the first `_LISTED` of them: a file with 100,000 bad values
         (aliases, or a generated list) is fixed a few at a time, not read in full."""
         lines = [str(error) for error in self.errors[:_LISTED]]
-        if len(self.errors) > _LISTED:
-            lines.append(f"{self.file}: {len(self.errors) - _LISTED:,} more errors not shown")
+        more = len(self.errors) - _LISTED
+        if more > 0:
+            lines.append(f"{self.file}: {more:,} more error{'s' * (more != 1)} not shown")
         return "\n".join(lines)
 
 
@@ -93,14 +94,17 @@ def to_config_errors(
     errors: dict[tuple[int, str, str], ConfigError] = {}
     for path, message, on_key in problems:
         line = _line(path, document, on_key)
-        if len(message) > _MAX_MESSAGE:  # a value echoed whole (a megabyte base_url)
-            message = message[: _MAX_MESSAGE - 1] + "…"
-        field = format_path(path) or None
+        field = format_path(path)
+        # cut: a value echoed whole (a megabyte base_url), a key past YAML's 1,024 (``? key``)
         errors.setdefault(
-            (line or 0, field or "", message),
-            ConfigError(message, file=source, line=line, field=field),
+            (line or 0, field, message),
+            ConfigError(_cut(message), file=source, line=line, field=_cut(field) or None),
         )
     return [errors[key] for key in sorted(errors, key=lambda k: k[0])]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
 def yaml_problems(document: Document) -> list[tuple[Path, str, bool]]:
