@@ -119,6 +119,16 @@ def test_bad_input_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "both --price-weak and --price-strong" in capsys.readouterr().err
 
 
+def test_bench_cascade_counts_one_row_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(_rows(1, seed=0)[0]) + "\n")
+    argv = ["bench-cascade", "--data", str(path), "--gate", "oracle", "--router", "none"]
+    assert run([*argv, "--price-weak", "1", "--price-strong", "2"]) == 2
+    assert f"no test rows in {path} (1 row)" in capsys.readouterr().err
+
+
 def test_bench_cascade_against_a_router_with_registry_prices(
     data_file: Path, trained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ from llmroute.cli._app import (
     app,
     check_artifact_output,
     check_plot_path,
+    counted,
     data_file,
     err_console,
     fail,
@@ -353,7 +354,7 @@ def bench_cascade(
     train_idx, val_idx, test_idx = gate_split(rows, seed=_split_seed(trained_on))
     idx = test_idx if split == "test" else np.arange(len(rows))
     if idx.size == 0:
-        fail(f"no {split} rows in {shown(data)} ({len(rows)} rows)")
+        fail(f"no {split} rows in {shown(data)} ({counted(len(rows), 'row')})")
     idx, left_out = _unseen(trained_on, folder, rows.prompts, idx, data, split)
     prompts = tuple(rows.prompts[i] for i in idx)
     answers = tuple(rows.answers[i] for i in idx)
