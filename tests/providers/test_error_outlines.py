@@ -24,7 +24,7 @@ from fake_upstream import fake_upstream
 from llmroute.errors import ProviderError, Quoted, RequestNote
 from llmroute.providers import AnthropicProvider
 from llmroute.providers.base import Timeouts
-from llmroute.providers.bedrock import BedrockProvider
+from llmroute.providers.bedrock import BedrockProvider, bedrock_error
 from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.registry.schema import Provider
 from llmroute.sdk.convert import event_json
@@ -140,6 +140,14 @@ def test_bedrocks_exception_type_is_named_only_when_it_is_a_name(bedrock: Any) -
     model = f"anthropic.claude-x-v1:0?stream_fail={quote(f'{MARKER} said')}"
     failed = asyncio.run(_failure(_bedrock(bedrock), model, stream=True))
     assert _outlined(failed) == "upstream sent an exception in its stream"
+
+
+def test_a_424_of_an_exception_type_that_is_no_name_has_no_empty_parentheses() -> None:
+    """Its type left out, its 424 read ``returned HTTP 424 ()``."""
+    headers = {"x-amzn-errortype": f"{MARKER} said", "x-amzn-requestid": REQUEST_ID}
+    failed = bedrock_error("aws", 424, headers, json.dumps({"message": MARKER}).encode())
+    assert failed.message == f"upstream returned HTTP 424: {MARKER} [upstream request {REQUEST_ID}]"
+    assert failed.outline() == f"upstream returned HTTP 424 [upstream request {REQUEST_ID}]"
 
 
 def test_bedrocks_broken_stream_is_the_gateways_words_throughout(bedrock: Any) -> None:

@@ -283,7 +283,8 @@ def bedrock_error(
         return ProviderError(provider, failed.parts, status=502, code=code)
     failed = error_from_response(provider, 502, noted, answer, in_answer=True)
     said, *rest = failed.parts  # the gateway's words first, then the upstream's
-    said = said.replace("answered with error 502", f"returned HTTP 424 ({kind})", 1)
+    named = f" ({kind})" if kind else ""
+    said = said.replace("answered with error 502", f"returned HTTP 424{named}", 1)
     return ProviderError(provider, (said, *rest), status=502, code=code)
 
 
