@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from private_redis import loading_redis, private_redis
+from private_redis import loading_redis, private_redis, without_select
 from redis_service import REDIS_URL, past_databases
 from stall_proxy import StallProxy, stall_proxy
 
@@ -551,16 +551,7 @@ def test_a_db_past_databases_is_redis_down_as_a_refused_connection_is(
         elif where == "db past databases":
             url = past_databases()[0]
         else:
-            private = stack.enter_context(private_redis())
-            with redis.Redis.from_url(private) as admin:
-                admin.acl_setuser(
-                    "limited",
-                    enabled=True,
-                    passwords=["+pw"],
-                    keys=["*"],
-                    commands=["+@all", "-select"],
-                )
-            url = f"{private}?db=1&username=limited&password=pw"
+            url = without_select(stack.enter_context(private_redis()), "pw")
         _down_as_refused(url, redis_namespace)
 
 

@@ -103,19 +103,10 @@ def test_what_is_wrong_is_said_in_a_few_words(
 def test_a_handshake_redis_refuses_is_said_so() -> None:
     """An ACL user who may not ``SELECT`` the URL's db: every connection is refused at
     its handshake, said as such (it read "answered with an error", as if Redis served)."""
-    import redis
-    from private_redis import private_redis
+    from private_redis import private_redis, without_select
 
     with private_redis() as url:
-        with redis.Redis.from_url(url) as admin:
-            admin.acl_setuser(
-                "limited",
-                enabled=True,
-                passwords=["+s3cret"],
-                keys=["*"],
-                commands=["+@all", "-select"],
-            )
-        limited = f"{url}?db=1&username=limited&password=s3cret"
+        limited = without_select(url, "s3cret")
         check = asyncio.run(check_redis(RedisUse(limited, ("cache.url",)), 1.0))
     assert check.problem == (
         "refused at connect: this user has no permissions to run the 'select' command"

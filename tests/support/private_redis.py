@@ -17,7 +17,7 @@ from typing import Any
 
 from services import require
 
-__all__ = ["loading_redis", "private_redis"]
+__all__ = ["loading_redis", "private_redis", "without_select"]
 
 
 @contextmanager
@@ -29,6 +29,22 @@ def private_redis() -> Iterator[str]:
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def without_select(url: str, password: str) -> str:
+    """`url` (a `private_redis`) as an ACL user ``limited`` who may run anything but
+    ``SELECT``, at db 1: a Redis that refuses every connection at its handshake."""
+    import redis
+
+    with redis.Redis.from_url(url) as admin:
+        admin.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=[f"+{password}"],
+            keys=["*"],
+            commands=["+@all", "-select"],
+        )
+    return f"{url}?db=1&username=limited&password={password}"
 
 
 @contextmanager
