@@ -230,6 +230,44 @@ def test_a_failing_listing_fails_the_row_unless_the_chat_answers(
     assert "; listing its models failed: upstream returned HTTP 503" in got["broken"].detail
 
 
+_PAGE = b"<!DOCTYPE html><html><body>" + b"<p>Welcome to our site</p>" * 8000 + b"</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("text/html", _PAGE, "upstream returned a body that is not JSON"),
+        (
+            "application/json",
+            b'["qwen2.5-7b-instruct"]',
+            "upstream returned JSON that is not an object",
+        ),
+    ],
+    ids=["html-page", "json-list"],
+)
+def test_a_listing_reached_but_unreadable_fails_as_a_5xx_does(
+    openai_up: FakeUpstream,
+    anthropic_up: FakeAnthropic,
+    content_type: str,
+    body: bytes,
+    said: str,
+) -> None:
+    """A server that answers ``GET /models`` 200 with what is no model list (a catch-all
+    HTML page) was reached: as a failing listing, the row fails without --chat, saying
+    what came back (never the page), and with --chat the answer settles it. It was taken
+    for a server not reached: a failure with no chat sent."""
+    openai_up.listing_body = (content_type, body)
+    registry = _registry(openai_up, anthropic_up)
+    listed = _probe(registry, models=["small"], timeout_s=5.0)["small"]
+    assert listed.status == "fail"
+    assert listed.detail == f"listing its models failed: {said} (--chat asks the model itself)"
+    asked = _probe(registry, models=["small"], chat=True, timeout_s=5.0)["small"]
+    assert (asked.status, asked.listed) == ("warn", None), asked.detail
+    assert asked.detail.startswith("answered (")
+    assert asked.detail.endswith(f"; listing its models failed: {said}")
+    assert [r.path for r in openai_up.requests][-1] == "/v1/chat/completions"
+
+
 @pytest.mark.parametrize(
     ("kind", "answer", "said"),
     [

@@ -154,6 +154,9 @@ class FakeUpstream:
     listing_status: int | None = None
     """When set, ``GET /models`` answers this status with an error (501: a server that
     does not implement the listing; 500, 503: one whose listing fails)."""
+    listing_body: tuple[str, bytes] | None = None
+    """When set, ``GET /models`` answers 200 with this (content type, body): a catch-all
+    page where the listing should be (HTML), JSON of another shape."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_called(self) -> list[str]:
@@ -498,6 +501,13 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             elif upstream.listing_status is not None:
                 error = {"message": "listing models failed", "type": "server_error"}
                 self._send_json(upstream.listing_status, {"error": error})
+            elif upstream.listing_body is not None:
+                content_type, raw = upstream.listing_body
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
             elif upstream.key is not None and headers.get("authorization") != (
                 f"Bearer {upstream.key}"
             ):

@@ -270,7 +270,7 @@ def _refusal(row: _Row, error: ProviderError | None, chat: bool) -> Probe | None
         return row.probe("fail", f"credentials refused (HTTP {error.status}); {said}")
     if not _failed_listing(error):
         return None  # refused for another reason (404, 501: the server lists nothing)
-    if error.status is None:
+    if error.status is None and not _unreadable(error):
         return row.probe("fail", error.message)  # not reached: a chat would go the same way
     if chat:
         return None
@@ -278,11 +278,28 @@ def _refusal(row: _Row, error: ProviderError | None, chat: bool) -> Probe | None
 
 
 def _failed_listing(error: ProviderError | None) -> bool:
-    """Whether the listing failed (5xx, 429, no answer), rather than being refused by a
-    server that lists nothing (404, 405, 501 Not Implemented)."""
+    """Whether the listing failed (5xx, 429, an answer that is no model list, no
+    answer), rather than being refused by a server that lists nothing (404, 405, 501
+    Not Implemented)."""
     if error is None or isinstance(error, UpstreamRejected | ProviderMisconfigured):
         return False
     return error.status != 501
+
+
+# the transport's words for an answer it could not read (a catch-all HTML page where
+# the listing should be, a JSON list, too much): the server was reached, and answered
+# what is no model list, which a chat may still get past
+_UNREADABLE = (
+    "upstream returned a body that is not JSON",
+    "upstream returned JSON that is not an object",
+    "upstream answered with more than ",
+)
+
+
+def _unreadable(error: ProviderError) -> bool:
+    """Whether the listing came back, with no status to say it failed, but could not be
+    read: a listing that failed, not a server out of reach."""
+    return error.status is None and error.message.startswith(_UNREADABLE)
 
 
 def _listing_failure(error: ProviderError) -> str:
