@@ -39,6 +39,16 @@ def test_the_example_cases_pass() -> None:
     assert all(line.startswith("PASS  ") for line in lines[:-1])
 
 
+def test_one_case_is_counted_in_the_singular(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n  - prompt: hi! how are you doing today?\n    expect: {route: chitchat}\n"
+    )
+    result = llmroute("registry", "test", cases, "-r", EXAMPLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("\n1 of 1 case passed"), result.stdout
+
+
 def test_a_failing_case_exits_1_and_says_what_was_decided(tmp_path: Path) -> None:
     cases = tmp_path / "cases.yaml"
     cases.write_text(

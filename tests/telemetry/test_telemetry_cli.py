@@ -470,6 +470,24 @@ def test_refresh(registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0
 
 
+def test_refresh_and_export_count_one_in_the_singular(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One cluster of mined prompts is '1 cluster', one request exported '1 request' (they
+    said '1 clusters', 'of the 1 requests')."""
+    now = time.time()
+    fill(registry, [record("default", 0.05, now - 60, p) for p in PASSPORT])
+    out_path = tmp_path / "candidate.yaml"
+    code, out, _ = cli(capsys, "refresh", "-r", registry, "-o", out_path, "--since", "1h")
+    assert code == 0, out
+    assert f"{len(PASSPORT)} in 1 cluster\n" in out, out
+    fill(registry, [record("weather", 0.5, now - 30, prompt="will it rain?")])
+    code, _, err = cli(
+        capsys, "export", "-r", registry, "--since", "45s", "-o", tmp_path / "t.jsonl"
+    )
+    assert code == 0 and "wrote 1 of the 1 request of the last 45s" in err, err
+
+
 @pytest.mark.parametrize("command", ["report", "export", "refresh"])
 def test_since_0d_is_a_usage_error(
     command: str, registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -132,7 +132,7 @@ def test(
             if result.decision is not None:
                 d = result.decision
                 print(f"      decided: {d.route} -> {d.model} by {d.layer} ({d.reason})")
-        print(f"{len(results) - len(failed)} of {len(results)} cases passed")
+        print(f"{len(results) - len(failed)} of {counted(len(results), 'case')} passed")
     if failed:
         raise typer.Exit(1)
 

@@ -27,6 +27,7 @@ from llmroute.cli._app import (
     app,
     check_plot_path,
     check_telemetry_url,
+    counted,
     err_console,
     fail,
     find_registry,
@@ -470,9 +471,9 @@ def _compare(current: Path, candidate: Path, rows: list[LabelledRow], max_drop: 
 
 def _print_refresh(console: Console, proposal: RefreshProposal, output: Path) -> None:
     console.print(
-        f"{proposal.n_decisions} decisions, {proposal.n_with_prompt} with a stored prompt; "
-        f"{proposal.n_mined} unique low-margin or default prompts mined, "
-        f"{proposal.n_clustered} in {len(proposal.clusters)} clusters"
+        f"{counted(proposal.n_decisions, 'decision')}, {proposal.n_with_prompt} with a "
+        f"stored prompt; {counted(proposal.n_mined, 'unique low-margin or default prompt')} "
+        f"mined, {proposal.n_clustered} in {counted(len(proposal.clusters), 'cluster')}"
     )
     if not proposal.clusters:
         console.print("no cluster large enough: the candidate equals the current registry")
@@ -579,7 +580,7 @@ def export_command(
         for line in lines:
             out.write(line + "\n")
     err_console.print(
-        f"wrote {len(picked)} of the {len(decisions)} requests of the last {window.text} "
+        f"wrote {len(picked)} of the {_requests(len(decisions))} of the last {window.text} "
         f"to {escape(str(output))}{why}",
         soft_wrap=True,
     )
@@ -661,7 +662,7 @@ def report_command(
 
 def _requests(n: int, kind: str = "") -> str:
     """``1 request``, ``2 requests``: `n` with the noun agreeing, after `kind` if given."""
-    return f"{n} {kind + ' ' if kind else ''}request{'s' * (n != 1)}"
+    return counted(n, f"{kind + ' ' if kind else ''}request")
 
 
 def _group_table(title: str, groups: list[GroupStats], strongest: str | None) -> Table:
