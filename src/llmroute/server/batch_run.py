@@ -282,7 +282,7 @@ class BatchRun:
         body = line.body(content)
         live = live_requests(self.request.app)
         await live.idle_within(self.store.settings.yield_s)  # live traffic first
-        response = await self._send(body)
+        response, apart_scope = await self._send(body)
         tries, upstream_tries = 1, 1
         while True:
             if _rate_limited(response) and tries < _MOST_TRIES:
@@ -300,10 +300,12 @@ class BatchRun:
                 # run sends it), which may have moved the model the providers limit
                 self._left = True
                 return
-            response = await self._send(line.body(content))
+            response, apart_scope = await self._send(line.body(content))
         ok = 200 <= response.status_code < 300
         request_id = response.headers["x-request-id"]  # `_send` names each answer
         raw = bytes(getattr(response, "body", b""))  # (a stream has none: never asked)
+        if apart_scope is not None:  # the last send's line alone: the id the output gives
+            answered_apart(apart_scope, response.status_code, raw, tries + upstream_tries - 1)
         answer = {
             "id": f"batch_req_{secrets.token_hex(16)}",
             "custom_id": line.custom_id,
@@ -321,11 +323,12 @@ class BatchRun:
             await asyncio.wait_for(self._draining.wait(), wait_s)
         return self._draining.is_set()
 
-    async def _send(self, body: dict[str, Any]) -> Response:
+    async def _send(self, body: dict[str, Any]) -> tuple[Response, dict[str, Any] | None]:
         """`body` answered as its endpoint answers it, the error as its JSON response;
         with an ``x-request-id`` as the gateway's answers have: its decision's (or its
-        embeddings row's), else made as the gateway makes one, an error's request line
-        naming it (`answered_apart`)."""
+        embeddings row's), else made as the gateway makes one, and then the scope that
+        names it, for the request line of the line's last send (`answered_apart`: a
+        refused send tried again writes none, its id shown nowhere)."""
         # a scope of its own: serving notes per-request state in it (its id too)
         scope = {
             **apart(self.request.scope),
@@ -334,10 +337,10 @@ class BatchRun:
             GATEWAY_TAGS: self._tags,
         }
         response = await self._answered_by_endpoint(scope, body)
-        if "x-request-id" not in response.headers:
-            raw = bytes(getattr(response, "body", b""))
-            response.headers["x-request-id"] = answered_apart(scope, response.status_code, raw)
-        return response
+        if "x-request-id" in response.headers:
+            return response, None
+        response.headers["x-request-id"] = request_id_of(scope)
+        return response, scope
 
     async def _answered_by_endpoint(self, scope: dict[str, Any], body: dict[str, Any]) -> Response:
         request = Request(scope, self.request.receive)

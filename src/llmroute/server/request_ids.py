@@ -128,14 +128,15 @@ def stamped(message: Message, scope: Scope, send: Send) -> Send:
     return _ErrorLine(send, scope, request_id, status)
 
 
-def answered_apart(scope: Scope, status: int, body: bytes) -> str:
+def answered_apart(scope: Scope, status: int, body: bytes, tries: int = 1) -> str:
     """The id of an answer made apart from any the client is sent (a batch's line, with
     a scope of its own: `apart`), which `stamped` never sees: `request_id_of` its scope,
     and for an error answered without a decision its request line, as `stamped` writes
-    a live answer's, so that the id the batch's output gives is found in the log."""
+    a live answer's, so that the id the batch's output gives is found in the log; with
+    the `tries` it took, when it was sent more than once."""
     request_id = request_id_of(scope)
     if _unrouted_error(scope, status):
-        log_unrouted(scope, request_id, status, body)
+        log_unrouted(scope, request_id, status, body, tries)
     return request_id
 
 
@@ -171,10 +172,11 @@ class _ErrorLine:
         await self._send(message)
 
 
-def log_unrouted(scope: Scope, request_id: str, status: int, body: bytes) -> None:
+def log_unrouted(scope: Scope, request_id: str, status: int, body: bytes, tries: int = 1) -> None:
     """One request line for an error answered before (or without) routing: the id the
     client got, the status, the error's code and message (bounded; never the key, which
-    no error message names), the method and path."""
+    no error message names), the method and path; and ``tries`` when it was sent more
+    than once (a batch's line its key's rate limit kept turning away)."""
     code, text = _error_of(body)
     path = str(scope.get("path", ""))[:200]
     fields: dict[str, Any] = {
@@ -185,13 +187,18 @@ def log_unrouted(scope: Scope, request_id: str, status: int, body: bytes) -> Non
         "method": scope.get("method"),
         "path": path if path.isprintable() else "(unprintable)",
     }
+    tried = ""
+    if tries > 1:
+        fields["tries"] = tries
+        tried = f" tries={tries}"
     _log.info(
-        "%s status=%s error=%s method=%s path=%s message=%s",
+        "%s status=%s error=%s method=%s path=%s%s message=%s",
         request_id,
         status,
         code,
         fields["method"],
         fields["path"],
+        tried,
         json.dumps(text, ensure_ascii=False),
         extra={"request": fields},
     )
