@@ -11,11 +11,14 @@ import re
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 
+from llmroute.errors import shown
+
 __all__ = ["Path", "PathProblems", "Problem", "did_you_mean", "format_path"]
 
 Path = tuple[str | int, ...]
 Problem = tuple[Path, str]
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SHOWN_KEY = 80  # a longer key (a megabyte name) is cut in the path
 
 
 class PathProblems(ValueError):
@@ -32,15 +35,17 @@ class PathProblems(ValueError):
 
 
 def format_path(path: Iterable[str | int]) -> str:
-    """``("routes", 2, "target")`` → ``routes[2].target``; odd keys are quoted."""
+    """``("routes", 2, "target")`` → ``routes[2].target``; odd keys are quoted, long
+    ones cut."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
+        elif _PLAIN_KEY.fullmatch(part):
+            part = part if len(part) <= _SHOWN_KEY else part[: _SHOWN_KEY - 1] + "…"
             out += f".{part}" if out else part
         else:
-            out += f"[{part!r}]"
+            out += f"[{shown(part, _SHOWN_KEY)}]"
     return out
 
 

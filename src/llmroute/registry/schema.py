@@ -38,6 +38,7 @@ __all__ = [
     "ANTHROPIC_KINDS",
     "BALANCE_STRATEGIES",
     "BUILTIN_ENCODERS",
+    "MAX_NAME_CHARS",
     "PII_TYPES",
     "RESERVED_ROUTE_NAMES",
     "SCAN_ROLES",
@@ -86,8 +87,13 @@ Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
 # give them its policy (a pinned model got its fallbacks, timeouts and safety profile)
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default", "pinned"})
 _LLM_NONE = "none"  # the LLM router's answer for the default (`llm_router.NONE`)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names go into response headers, metrics labels, log lines and the decision log: ASCII
+# without line breaks, and short (an alias may be a fine-tuned model's id, ``ft:...``, of
+# up to about 150 characters)
+MAX_NAME_CHARS = 256
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a variable written as a shell, Docker Compose or LiteLLM config refers to it
 _ENV_REFERENCE = re.compile(
     r"^(?:\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|os\.environ/([A-Za-z_][A-Za-z0-9_]*))$"
@@ -98,8 +104,8 @@ _DEFAULT_BASE_URLS = {
 }
 # Google Cloud project ids (and the older domain-scoped ``example.com:name``); Vertex AI
 # regions (``us-east5``, ``europe-west1``, ``global``): both go into the URL's path.
-_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$")
-_GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
+_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]\Z")
+_GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*\Z")
 _GCP_MULTI_REGIONS = frozenset({"us", "eu"})  # Vertex AI's multi-region endpoints
 # what a whole vertex base_url ends in: the requests go to {base_url}/publishers/...
 _VERTEX_PATH_END = re.compile(r"/projects/[^/?#]+/locations/[^/?#]+/?$")
@@ -119,12 +125,33 @@ def vertex_base_url(project: str, region: str) -> str:
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.match(value):
+    _check_length(value)
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"invalid name {value!r}: use letters, digits, '_', '.' and '-', "
             "starting with a letter or digit"
         )
     return value
+
+
+def _check_length(value: str) -> None:
+    if len(value) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"name too long: {len(value):,} characters (at most {MAX_NAME_CHARS} characters)"
+        )
+
+
+def _free_name_problem(value: str) -> str | None:
+    """Why a name with no charset of its own (an alias: what clients send as ``model``;
+    a safety profile's) cannot be one: too long, or holding a control character."""
+    try:
+        _check_length(value)
+    except ValueError as exc:
+        return str(exc)
+    control = _CONTROL.search(value)
+    if control is not None:
+        return f"name {shown(value, 60)} holds a control character ({control.group()!r})"
+    return None
 
 
 def _is_glob(pattern: str) -> bool:
@@ -176,7 +203,7 @@ def _check_gcp_project(value: str) -> str:
 
 
 def _check_env_name(value: str) -> str:
-    if not _ENV_NAME.match(value):
+    if not _ENV_NAME.fullmatch(value):
         reference = _ENV_REFERENCE.match(value.strip())
         if reference is not None:  # a name, not a secret: it may be shown
             name = next(group for group in reference.groups() if group)
@@ -559,7 +586,7 @@ EncoderSpec = Annotated[
 # ``max_tokens``) where other kinds get OpenAI's.
 ANTHROPIC_KINDS: frozenset[str] = frozenset({"anthropic", "bedrock", "vertex"})
 # An AWS region (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5)
-_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+\Z")
 
 
 class Provider(_Frozen):
@@ -2613,6 +2640,8 @@ class Registry(_Frozen):
             path = ("aliases", alias)
             if not alias or not target:
                 yield path, "an alias and its target must be non-empty"
+            elif (problem := _free_name_problem(alias)) is not None:
+                yield path, problem
             elif not _is_glob(alias) and self._is_name(alias):
                 yield path, f"alias {alias!r} would hide the route or model of that name"
             elif target in self.aliases:
@@ -2737,7 +2766,9 @@ class Registry(_Frozen):
 
     def _profile_problems(self, name: str, profile: SafetyProfile, pii: bool) -> Iterator[Problem]:
         """A profile's reroutes name pool models; redacting answers needs the detector."""
-        if "+" in name:
+        if (problem := _free_name_problem(name)) is not None:
+            yield ("safety", "profiles", name), problem
+        elif "+" in name:
             # '+' joins the names of profiles applied together (a route's, then the one a
             # request moved to): a profile named so would be taken for such a pair
             yield (

@@ -1,0 +1,91 @@
+"""Registry values the loader fuzz left loading or crashing: overlong or line-broken
+names, explicit YAML tags, integers past any range. Each is one error naming file, line
+and field."""
+
+from __future__ import annotations
+
+import pytest
+from registry_helpers import VALID, one_error
+
+from llmroute.registry import parse_registry
+from llmroute.registry.schema import MAX_NAME_CHARS
+
+LONG = "n" * (MAX_NAME_CHARS + 1)
+AT_LIMIT = "n" * MAX_NAME_CHARS
+
+# one more of each named thing: put first in its section, or a section added
+NAMED = {
+    "models": "models:\n  {name}: {{provider: local, model: up}}\n",
+    "providers": "providers:\n  {name}: {{kind: openai, base_url: 'http://127.0.0.1:1/v1'}}\n",
+    "routes": "routes:\n  - {{name: {name}, examples: [tell me a joke], target: small}}\n",
+    "rules": "rules:\n  - {{name: {name}, when: {{has_tools: true}}, target: large}}\n",
+    "auth.keys": "auth:\n  keys:\n    - {{name: {name}, key_env: LLMROUTE_KEY}}\n",
+    "safety.profiles": "safety:\n  profiles: {{standard: {{}}, {name}: {{}}}}\n",
+    "aliases": "aliases:\n  {name}: small\n",
+}
+
+
+def _with(section: str, name: str) -> str:
+    """VALID with one more entry of `section` named `name` (a YAML scalar as written)."""
+    added = NAMED[section].format(name=name)
+    head = added.split("\n", 1)[0] + "\n"
+    return VALID.replace(head, added, 1) if head in VALID else VALID + added
+
+
+@pytest.mark.parametrize("section", list(NAMED))
+def test_a_name_at_the_limit_loads(section: str) -> None:
+    parse_registry(_with(section, AT_LIMIT))
+
+
+@pytest.mark.parametrize("section", list(NAMED))
+def test_a_name_past_the_limit_is_one_error_at_its_line(section: str) -> None:
+    """A megabyte name loaded, and went on to metrics labels, headers and log lines."""
+    text = _with(section, LONG)
+    error = one_error(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if LONG in row)
+    assert error.file == "reg.yaml" and error.line == line, error
+    assert error.field is not None and error.field.startswith(section), error
+    assert f"at most {MAX_NAME_CHARS} characters" in error.message, error
+    assert LONG not in str(error)  # neither the message nor the field echoes it whole
+
+
+@pytest.mark.parametrize("section", ["models", "providers", "routes", "rules", "auth.keys"])
+@pytest.mark.parametrize("name", ['"x\\n"', '"x\\r\\n"', '"x\\ry"', '"xä"'])
+def test_a_name_with_a_line_break_or_non_ascii_is_refused(section: str, name: str) -> None:
+    """A pool model or route named ``"small\\n"`` loaded (``$`` matches before a final
+    newline); every answer then broke on its ``x-llmroute-model`` or ``-route`` header
+    (uvicorn: "Invalid HTTP header value", the client an empty reply)."""
+    error = one_error(_with(section, name))
+    assert error.field is not None and error.field.startswith(section), error
+    assert error.line is not None and "invalid name" in error.message, error
+
+
+@pytest.mark.parametrize("section", ["safety.profiles", "aliases"])
+@pytest.mark.parametrize("name", ['"x\\n"', '"x\\r\\ny"', '"x\\x00"'])
+def test_a_profile_or_alias_name_with_a_control_character_is_refused(
+    section: str, name: str
+) -> None:
+    error = one_error(_with(section, name))
+    assert error.field is not None and error.field.startswith(section), error
+    assert error.line is not None and "control character" in error.message, error
+
+
+@pytest.mark.parametrize(
+    ("provider", "field"),
+    [
+        ('{kind: vertex, project: my-project, region: "us-east5\\n"}', "region"),
+        ('{kind: vertex, project: "my-project\\n", region: us-east5}', "project"),
+        ('{kind: bedrock, region: "eu-central-1\\n"}', "region"),
+        ('{kind: openai, base_url: "http://x/v1", api_key_env: "KEY\\n"}', "api_key_env"),
+    ],
+)
+def test_a_region_project_or_variable_with_a_final_newline_is_refused(
+    provider: str, field: str
+) -> None:
+    """``$`` matched before a final newline: a region went into the URL's host with it."""
+    error = one_error(
+        VALID.replace(
+            'local: {kind: openai, base_url: "http://127.0.0.1:8001/v1"}', f"local: {provider}"
+        )
+    )
+    assert error.line == 4 and error.field == f"providers.local.{field}", error
