@@ -89,3 +89,65 @@ def test_a_region_project_or_variable_with_a_final_newline_is_refused(
         )
     )
     assert error.line == 4 and error.field == f"providers.local.{field}", error
+
+
+DESCRIPTION = "    description: programming help"  # line 20: routes[0].description
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!binary aGk=",  # loaded as the string 'hi'
+        "!!timestamp 2026-01-01",
+        "!!set {a, b}",
+        "!!omap [a: 1]",
+        "!!pairs [a: 1]",
+        "!!python/object:os.system {}",
+        "!!python/name:os.system ''",
+        "!!python/object/apply:os.system [echo]",
+        "!custom thing",
+        "!!int abc",  # crashed: ValueError
+        "!!float abc",  # ValueError
+        "!!bool maybe",  # KeyError
+        "!!timestamp abc",  # AttributeError
+    ],
+)
+def test_an_explicit_tag_is_one_error_at_its_field(value: str) -> None:
+    error = one_error(VALID.replace(DESCRIPTION, f"    description: {value}"))
+    assert (error.line, error.field) == (20, "routes[0].description"), error
+    assert error.message.startswith(f"the tag {value.split()[0]}"), error
+
+
+@pytest.mark.parametrize("key", ["!!python/name:os.system x", "!!int abc", "!foo bar"])
+def test_a_key_with_an_explicit_tag_is_one_error_at_its_line(key: str) -> None:
+    error = one_error(VALID.replace(DESCRIPTION, f"    {key}: programming help"))
+    assert error.line == 20 and error.field is not None, error
+    assert error.field.startswith("routes[0]") and "tag" in error.message, error
+
+
+def test_the_plain_scalar_tags_still_load() -> None:
+    """``!!str 12`` is how YAML keeps a number a string; the core scalar tags stand."""
+    text = VALID.replace(DESCRIPTION, "    description: !!str 12").replace(
+        "threshold: 0.55", "threshold: !!float 0.55"
+    )
+    route = parse_registry(text.replace("k: 3", "k: !!int 3")).registry.routes[0]
+    assert (route.description, route.threshold) == ("12", 0.55)
+
+
+def test_no_tag_constructs_a_python_object() -> None:
+    """The loader reads with PyYAML's safe loader: a python/ tag is refused, not run."""
+    error = one_error(
+        VALID.replace(DESCRIPTION, "    description: !!python/object/apply:os.getpid []")
+    )
+    assert "python/object/apply" in error.message
+
+
+def test_a_plain_value_yaml_1_1_gives_a_type_of_its_own_is_read() -> None:
+    """``=`` and ``<<`` (YAML 1.1's value and merge tags, where no key is merged) are text;
+    ``2026-13-45``, a date YAML cannot build, is one error (it crashed: ValueError)."""
+    for plain in ("=", "<<"):
+        loaded = parse_registry(VALID.replace(DESCRIPTION, f"    description: {plain}"))
+        assert loaded.registry.routes[0].description == plain
+    error = one_error(VALID.replace(DESCRIPTION, "    description: 2026-13-45"))
+    assert (error.line, error.field) == (20, "routes[0].description"), error
+    assert "quote it" in error.message

@@ -7,18 +7,31 @@ line numbers for every error, and duplicate keys reported instead of lost.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 import yaml
 
+from llmroute.errors import shown
 from llmroute.registry._paths import Path, Problem
 
-__all__ = ["Document", "compose"]
+__all__ = ["Document", "Tagged", "compose"]
 
+_YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"  # YAML 1.1's plain ``=``
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
+# the tags a file may write (``!!str 12``): what plain values are read as anyway
+_SCALAR_TAGS = {
+    f"{_YAML_TAG}str": "text",
+    f"{_YAML_TAG}int": "an integer",
+    f"{_YAML_TAG}float": "a number",
+    f"{_YAML_TAG}bool": "true or false",
+    f"{_YAML_TAG}null": "null",
+}
+_ANCHOR = re.compile(r"&\S+\s+")
 _MAX_NODES = 1_000_000
 # What aliases may add to the values the file writes: each is validated, and may be an
 # error, so 400 aliases of a route with 400 bad examples (5 kB) made 160,000 errors
@@ -42,7 +55,7 @@ class Document:
     written: dict[Path, str] = field(default_factory=dict)
 
 
-_KEY_KINDS = {date: "a date", datetime: "a date and time", bytes: "binary data"}
+_KEY_KINDS = {date: "a date", datetime: "a date and time"}
 
 
 def _plain(key: object) -> bool:
@@ -59,6 +72,17 @@ class TooLarge(ValueError):
         self.path = path
 
 
+class Tagged(ValueError):
+    """A value (or key) at `path`, on `line`, that the file tags explicitly with a tag
+    other than a plain scalar's (``!!binary``, ``!!set``, ``!!python/...``), or with one
+    its text does not fit (``!!int abc``)."""
+
+    def __init__(self, message: str, line: int, path: Path) -> None:
+        super().__init__(message)
+        self.line = line
+        self.path = path
+
+
 class TooDeep(ValueError):
     """Collections nested more than `_MAX_DEPTH` deep; `line` is where the limit was passed."""
 
@@ -67,15 +91,18 @@ class TooDeep(ValueError):
         self.line = line
 
 
-def compose(node: yaml.Node) -> Document:
-    """Build the data of a composed node tree; duplicate keys become `problems`."""
-    builder = _Builder()
+def compose(node: yaml.Node, text: str = "") -> Document:
+    """Build the data of a composed node tree; duplicate keys become `problems`. `text`
+    (what `node` was composed from) tells the tags the file writes from those YAML
+    resolved: ``!!timestamp 2026-01-01`` is refused, ``2026-01-01`` read as a date."""
+    builder = _Builder(text)
     data = builder.build(node, ())
     return Document(data, builder.value_lines, builder.key_lines, builder.problems, builder.written)
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, text: str) -> None:
+        self._text = text
         self.value_lines: dict[Path, int] = {}
         self.key_lines: dict[Path, int] = {}
         self.problems: list[Problem] = []
@@ -104,15 +131,13 @@ class _Builder:
             )
         self.value_lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            value = self._scalars.construct_object(node, deep=True)
+            value = self._scalar(node, path)
             plain = not node.style  # None from PyYAML's parser, "" from libyaml's
             if plain and value is not None and not isinstance(value, str):
                 self.written[path] = node.value
             return value
         if node.tag not in _COLLECTION_TAGS:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"unsupported tag {node.tag!r}", node.start_mark
-            )
+            raise Tagged(_not_allowed(node.tag), node.start_mark.line + 1, path)
         if id(node) in self._active:
             raise TooLarge(
                 "the document contains a recursive alias", node.start_mark.line + 1, path
@@ -132,6 +157,34 @@ class _Builder:
             self._aliasing -= again
             self._active.discard(id(node))
 
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        """The value of a scalar; `Tagged` for a tag the file writes that is not a plain
+        scalar's, or that its text does not fit. No tag constructs an object: the
+        constructor is PyYAML's safe one."""
+        explicit = self._explicit(node)
+        if not explicit and node.tag in (_MERGE_TAG, _VALUE_TAG):
+            return node.value  # a plain ``<<`` or ``=`` where no key is merged: text
+        line = node.start_mark.line + 1
+        if explicit and node.tag not in _SCALAR_TAGS:
+            raise Tagged(_not_allowed(node.tag), line, path)
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except (ValueError, KeyError, AttributeError, TypeError, yaml.YAMLError) as exc:
+            # ``!!int abc``, ``!!bool maybe``; a plain ``2026-13-45`` is a date YAML cannot read
+            kind = _SCALAR_TAGS.get(node.tag, "a date")
+            written = shown(node.value, 60)
+            if explicit:
+                message = f"the tag {_short_tag(node.tag)} does not fit {written}: not {kind}"
+            else:
+                message = f"{written} reads as {kind} and is not one: quote it"
+            raise Tagged(message, line, path) from exc
+
+    def _explicit(self, node: yaml.Node) -> bool:
+        """Whether the file writes a tag on `node`: its start (past an anchor) is a ``!``."""
+        at = node.start_mark.index
+        anchor = _ANCHOR.match(self._text, at)
+        return self._text.startswith("!", anchor.end() if anchor else at)
+
     def _too_large(self, message: str, path: Path) -> None:
         """Raise `TooLarge` at the line of the key nearest `path` (an alias's node holds
         its anchor's line)."""
@@ -148,15 +201,15 @@ class _Builder:
             if key_node.tag == _MERGE_TAG:
                 merged.update(self._merge_source(value_node, path))
                 continue
-            key = self._scalars.construct_object(key_node, deep=True)
-            if isinstance(key_node, yaml.ScalarNode) and not _plain(key):
-                written = (*path, key_node.value)  # ``2026-01-01:``, ``!!binary aGk=:``
+            if not isinstance(key_node, yaml.ScalarNode):  # ``? [a, b]``: not built
+                self.problems.append((path, "mapping keys must be plain scalars"))
+                continue
+            written = (*path, key_node.value)
+            key = self._scalar(key_node, written)
+            if not _plain(key):  # ``2026-01-01:``
                 self.key_lines.setdefault(written, key_node.start_mark.line + 1)
                 kind = _KEY_KINDS.get(type(key), f"a {type(key).__name__}")
                 self.problems.append((written, f"a key YAML reads as {kind}: quote it"))
-                continue
-            if not _plain(key):
-                self.problems.append((path, "mapping keys must be plain scalars"))
                 continue
             child = (*path, key) if isinstance(key, str | int) else path
             if key in out:
@@ -180,3 +233,18 @@ class _Builder:
                 continue
             merged.update(value)
         return merged
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:binary`` as a file writes it, ``!!binary`` (cut to 80 characters:
+    a tag may be as long as the file)."""
+    short = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+    return short if len(short) <= 80 else short[:79] + "…"
+
+
+def _not_allowed(tag: str) -> str:
+    return (
+        f"the tag {_short_tag(tag)} is not allowed: write the value plain (text, a "
+        "number, true or false, a list or a mapping), or with !!str, !!int, !!float, !!bool "
+        "or !!null"
+    )

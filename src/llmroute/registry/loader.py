@@ -30,7 +30,7 @@ from llmroute.registry._errors import (
 )
 from llmroute.registry._paths import Path as KeyPath
 from llmroute.registry._paths import format_path
-from llmroute.registry._yaml import Document, TooDeep, TooLarge, compose
+from llmroute.registry._yaml import Document, Tagged, TooDeep, TooLarge, compose
 from llmroute.registry.schema import BuiltinEncoderSpec, Registry
 
 __all__ = ["LoadedRegistry", "dump_registry", "load_registry", "parse_registry", "version_of"]
@@ -234,7 +234,7 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
     `top` (what the top level must be) for one that is not a mapping."""
     try:
         node = _compose(text)
-        document = compose(node) if node is not None else None
+        document = compose(node, text) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "cannot be parsed"
@@ -247,7 +247,7 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
         raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
-    except TooLarge as exc:
+    except (TooLarge, Tagged) as exc:
         field = format_path(exc.path) or None
         raise ConfigError(str(exc), file=source, line=exc.line, field=field) from exc
     except TooDeep as exc:
