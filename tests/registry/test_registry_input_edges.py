@@ -151,3 +151,36 @@ def test_a_plain_value_yaml_1_1_gives_a_type_of_its_own_is_read() -> None:
     error = one_error(VALID.replace(DESCRIPTION, "    description: 2026-13-45"))
     assert (error.line, error.field) == (20, "routes[0].description"), error
     assert "quote it" in error.message
+
+
+@pytest.mark.parametrize(
+    ("line", "old", "field", "digits"),
+    [
+        (17, "threshold: 0.4", "intent.threshold", 400),  # "a valid number (got an integer)"
+        (16, "k: 3", "intent.k", 400),  # an integer field: loaded
+        (16, "k: 3", "intent.k", 20),
+        (12, "context_window: 1047576", "models.large.context_window", 20),
+        (12, "context_window: 1047576", "models.large.context_window", -400),
+    ],
+)
+def test_an_integer_past_any_range_is_out_of_range(
+    line: int, old: str, field: str, digits: int
+) -> None:
+    """Past a 64-bit integer (an integer field), past a float (a number field)."""
+    written = "-" * (digits < 0) + "9" * abs(digits)
+    error = one_error(VALID.replace(old, f"{old.split(':')[0]}: {written}"))
+    assert (error.line, error.field) == (line, field), error
+    assert "out of range" in error.message and written not in error.message, error
+
+
+def test_an_integer_within_range_loads() -> None:
+    loaded = parse_registry(
+        VALID.replace("context_window: 1047576", f"context_window: {2**63 - 1}")
+    )
+    assert loaded.registry.models["large"].context_window == 2**63 - 1
+
+
+def test_an_integer_past_what_python_reads_is_out_of_range() -> None:
+    error = one_error(VALID.replace("k: 3", f"k: {'9' * 5000}"))
+    assert (error.line, error.field) == (16, "intent.k"), error
+    assert error.message == "out of range: an integer of 5,000 digits"

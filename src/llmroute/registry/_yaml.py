@@ -32,6 +32,8 @@ _SCALAR_TAGS = {
     f"{_YAML_TAG}null": "null",
 }
 _ANCHOR = re.compile(r"&\S+\s+")
+_INT_TAG = f"{_YAML_TAG}int"
+_DECIMAL = re.compile(r"[-+]?[0-9_]+")
 _MAX_NODES = 1_000_000
 # What aliases may add to the values the file writes: each is validated, and may be an
 # error, so 400 aliases of a route with 400 bad examples (5 kB) made 160,000 errors
@@ -173,7 +175,11 @@ class _Builder:
             # ``!!int abc``, ``!!bool maybe``; a plain ``2026-13-45`` is a date YAML cannot read
             kind = _SCALAR_TAGS.get(node.tag, "a date")
             written = shown(node.value, 60)
-            if explicit:
+            digits = sum(c.isdigit() for c in node.value)
+            if node.tag == _INT_TAG and _DECIMAL.fullmatch(node.value):
+                # past Python's 4,300 digits for int()
+                message = f"out of range: an integer of {digits:,} digits"
+            elif explicit:
                 message = f"the tag {_short_tag(node.tag)} does not fit {written}: not {kind}"
             else:
                 message = f"{written} reads as {kind} and is not one: quote it"

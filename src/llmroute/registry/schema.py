@@ -268,9 +268,14 @@ class _Frozen(BaseModel):
         if isinstance(data, dict):
             problems: list[Problem] = [
                 ((name,), f"must be a number, not {_written(data[name])}")
-                for name in _number_fields(cls)
+                for name, _ in _number_fields(cls)
                 if isinstance(data.get(name), bool)
                 or (isinstance(data.get(name), str) and not _EXPONENT.fullmatch(data[name]))
+            ]
+            problems += [
+                ((name,), _out_of_range(data[name]))
+                for name, real in _number_fields(cls)
+                if _past_range(data.get(name), real)
             ]
             PathProblems.raise_if_any(problems)
         return data
@@ -314,16 +319,39 @@ def _written(value: bool | str) -> str:
 
 
 @functools.cache
-def _number_fields(model: type[BaseModel]) -> tuple[str, ...]:
-    """The fields of `model` that take a number and nothing else (None aside)."""
+def _number_fields(model: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """The fields of `model` that take a number and nothing else (None aside), each with
+    whether it takes a float."""
     out = []
     for name, info in model.model_fields.items():
         union = typing.get_args(info.annotation) if _is_union(info.annotation) else ()
         kinds = {_bare(a) for a in union or (info.annotation,)}
         kinds.discard(type(None))
         if kinds and kinds <= {int, float}:
-            out.append(name)
+            out.append((name, float in kinds))
     return tuple(out)
+
+
+_INT64 = 2**63 - 1  # what Redis, PostgreSQL and numpy count to
+
+
+def _past_range(value: Any, real: bool) -> bool:
+    """Whether an integer YAML read is past what the field holds: a float (``1e308``), or
+    a 64-bit integer (pydantic took a 400-digit ``rpm``)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    if not real:
+        return abs(value) > _INT64
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
+def _out_of_range(value: int) -> str:
+    digits = len(str(abs(value)))  # a 400-digit value is not echoed
+    return f"out of range: an integer of {digits:,} digits"
 
 
 @functools.cache
