@@ -618,6 +618,41 @@ def test_all_rows_fits_on_every_row_and_then_has_no_held_out_rows(
     assert run(["bench", "--router", str(out), "--data", str(data), "--split", "all"]) == 0
 
 
+def _passages(n: int = 400) -> list[dict[str, object]]:
+    """Four passages of `n` / 4 questions each: a passage's questions stay on one side, so
+    the split has train and validation rows and no test rows."""
+    rng = random.Random(3)
+    topics = ["number theory", "a seaside trip", "chemical equilibrium", "the year 1815"]
+    rows = []
+    for i in range(n):
+        hard = i % 4 < 2
+        passage = f"Read this passage about {topics[i % 4]} and answer below. " * 5
+        weak = (rng.random() < 0.15) if hard else (rng.random() < 0.9)
+        strong = (rng.random() < 0.85) if hard else (rng.random() < 0.92)
+        prompt = f"{passage}\nquestion {i}: what is {rng.randint(1, 999)}?"
+        rows.append({"prompt": prompt, "weak_correct": weak, "strong_correct": strong})
+    return rows
+
+
+def test_one_test_row_and_one_prompt_are_said_in_the_singular(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "1 test rows left out", "of 1 prompts": the counts agree with their nouns."""
+    lone = {"prompt": "a lone question 1", "weak_correct": False, "strong_correct": True}
+    data = tmp_path / "passages.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*_passages(), lone]))
+    argv = ["train", "difficulty", "--data", str(data), "--router", "linear"]
+    capsys.readouterr()
+    assert run([*argv, "-o", str(tmp_path / "router")]) == 0
+    assert "; 1 test row left out; " in capsys.readouterr().out
+    _, router = trained
+    traffic = tmp_path / "traffic.jsonl"
+    traffic.write_text(json.dumps({"prompt": "what is 2 + 2?"}) + "\n")
+    argv = ["calibrate", "--router", str(router), "--data", str(traffic)]
+    assert run([*argv, "--strong-share", "0.5"]) == 0
+    assert "% of 1 prompt (" in capsys.readouterr().err
+
+
 def test_a_training_file_with_no_test_rows_suggests_split_all(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -626,18 +661,8 @@ def test_a_training_file_with_no_test_rows_suggests_split_all(
     and `calibrate` (the test split of a cross-validated router) on that file were a
     traceback (``ValueError: ... must be a non-empty 1-D array``); they now say so in
     a line and suggest ``--split all``, which works."""
-    rng = random.Random(3)
-    topics = ["number theory", "a seaside trip", "chemical equilibrium", "the year 1815"]
-    rows = []
-    for i in range(400):
-        hard = i % 4 < 2
-        passage = f"Read this passage about {topics[i % 4]} and answer below. " * 5
-        weak = (rng.random() < 0.15) if hard else (rng.random() < 0.9)
-        strong = (rng.random() < 0.85) if hard else (rng.random() < 0.92)
-        prompt = f"{passage}\nquestion {i}: what is {rng.randint(1, 999)}?"
-        rows.append({"prompt": prompt, "weak_correct": weak, "strong_correct": strong})
     data = tmp_path / "passages.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data.write_text("".join(json.dumps(r) + "\n" for r in _passages()))
     out = tmp_path / "router"
     argv = ["train", "difficulty", "--data", str(data), "--router", "linear", "-o", str(out)]
     assert run(argv) == 0

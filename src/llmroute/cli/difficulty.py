@@ -19,6 +19,7 @@ from llmroute.cli._app import (
     app,
     check_artifact_output,
     check_plot_path,
+    counted,
     data_file,
     err_console,
     fail,
@@ -230,15 +231,15 @@ def train_difficulty(
         chosen = f"{metrics['folds']}-fold{capped} cross-validated APGR {metrics['apgr']:.3f}"
         rows = len(train_idx) + len(val_idx)
         which = "every row" if all_rows else "train + validation"
-        left = "no test rows left out" if all_rows else f"{len(test_idx)} test rows left out"
+        left = "no test rows" if all_rows else counted(len(test_idx), "test row")
         typer.echo(
-            f"trained {kind} on {rows} rows ({which}) in {seconds:.1f}s; {chosen}; "
-            f"{left}; written to {output}"
+            f"trained {kind} on {counted(rows, 'row')} ({which}) in {seconds:.1f}s; {chosen}; "
+            f"{left} left out; written to {output}"
         )
     else:
         typer.echo(
-            f"trained {kind} on {len(train_idx)} rows in {seconds:.1f}s; validation APGR "
-            f"{metrics['apgr']:.3f} ({len(val_idx)} rows); written to {output}"
+            f"trained {kind} on {counted(len(train_idx), 'row')} in {seconds:.1f}s; validation "
+            f"APGR {metrics['apgr']:.3f} ({counted(len(val_idx), 'row')}); written to {output}"
         )
 
 
@@ -324,7 +325,7 @@ def calibrate(
     actual = float(np.mean(scores >= float(text)))
     typer.echo(text)
     err_console.print(
-        f"{trained.name}: threshold {text} sends {actual:.1%} of {len(subset)} prompts "
+        f"{trained.name}: threshold {text} sends {actual:.1%} of {counted(len(subset), 'prompt')} "
         f"({described}) to the strong model; in a registry: "
         f"default.difficulty.threshold: {text}, or the model router-{trained.name}-{text}"
     )

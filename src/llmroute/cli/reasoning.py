@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from llmroute.cli._app import check_artifact_output, data_file, err_console
+from llmroute.cli._app import check_artifact_output, counted, data_file, err_console
 from llmroute.cli.difficulty import _encoder, train_app
 
 __all__ = ["train_reasoning"]
@@ -65,8 +65,8 @@ def train_reasoning(
     save_scorer(trained.scorer, output, hyper=trained.hyper, trained_on=trained_on, metrics=metrics)
     val = trained.validation
     typer.echo(
-        f"trained on {len(fitted.train)} rows in {time.perf_counter() - started:.1f}s "
-        f"(C={trained.hyper['c']:g}); validation ({val['rows']} rows): AUC {val['auc']:.3f}, "
-        f"TPR {val['tpr']:.3f}, FPR {val['fpr']:.3f} at threshold "
+        f"trained on {counted(len(fitted.train), 'row')} in {time.perf_counter() - started:.1f}s "
+        f"(C={trained.hyper['c']:g}); validation ({counted(int(val['rows']), 'row')}): AUC "
+        f"{val['auc']:.3f}, TPR {val['tpr']:.3f}, FPR {val['fpr']:.3f} at threshold "
         f"{trained.scorer.threshold:.4f}; written to {output}"
     )

@@ -127,9 +127,10 @@ def _unseen(
             "with): there is nothing unseen to measure it on",
             file=str(path),
         )
+    seen = int(known.sum())
     return kept, (
-        f"{kept.size} of {len(data)} rows: the {int(known.sum())} whose prompts it saw in "
-        "training are left out"
+        f"{kept.size} of {len(data)} rows: the {seen} whose prompt{'s' * (seen != 1)} it saw "
+        f"in training {'are' if seen != 1 else 'is'} left out"
     )
 
 
