@@ -184,3 +184,11 @@ def test_an_integer_past_what_python_reads_is_out_of_range() -> None:
     error = one_error(VALID.replace("k: 3", f"k: {'9' * 5000}"))
     assert (error.line, error.field) == (16, "intent.k"), error
     assert error.message == "out of range: an integer of 5,000 digits"
+
+
+@pytest.mark.parametrize("text", ["!!python/name:os.system ''\n", "--- !!set {a, b}\n"])
+def test_a_tagged_document_is_refused_as_the_top_level(text: str) -> None:
+    error = one_error(text)
+    assert (error.line, error.field) == (1, None), error
+    assert error.message.startswith("the top level must be a mapping of sections"), error
+    assert "tag !!" in error.message

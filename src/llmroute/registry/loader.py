@@ -247,7 +247,14 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
         raise ConfigError(f"invalid YAML: {problem}", file=source, line=line) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=source) from exc
-    except (TooLarge, Tagged) as exc:
+    except Tagged as exc:
+        if not exc.path:  # the whole document tagged: no field to name
+            message = f"the top level must be {top}, not a tagged value ({exc})"
+            raise ConfigError(message, file=source, line=exc.line) from exc
+        raise ConfigError(
+            str(exc), file=source, line=exc.line, field=format_path(exc.path)
+        ) from exc
+    except TooLarge as exc:
         field = format_path(exc.path) or None
         raise ConfigError(str(exc), file=source, line=exc.line, field=field) from exc
     except TooDeep as exc:
