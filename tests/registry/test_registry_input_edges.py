@@ -192,3 +192,12 @@ def test_a_tagged_document_is_refused_as_the_top_level(text: str) -> None:
     assert (error.line, error.field) == (1, None), error
     assert error.message.startswith("the top level must be a mapping of sections"), error
     assert "tag !!" in error.message
+
+
+def test_a_tag_is_seen_after_a_byte_order_mark() -> None:
+    """libyaml's marks do not count a UTF-8 BOM: the tag was looked for a character early,
+    and ``!!binary`` loaded as text again."""
+    error = one_error("\ufeff" + VALID.replace(DESCRIPTION, "    description: !!binary aGk="))
+    assert (error.line, error.field) == (20, "routes[0].description"), error
+    loaded = parse_registry("\ufeff" + VALID.replace(DESCRIPTION, "    description: !!str 12"))
+    assert loaded.registry.routes[0].description == "12"

@@ -232,6 +232,9 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
     """YAML text → a `Document` whose top level is a mapping; `ConfigError` naming
     `source` and the line for YAML that does not parse, with `empty` for an empty file and
     `top` (what the top level must be) for one that is not a mapping."""
+    # libyaml does not count a UTF-8 byte-order mark in its marks' indexes, PyYAML's parser
+    # does: without it, both point into `text` alike (where `compose` looks for tags)
+    text = text.removeprefix("\ufeff")
     try:
         node = _compose(text)
         document = compose(node, text) if node is not None else None
