@@ -12,6 +12,7 @@ import logging
 import random
 import socket
 import time
+import tracemalloc
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -663,7 +664,7 @@ def test_a_streamed_answer_with_a_limit_holds_no_more_of_interleaved_calls() -> 
     streamed = StreamedAnswer(100)
     for i in range(10_000):
         streamed.add(_deltas(_call(10_000 - i if i % 2 else i % 7, arguments="x" * 50))[0])
-    held = sum(len("".join(field)) for call in streamed._calls.values() for field in call.values())
+    held = sum(field.size() for call in streamed._calls.values() for field in call.values())
     assert held <= 300 and len(streamed._calls) <= 20
 
 
@@ -680,7 +681,28 @@ def test_a_streamed_answer_with_a_limit_holds_no_more_of_a_stream_without_end() 
             {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {}}]}}]}
         )
     # what each holds, however long the stream
-    assert len(streamed._content) <= 101 and len(calls._calls) <= 101
+    assert streamed._content.size() <= 101 and len(calls._calls) <= 101
+
+
+@pytest.mark.parametrize("field", ["content", "arguments"])
+def test_a_streamed_answer_holds_small_pieces_compactly(field: str) -> None:
+    """Each piece was held as a string of its own (~60 bytes for a tokenizer's 2
+    characters): at the log's 32,000 characters a stream's text took 1 MB, its tool
+    calls (held up to twice the limit) 2 MB, a few bytes a character once joined."""
+    limit = 32_000
+    streamed = StreamedAnswer(limit)
+    tracemalloc.start()
+    try:
+        for k in range(limit):  # each piece a new string, as parsed from its event
+            piece = f"{k % 100:02d}"
+            delta = {"content": piece} if field == "content" else _call(0, arguments=piece)
+            streamed.add(_deltas(delta)[0])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * limit
+    text = streamed.text() or ""
+    assert len(text) > limit and "00010203" in text
 
 
 @pytest.mark.parametrize("mode", ["off", "redacted", "full"])

@@ -95,6 +95,39 @@ _CALL, _NAME, _ARGUMENTS, _AFTER = -1, 0, 1, 2
 _FIELDS = ((_NAME, "name"), (_ARGUMENTS, "arguments"))
 # the least a call takes in `text`, JSON of empty fields: '{"name": "", "arguments": ""}, '
 _CALL_CHARS = 31
+_JOIN = 64  # a text's pieces, and then its joined pieces, joined so many at a time
+
+
+class _Text(list[str]):
+    """A text as its pieces come: the latest (the list, appended to), and the strings
+    they were joined into. Not a string a piece (a streamed piece of 2 characters takes
+    ~60 bytes so), nor one string joined again for each (quadratic): each `_JOIN`
+    strings of a level are joined into one of the next (`fold`), a character copied
+    once a level, and there are a handful."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__([text] if text else ())
+        self._levels: list[list[str]] = []  # joined pieces, then joined joins, ...
+
+    def fold(self) -> None:
+        """Join the latest pieces, once there are `_JOIN` of them."""
+        joined = "".join(self)
+        self.clear()
+        for level in self._levels:
+            level.append(joined)
+            if len(level) < _JOIN:
+                return
+            joined = "".join(level)
+            level.clear()
+        self._levels.append([joined])
+
+    def size(self) -> int:
+        return sum(map(len, self)) + sum(len(s) for level in self._levels for s in level)
+
+    def text(self) -> str:
+        return "".join([s for level in reversed(self._levels) for s in level] + self)
 
 
 class StreamedAnswer:
@@ -113,8 +146,8 @@ class StreamedAnswer:
     interleaved by index, text after calls). Without one nothing is left out."""
 
     def __init__(self, limit: int | None = None) -> None:
-        self._content: list[str] = []
-        self._calls: dict[int, dict[str, list[str]]] = {}  # a field's pieces, joined once
+        self._content = _Text()
+        self._calls: dict[int, dict[str, _Text]] = {}
         self._most = None if limit is None else limit + 1  # the characters that matter
         self._room = self._most  # content characters still taken: the text comes first
         self._held = 0  # the least the calls held take in `text`
@@ -141,6 +174,8 @@ class StreamedAnswer:
         content = delta.get("content")
         if isinstance(content, str) and content and self._room != 0:
             self._content.append(self._taken(content))
+            if len(self._content) == _JOIN:
+                self._content.fold()
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if self._room == 0:
@@ -163,11 +198,13 @@ class StreamedAnswer:
         for field, key in _FIELDS:
             piece = function.get(key)
             if isinstance(piece, str) and (past is None or (index, field) < past):
-                pieces = slot.get(key)
-                if pieces is None:
-                    pieces = slot[key] = []
+                text = slot.get(key)
+                if text is None:
+                    text = slot[key] = _Text()
                 if piece:
-                    pieces.append(piece)
+                    text.append(piece)
+                    if len(text) == _JOIN:
+                        text.fold()
                     self._held += len(piece)
         if self._trim_past is not None and self._held > self._trim_past:
             self._cut_calls(self._trim_past // 2)
@@ -187,7 +224,7 @@ class StreamedAnswer:
             elif (index, _ARGUMENTS) > cut:
                 self._calls[index].pop("arguments", None)
         self._held = sum(
-            _CALL_CHARS + sum(len(p) for pieces in slot.values() for p in pieces)
+            _CALL_CHARS + sum(text.size() for text in slot.values())
             for slot in self._calls.values()
         )
 
@@ -206,10 +243,11 @@ class StreamedAnswer:
             at += len('{"name": ')
             for field, key in _FIELDS:
                 at += len(', "arguments": ') if field else 0
-                piece = "".join(slot.get(key, ()))
+                text = slot.get(key)
+                piece = "" if text is None else text.text()
                 room = max(most - at - 1, 0)  # after its opening quote
-                if key in slot:
-                    slot[key] = [piece[:room]]
+                if text is not None:
+                    slot[key] = _Text(piece[:room])
                 if len(piece) > room or at >= most:
                     return (index, field)
                 at += len(piece) + 2
@@ -225,10 +263,10 @@ class StreamedAnswer:
         return piece
 
     def text(self) -> str | None:
-        message: dict[str, Any] = {"content": "".join(self._content)}
+        message: dict[str, Any] = {"content": self._content.text()}
         if self._calls:
             message["tool_calls"] = [
-                {"function": {key: "".join(pieces) for key, pieces in self._calls[i].items()}}
+                {"function": {key: text.text() for key, text in self._calls[i].items()}}
                 for i in sorted(self._calls)
             ]
         return answer_text({"choices": [{"message": message}]})
