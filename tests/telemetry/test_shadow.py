@@ -610,6 +610,18 @@ def test_a_streamed_answer_with_a_limit_is_the_whole_answer_up_to_it_in_any_orde
     _cut_alike(_deltas(*deltas))
 
 
+@pytest.mark.parametrize("index", [True, False, None, "1", 1.0])
+def test_a_call_index_that_is_not_an_int_is_call_0(index: Any) -> None:
+    """A bool is no index, as for a choice (`choice_zero`) and the fronts: ``true`` was
+    read as call 1, its arguments a call of their own."""
+    streamed = StreamedAnswer()
+    for delta in _deltas(
+        _call(0, name="f"), {"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]}
+    ):
+        streamed.add(delta)
+    assert json.loads(streamed.text() or "") == [{"name": "f", "arguments": "{}"}]
+
+
 _PIECE = st.text(alphabet=st.sampled_from('ab"\\\nü€'), max_size=12)
 
 
@@ -645,7 +657,9 @@ _ODD_PIECE = st.text(alphabet=st.sampled_from('a "\\\x01\U0001f600\ud83d\ude00')
             st.builds(lambda text: {"content": text}, _ODD_PIECE),
             st.builds(
                 lambda index, function: {"tool_calls": [{"index": index, "function": function}]},
-                st.one_of(st.integers(-1, 3), st.just(10**18), st.sampled_from([None, "1", 1.0])),
+                st.one_of(
+                    st.integers(-1, 3), st.just(10**18), st.sampled_from([None, "1", 1.0, True])
+                ),
                 st.fixed_dictionaries({}, optional={"name": _ODD_PIECE, "arguments": _ODD_PIECE}),
             ),
         ),

@@ -184,7 +184,7 @@ class StreamedAnswer:
             if not isinstance(function, Mapping):
                 continue
             index = call.get("index", 0)
-            index = index if isinstance(index, int) else 0
+            index = index if type(index) is int else 0  # a bool is no index (`choice_zero`)
             self._observe_call(index, function)
 
     def _observe_call(self, index: int, function: Mapping[str, Any]) -> None:
