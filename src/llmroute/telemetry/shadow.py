@@ -96,6 +96,9 @@ _FIELDS = ((_NAME, "name"), (_ARGUMENTS, "arguments"))
 # the least a call takes in `text`, JSON of empty fields: '{"name": "", "arguments": ""}, '
 _CALL_CHARS = 31
 _JOIN = 64  # a text's pieces, and then its joined pieces, joined so many at a time
+# JSON's bytes that a value may follow (":", ",", "[", whitespace), all made ":": a
+# negative number's minus then follows a ":"
+_BEFORE_VALUES = bytes.maketrans(b",[ \t\n\r", b"::::::")
 
 
 class _Text(list[str]):
@@ -151,17 +154,38 @@ class StreamedAnswer:
         self._most = None if limit is None else limit + 1  # the characters that matter
         self._room = self._most  # content characters still taken: the text comes first
         self._held = 0  # the least the calls held take in `text`
-        self._trim_past = None if limit is None else 2 * (limit + 1)  # held, then trimmed
+        self._trim_past = self._most  # calls held past it are trimmed; then past twice it
         # (index, field) from which on, in `text`, every call's piece is past the limit
         self._past: tuple[int, int] | None = None
+        # once that is within call 0, all that may still come before it is text, a call
+        # of negative index and, when it is within call 0's arguments (True), call 0's
+        # name; None before
+        self._name_counts: bool | None = None
 
     def observe(self, event: bytes) -> None:
         """Read one event, as `Opened.events` yields it (``data: <JSON>``); once the text
         (first in the answer) reaches the limit, not even parsed. Calls past the limit
         are not held, but what follows them is read: more text, or an earlier call,
-        would come before them."""
-        if self._room != 0:
+        would come before them; once the limit falls within call 0, only events that
+        may hold those are parsed (`_may_count`)."""
+        names = self._name_counts
+        if self._room != 0 and (names is None or self._may_count(event, names)):
             self.add(chunk_of(event))
+
+    @staticmethod
+    def _may_count(event: bytes, names: bool) -> bool:
+        """Whether `event` may hold text, a call before call 0 or (`names`) a name, told
+        from its bytes: JSON in UTF-8 (unless its second byte is 0: `json.loads` reads
+        UTF-16 and UTF-32 too) spells a key out unless it escapes a letter (``\\u``), and
+        writes a negative index with a minus where a value starts (`_BEFORE_VALUES`). Any
+        index that is not a negative int is call 0's or a later call's."""
+        return (
+            event[7:8] == b"\0"
+            or b"\\u" in event
+            or b'"content"' in event
+            or (names and b'"name"' in event)
+            or b":-" in event.translate(_BEFORE_VALUES)
+        )
 
     def add(self, chunk: Any) -> None:
         """Read one parsed chunk (anything else is passed over)."""
@@ -207,7 +231,9 @@ class StreamedAnswer:
                         text.fold()
                     self._held += len(piece)
         if self._trim_past is not None and self._held > self._trim_past:
-            self._cut_calls(self._trim_past // 2)
+            most = self._most or 0
+            self._trim_past = 2 * most  # the first trim at the limit: the cut known sooner
+            self._cut_calls(most)
 
     def _cut_calls(self, most: int) -> None:
         """Leave out what of the calls lies past `most` characters into `text`, counting
@@ -218,6 +244,8 @@ class StreamedAnswer:
         if cut is None:
             return
         self._past = cut if self._past is None else min(cut, self._past)
+        if self._past <= (0, _ARGUMENTS):
+            self._name_counts = self._past == (0, _ARGUMENTS)
         for index in list(self._calls):
             if (index, _CALL) > cut:
                 del self._calls[index]
