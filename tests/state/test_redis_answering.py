@@ -103,6 +103,46 @@ def test_a_redis_that_hangs_costs_one_timeout_not_one_per_call(
         asyncio.run(go(url, proxy))
 
 
+@pytest.mark.parametrize("staggered", [False, True], ids=["at-once", "staggered"])
+@pytest.mark.parametrize("kind", ["limits", "breakers"])
+def test_a_redis_that_hangs_counts_one_failure_not_one_per_call_under_way(
+    kind: str, staggered: bool, redis_namespace: str
+) -> None:
+    """``llmroute_state_errors_total`` counts about one failure a second per feature and
+    process (the calls refused unasked in the pause are not counted), but each call under
+    way that gave up with the first to time out was counted too: a chaos run whose Redis
+    hung with 6 requests under way counted 6, so the metric's rate measured the load, not
+    the outage. Only the first to fail is counted, and logged: the others timed out with
+    it (started at once) or were cut short by it (`staggered`)."""
+    failures: list[None] = []
+
+    def failed() -> None:
+        failures.append(None)
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        if kind == "limits":
+            limits = RedisLimits(
+                url, TIMEOUT_S, redis_namespace, clock=lambda: NOW, on_error=failed
+            )
+            call, close = (lambda: limits.take("k", 1000)), (lambda: limits.aclose(0))
+        else:
+            breakers = RedisBreakers(url, TIMEOUT_S, redis_namespace, on_error=failed)
+            call, close = (lambda: breakers.open_for("d")), breakers.aclose
+        await call()  # connected
+        proxy.stall()
+        under_way = []
+        for _ in range(CALLS):
+            under_way.append(asyncio.create_task(_waited(call)))
+            await asyncio.sleep(TIMEOUT_S / 5 if staggered else 0)
+        await asyncio.gather(*under_way)
+        proxy.resume()
+        await close()
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        asyncio.run(go(url, proxy))
+    assert len(failures) == 1
+
+
 def test_an_error_reply_fails_that_call_alone(redis_namespace: str) -> None:
     """A Redis error reply (WRONGTYPE here; OOM, READONLY alike) was taken for Redis
     down: the calls under way gave up, and every component left Redis alone a second

@@ -61,7 +61,9 @@ class StoreUnavailable(Exception):
     and no answer came once the command was sent (its timeout, cut short, or its
     connection lost): the command may have been made all the same. Without it, nothing
     was made (refused unasked, or before the command was sent: Redis refused to connect
-    or was slow to, a call cut while it connected)."""
+    or was slow to, a call cut while it connected). `given_up`: asked, and failed after
+    another call failed meanwhile (cut short by it, or on its own timeout as it did):
+    that call's failure is the one counted."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class StoreUnavailable(Exception):
         replied: bool = False,
         transient: bool = False,
         maybe_made: bool = False,
+        given_up: bool = False,
         probe: asyncio.Event | None = None,
     ) -> None:
         super().__init__(message)
@@ -78,6 +81,7 @@ class StoreUnavailable(Exception):
         self.replied = replied
         self.transient = transient
         self.maybe_made = maybe_made
+        self.given_up = given_up
         self._probe = probe
 
     async def wait(self) -> None:
@@ -121,6 +125,7 @@ class Answering:
         self._suspect = False
         self._probe: asyncio.Event | None = None
         self._waiting: set[asyncio.Timeout] = set()
+        self._failures = 0  # calls that found Redis down, so far
 
     @classmethod
     def of(
@@ -162,6 +167,7 @@ class Answering:
 
     def _failed(self) -> None:
         """Redis is left alone a while; the calls waiting on it give up now."""
+        self._failures += 1
         self._paused_until = self._clock() + RETRY_AFTER_S
         self._suspect = True
         if not self._waiting:
@@ -176,12 +182,13 @@ class _Call:
     """One call's hold (`Answering.__call__`): a class, not a generator, as it is made
     for every call of every request to a Redis-backed store (half the cost)."""
 
-    __slots__ = ("_bound", "_of", "_probe")
+    __slots__ = ("_bound", "_failures", "_of", "_probe")
 
     def __init__(self, of: Answering) -> None:
         self._of = of
         self._probe: asyncio.Event | None = None
         self._bound = asyncio.timeout(None)
+        self._failures = of._failures
 
     async def __aenter__(self) -> None:
         of = self._of
@@ -208,6 +215,7 @@ class _Call:
             raise StoreUnavailable(  # made, maybe, if it was cut once it was sent
                 f"redis {of.url}: given up, another call failed meanwhile",
                 maybe_made=exc is not None and sent(exc),
+                given_up=True,
             ) from None
         if exc is None:
             of._suspect = False
@@ -218,20 +226,25 @@ class _Call:
                 f"redis {of.url} answered {_describe(exc)}", replied=True, transient=transient
             ) from None
         elif isinstance(exc, of._errors):
+            # another call under way failed first (on its own timeout, as this one):
+            # that failure is the one counted
+            given_up = of._failures != self._failures
             of._failed()
             raise StoreUnavailable(
                 f"redis {of.url}: {_describe(exc)}",
                 maybe_made=isinstance(exc, of._unanswered),
+                given_up=given_up,
             ) from None
 
 
 def note_failure(outage: Outage, exc: StoreUnavailable, message: str, *args: object) -> None:
     """Tell `outage` (logs, metrics, its own pause) of a call that failed with `exc`:
     nothing when it was refused unasked (`paused_s`: no failure of Redis's, and pausing
-    for it kept a component off a second after a probe answered); logged and counted but
-    not paused for when Redis replied with an error (it answers: the next call may not
-    fail)."""
-    if not exc.paused_s:
+    for it kept a component off a second after a probe answered) or given up because
+    another call failed (`given_up`: that one is counted; counting each call under way
+    made a hang's count the load's, not one a second); logged and counted but not paused
+    for when Redis replied with an error (it answers: the next call may not fail)."""
+    if not exc.paused_s and not exc.given_up:
         outage.failed(message, *args, pause=not exc.replied)
 
 
