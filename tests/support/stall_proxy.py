@@ -6,8 +6,9 @@ can be held or cut from a given command on (`stall_replies`'s and `cut_replies`'
 ``b"SCRIPT"``, the reply to the first command that holds it, and those after). One
 gateway pointed at it sees its Redis hang for as long as a test needs, while every
 other client of that Redis (other tests, running alongside) is served as usual, which
-``CLIENT PAUSE`` cannot do. And `silent_server`: one that never answers at all (an
-OpenTelemetry collector that hangs)."""
+``CLIENT PAUSE`` cannot do. Or `refuse`: every connection reset, and each new one reset
+as it is taken, as a Redis that went away (until `resume`). And `silent_server`: one
+that never answers at all (an OpenTelemetry collector that hangs)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class StallProxy:
         self._replying = threading.Event()  # server to client
         self._replying.set()
         self._cutting = threading.Event()  # a reply resets its connection instead
+        self._refusing = threading.Event()  # every connection reset, new ones too
+        self.refused = 0  # connections reset as they were taken, while refusing
         # what a command holding these bytes sets off, before it is passed on
         self._on: tuple[bytes, threading.Event, bool] | None = None
         self._closed = threading.Event()
@@ -80,8 +83,17 @@ class StallProxy:
         else:
             event.clear()
 
+    def refuse(self) -> None:
+        """Reset every connection, and each new one as it is taken, until `resume`."""
+        self._refusing.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _reset(sock)
+
     def resume(self) -> None:
         self._on = None
+        self._refusing.clear()
         self._cutting.clear()
         self._flowing.set()
         self._replying.set()
@@ -109,6 +121,10 @@ class StallProxy:
                 continue
             except OSError:
                 return
+            if self._refusing.is_set():
+                self.refused += 1
+                _reset(client)
+                continue
             try:
                 server = _connected(self.target)
             except OSError:
@@ -140,11 +156,9 @@ class StallProxy:
             return False
         if not self._cutting.is_set():
             return False
-        with contextlib.suppress(OSError):  # a reset (RST), not a close (FIN)
-            dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        for sock in (dst, src):
-            with contextlib.suppress(OSError):
-                sock.close()
+        _reset(dst)
+        with contextlib.suppress(OSError):
+            src.close()
         return True
 
     def _pump(
@@ -176,6 +190,14 @@ class StallProxy:
                 break
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close `sock` with a reset (RST), not a close (FIN)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _connected(target: tuple[str, int] | str) -> socket.socket:
