@@ -671,6 +671,41 @@ def test_a_count_whose_connection_was_lost_once_sent_is_given_back(
         assert asyncio.run(go(url, proxy)) == (1.0 if kind == "take" else 0.0)
 
 
+def test_a_retired_versions_give_backs_are_made_by_the_next_one(redis_namespace: str) -> None:
+    """A reload that swaps the registry opens new limits (one a version, on the same
+    Redis and namespace), and the old version's close tries what Redis did not take yet
+    for at most 1.5 s, then drops it. A chaos run whose Redis hung, then went away while
+    a reload retired a version, left that version's 3 slots of the slow model taken for
+    their 10-minute lease (its whole cap: every request after went to the fallback) and
+    5 budget holds until theirs lapsed, though the process went on with the same Redis.
+    The next limits on that Redis and namespace takes them over, made before its next
+    count as its own are."""
+
+    async def go(url: str, proxy: StallProxy) -> int:
+        old = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        new = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        try:
+            warm = await old.take_slot("d", 3)  # connected, its script loaded
+            assert warm not in (None, UNCOUNTED_SLOT)
+            await old.give_slot("d", warm)
+            proxy.cut_replies()
+            assert await old.take_slot("d", 3) == UNCOUNTED_SLOT  # taken, its answer lost
+            proxy.resume()
+            proxy.refuse()  # Redis goes away as the old version retires
+            await old.aclose(0.2)
+            proxy.resume()
+            slot = await new.take_slot("d", 3)  # the old one's given back first
+            assert slot not in (None, UNCOUNTED_SLOT)
+            await new.give_slot("d", slot)
+        finally:
+            await new.aclose(0)
+        with redis.Redis.from_url(REDIS_URL) as client:
+            return int(client.zcard(f"{redis_namespace}:inflight:d"))
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == 0
+
+
 def test_a_slot_redis_refused_to_connect_for_is_not_given_back_later(closed_port: int) -> None:
     """`take_slot` queued a give-back for any failure it asked Redis about, a connection
     refused too, where nothing was sent: a ZREM of nothing, a round trip before a later

@@ -57,6 +57,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -632,6 +633,13 @@ def process_limits() -> MemoryLimits:
     return _PROCESS
 
 
+# This process's open RedisLimits by the counts they share (URL, namespace): one closing
+# (a registry version retired by a reload) hands what Redis did not take yet to another
+# (`aclose`), which makes it before its next count, as its own.
+_OPEN: dict[tuple[str, str], weakref.WeakSet[RedisLimits]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class RedisLimits:
     """Counts in Redis with one atomic script per request (one round trip)."""
 
@@ -685,6 +693,9 @@ class RedisLimits:
         # takes (key, minute) whose answer was lost: counted in Redis, maybe, but the
         # request went on uncounted (a minute's count one too high, refusing one)
         self._takes_back: deque[tuple[str, int]] = deque(maxlen=_PENDING_RELEASES)
+        self._counts = (url, namespace)
+        with _OPEN_LOCK:
+            _OPEN.setdefault(self._counts, weakref.WeakSet()).add(self)
 
     @property
     def answering(self) -> bool:
@@ -1178,7 +1189,17 @@ class RedisLimits:
         that call's cost never counted). What is still left is said in a WARNING. No
         try starts after `within_s` (one under way ends within the store's timeout),
         except the first: with no time left (a shutdown's deadline passed), a Redis not
-        taken for down is still asked once, which costs one round trip."""
+        taken for down is still asked once, which costs one round trip. Where another
+        of this process's limits counts in the same Redis and namespace (the registry
+        version that replaced this one), what is left is handed to it instead, made
+        before its next count: dropped, a reload while Redis was down left the retired
+        version's slots taken for their leases (10 min) while the process went on."""
+        with _OPEN_LOCK:
+            sharing = _OPEN.get(self._counts, weakref.WeakSet())
+            sharing.discard(self)
+            heir = next(iter(sharing), None)
+        if heir is not None and any(self._left()):
+            self._hand_over(heir)
         deadline = time.monotonic() + within_s
         first = True
         while any(self._left()):
@@ -1204,6 +1225,17 @@ class RedisLimits:
                 round(within_s, 2),
             )
         await self._redis.aclose()
+
+    def _hand_over(self, heir: RedisLimits) -> None:
+        """What Redis did not take yet, moved to `heir` (its queues' bounds hold)."""
+        for mine, theirs in (
+            (self._pending, heir._pending),
+            (self._slots_back, heir._slots_back),
+            (self._tokens_back, heir._tokens_back),
+            (self._takes_back, heir._takes_back),
+        ):
+            while mine:
+                heir._later(theirs, mine.popleft())
 
     async def _make_pending(self) -> bool:
         """Every settle and give-back Redis did not take before, made now; False when
