@@ -353,7 +353,7 @@ async def _resumed(
     if r.status_code != 200 or not events or events[0]["sequence_number"] != seen + 1:
         return f"background stream resumed {r.status_code} {_code_of(text)}"
     if events[-1]["type"] != "response.completed":
-        return f"background stream ended {events[-1]['type']}"
+        return f"background stream ended {events[-1]['type']} {events[-1].get('code')}"
     response: dict[str, Any] = events[-1]["response"]
     return response
 
@@ -975,9 +975,11 @@ def _trouble_result(
 def _as_documented(outcome: str) -> bool:
     """Whether a conversation's or a batch's `outcome` is what the docs promise of a
     Redis that cannot be used: a response answered ``store: false``, a continuation, a
-    conversation or a batch refused 503 ``store_unavailable``."""
+    conversation or a batch refused 503 ``store_unavailable``, a resumed background
+    stream ended by an ``error`` event ``store_unavailable`` (its follower tried for a
+    few seconds; the message names where to resume from)."""
     return outcome.startswith(("conversation not kept", "batch refused")) or (
-        "wrong" in outcome and "503 store_unavailable" in outcome
+        "wrong" in outcome and "store_unavailable" in outcome
     )
 
 
