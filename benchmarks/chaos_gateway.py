@@ -46,10 +46,21 @@ every conversation continued whole, which needs N above what the conversations u
 way hold: about 3 a conversation, 6 at a time, so 40 passes where 12 evicts chains
 still being continued, as the bound says it will).
 
+With ``--redis-trouble closed|db|flap`` (and a ``redis://`` ``--limits``, which the
+harness reads) every Redis feature, the response cache with its semantic index and the
+shared breakers too, is given a Redis it cannot use (a closed port; ``--limits``'s Redis
+at a db past its ``databases``) or a proxy to ``--limits`` that hangs 1.5 s and goes away
+1.5 s while the load runs (``flap``). After the load it sends a whole request twice, two
+conversations and a batch (`_recovered`). Checked too (`_trouble_checks`): the start's
+and each swap's Redis check said once per worker, each feature's failures counted about
+once a second per process, the documented fallbacks (requests let through, the cache
+missing, ``store: false``, 503 ``store_unavailable``) and, with ``flap``, every feature
+using Redis again without a restart, no slot or hold left.
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
         [--upstream-faults] [--responses] [--batches] [--key-bound N] [--port 0]
-        [--keep DIR] [--json]
+        [--redis-trouble closed|db|flap] [--keep DIR] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. Its Redis keys (all under a namespace of its own, ``chaos-…``) are
