@@ -13,7 +13,9 @@ import sys
 from typing import Any
 
 import pytest
+import redis
 from gateway_proc import wait_for
+from redis_service import REDIS_URL
 from stall_proxy import silent_server, stall_proxy
 
 
@@ -43,3 +45,22 @@ def test_connections_made_as_it_closes_are_closed_with_it(monkeypatch: pytest.Mo
             del proxy
             gc.collect()
     assert raised == []
+
+
+def test_refusing_resets_every_connection_until_it_resumes(_redis_available: None) -> None:
+    """`refuse` (a Redis that went away, for the chaos harness): the connections it
+    holds are reset and each new one is reset as it is taken; `resume` passes them on
+    again."""
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            assert client.ping()
+            proxy.refuse()
+            for _ in range(2):  # the connection it held, then a new one
+                with pytest.raises(redis.ConnectionError):
+                    client.ping()
+            assert proxy.refused >= 1
+            proxy.resume()
+            assert client.ping()
+        finally:
+            client.close()
