@@ -94,6 +94,12 @@ MAX_NAME_CHARS = 256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# RFC 9110's token: what a header's name is made of (aiohttp sent any other as written,
+# and the upstream answered 400; a ':' made it another header)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# what no header value holds (a tab between words is allowed): aiohttp refused them on
+# every request; C1 and the Unicode line separators went on as bytes no upstream reads
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # a variable written as a shell, Docker Compose or LiteLLM config refers to it
 _ENV_REFERENCE = re.compile(
     r"^(?:\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|os\.environ/([A-Za-z_][A-Za-z0-9_]*))$"
@@ -202,6 +208,17 @@ def _check_gcp_project(value: str) -> str:
     return value
 
 
+def _check_model_id(value: str) -> str:
+    """An upstream model id: sent in bodies, URL paths and log lines as written."""
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise ValueError(
+            f"model id {shown(value, 60)} holds a control character ({control.group()!r}): "
+            "no upstream serves such an id"
+        )
+    return value
+
+
 def _check_env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value):
         reference = _ENV_REFERENCE.match(value.strip())
@@ -245,6 +262,7 @@ def _check_texts(values: Sequence[str], what: str) -> None:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+ModelId = Annotated[str, Field(min_length=1), AfterValidator(_check_model_id)]
 Unit = Annotated[float, AfterValidator(_check_unit)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Url = Annotated[str, AfterValidator(_check_url)]
@@ -436,7 +454,7 @@ class OpenAIEncoderSpec(_Frozen):
 
     kind: Literal["openai"]
     base_url: Url
-    model: str = Field(min_length=1)
+    model: ModelId
     api_key_env: EnvName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     headers_env: dict[str, EnvName] = Field(default_factory=dict)  # header -> variable
@@ -449,6 +467,7 @@ class OpenAIEncoderSpec(_Frozen):
     def _headers_once(self) -> Self:
         PathProblems.raise_if_any(
             [
+                *_header_text(self.headers, self.headers_env, ascii_only=True),
                 *_header_clashes(self.headers, self.headers_env),
                 *_credential_headers(self.headers),
                 *_per_request_headers(("headers", self.headers), ("headers_env", self.headers_env)),
@@ -490,6 +509,42 @@ _NO_DIFFICULTY_ROUTER = (
     "%s names a difficulty router, and this registry declares none (default.difficulty): "
     "every request for it would be a 404"
 )
+
+
+def _header_text(
+    headers: Mapping[str, str], from_env: Mapping[str, str], *, ascii_only: bool = False
+) -> list[Problem]:
+    """A header name HTTP cannot carry, or a `headers` value holding a control character
+    (or, for httpx, which sends ASCII alone, a character past ASCII). The value is never
+    shown: a header may hold a secret."""
+    problems: list[Problem] = [
+        (
+            (field, name),
+            "not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~: no spaces, no ':')",
+        )
+        for field, names in (("headers", headers), ("headers_env", from_env))
+        for name in names
+        if not _HEADER_NAME.fullmatch(name)
+    ]
+    for name, value in headers.items():
+        control = _HEADER_CONTROL.search(value)
+        if control is not None:
+            problems.append(
+                (
+                    ("headers", name),
+                    f"the value holds a control character ({control.group()!r}), which no "
+                    "HTTP header carries (the value is not shown: it may be a secret)",
+                )
+            )
+        elif ascii_only and not value.isascii():
+            problems.append(
+                (
+                    ("headers", name),
+                    "the value holds a character past ASCII, which the embeddings client "
+                    "(httpx) does not send (the value is not shown: it may be a secret)",
+                )
+            )
+    return problems
 
 
 def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> list[Problem]:
@@ -704,6 +759,7 @@ class Provider(_Frozen):
             problems.extend(self._vertex_problems())
         elif not local and self.base_url is None:
             problems.append((("base_url",), f"a {self.kind} provider needs a base_url"))
+        problems.extend(_header_text(self.headers, self.headers_env))
         problems.extend(_header_clashes(self.headers, self.headers_env))
         problems.extend(_credential_headers(self.headers))
         problems.extend(
@@ -903,7 +959,7 @@ class Deployment(_Frozen):
     """One place a model is served. Several deployments of a model share its traffic."""
 
     provider: str
-    model: str | None = Field(default=None, min_length=1)  # default: the model's `model`
+    model: ModelId | None = None  # default: the model's `model`
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     rpm: int | None = Field(default=None, ge=1)  # requests per minute sent here at most
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute answered here at most
@@ -972,7 +1028,7 @@ class Model(_Frozen):
     """
 
     provider: str | None = None
-    model: str = Field(min_length=1)
+    model: ModelId
     deployments: tuple[Deployment, ...] = ()
     balance: Balance | None = None  # default: dispatch.balance
     kind: Literal["chat", "embedding", "rerank"] = "chat"

@@ -1,0 +1,99 @@
+"""What the registry sends upstream as written (header names and values, model ids) is
+refused at load when HTTP cannot carry it: a header value holding a line break or
+another control character loaded, and aiohttp refused it on every request ("Forbidden
+control character detected in headers"); a header name with a space or a ':' loaded,
+and every request was the upstream's 400 (or, with ':', went as another header). A
+header's value is never repeated in the error: it may be a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from registry_helpers import VALID, assert_points_at, one_error, replace_line
+
+from llmroute.cli._app import run
+from llmroute.registry import parse_registry
+
+SECRET = "s3cr3t-proxy-token"
+# YAML escapes, written in double quotes: the file holds the backslash
+CONTROLS = [r"\r\nX-Injected: 1", r"\n", r"\0", r"\x01", r"\x7f", r"\x85", r"\u2028"]
+
+
+def _provider(headers: str) -> str:
+    return replace_line(VALID, 5, f"openai: {{kind: openai, base_url: https://x.ex/v1, {headers}}}")
+
+
+def _encoder(fields: str) -> str:
+    return replace_line(
+        VALID, 2, f"encoder: {{kind: openai, base_url: 'http://e/v1', model: m, {fields}}}"
+    )
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=range(len(CONTROLS)))
+def test_a_control_character_in_a_header_value_is_refused_without_the_value(
+    control: str,
+) -> None:
+    text = _provider(f'headers: {{X-Proxy-Tag: "{SECRET}{control}"}}')
+    error = one_error(text)
+    assert_points_at(error, 5, "providers.openai.headers.X-Proxy-Tag", "control character")
+    assert SECRET not in str(error)
+    encoder = _encoder(f'headers: {{X-Proxy-Tag: "{SECRET}{control}"}}')
+    error = one_error(encoder)
+    assert_points_at(error, 2, "encoder.headers.X-Proxy-Tag", "control character")
+    assert SECRET not in str(error)
+
+
+def test_a_tab_between_words_and_a_non_ascii_value_load_for_a_provider() -> None:
+    """RFC 9110 allows a tab inside a value, and aiohttp sends UTF-8 as it is."""
+    parse_registry(_provider(r'headers: {X-Title: "my\tapp", X-App: "Café"}'))
+
+
+def test_a_non_ascii_header_value_is_refused_for_the_encoder() -> None:
+    """The embeddings client (httpx) encodes header values as ASCII: `serve` stopped on
+    a UnicodeEncodeError's traceback."""
+    error = one_error(_encoder(f'headers: {{X-App: "{SECRET}é"}}'))
+    assert_points_at(error, 2, "encoder.headers.X-App", "ASCII")
+    assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize("name", ["X Title", "X:Title", "X-Titlé", "X(Title)"])
+@pytest.mark.parametrize("field", ["headers", "headers_env"])
+def test_a_header_name_http_cannot_carry_is_refused(name: str, field: str) -> None:
+    """Named as the field (a name that is no identifier is written in brackets)."""
+    value = "app" if field == "headers" else "PROXY_TAG"
+    error = one_error(_provider(f"{field}: {{'{name}': {value}}}"))
+    assert_points_at(error, 5, f"providers.openai.{field}[{name!r}]", "not an HTTP header name")
+    error = one_error(_encoder(f"{field}: {{'{name}': {value}}}"))
+    assert_points_at(error, 2, f"encoder.{field}[{name!r}]", "not an HTTP header name")
+
+
+@pytest.mark.parametrize("control", [r"\n", r"\t", r"\0", r"\u2028"], ids=range(4))
+def test_a_control_character_in_an_upstream_model_id_is_refused(control: str) -> None:
+    """The id goes in the body (or, for bedrock and vertex, the URL's path) and in log
+    lines: it loaded, and every request was the upstream's 404."""
+    line = f'small: {{provider: local, model: "qwen2.5{control}-7b"}}'
+    error = one_error(replace_line(VALID, 7, line))
+    assert_points_at(error, 7, "models.small.model", "control character")
+    deployed = replace_line(
+        VALID, 7, f'small: {{deployments: [{{provider: local, model: "q{control}"}}], model: q}}'
+    )
+    assert_points_at(
+        one_error(deployed), 7, "models.small.deployments[0].model", "control character"
+    )
+    encoder = replace_line(
+        VALID, 2, f'encoder: {{kind: openai, base_url: "http://e/v1", model: "m{control}"}}'
+    )
+    assert_points_at(one_error(encoder), 2, "encoder.model", "control character")
+
+
+def test_registry_check_names_the_header_and_not_its_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    path = tmp_path / "reg.yaml"
+    path.write_text(_provider(f'headers: {{X-Proxy-Tag: "{SECRET}\\r\\n"}}'), encoding="utf-8")
+    assert run(["registry", "check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{path}:5: providers.openai.headers.X-Proxy-Tag: " in err
+    assert SECRET not in out + err
