@@ -242,8 +242,53 @@ _PAGE = b"<!DOCTYPE html><html><body>" + b"<p>Welcome to our site</p>" * 8000 + 
             b'["qwen2.5-7b-instruct"]',
             "upstream returned JSON that is not an object",
         ),
+        (
+            "application/json",
+            b'{"status": "ok"}',
+            "upstream returned JSON that is no model list: an object without 'data' "
+            "(its keys: 'status')",
+        ),
+        (
+            "application/json",
+            b'{"models": [{"name": "qwen2.5-7b-instruct"}], "a": 1, "b": 2, "'
+            + b"k" * 9000
+            + b'": 3}',
+            "upstream returned JSON that is no model list: an object without 'data' "
+            "(its keys: 'models', 'a', 'b' and 1 more)",
+        ),
+        (
+            "application/json",
+            b'{"' + b"k" * 9000 + b'": 3}',
+            "upstream returned JSON that is no model list: an object without 'data' "
+            f"(its keys: '{'k' * 38}…)",
+        ),
+        (
+            "application/json",
+            b'{"object": "list", "data": null}',
+            "upstream returned JSON that is no model list: its 'data' is null, not a list",
+        ),
+        (
+            "application/json",
+            b'{"data": [{"name": "qwen2.5-7b-instruct"}, {"id": 7}]}',
+            "upstream returned JSON that is no model list: its 'data' holds 2 entries, none "
+            "with a string 'id'",
+        ),
+        (
+            "application/json",
+            b"{}",
+            "upstream returned JSON that is no model list: an empty object",
+        ),
     ],
-    ids=["html-page", "json-list"],
+    ids=[
+        "html-page",
+        "json-list",
+        "status-ok",
+        "many-keys",
+        "long-key",
+        "data-null",
+        "no-ids",
+        "empty",
+    ],
 )
 def test_a_listing_reached_but_unreadable_fails_as_a_5xx_does(
     openai_up: FakeUpstream,
@@ -281,6 +326,18 @@ def test_what_came_back_is_counted_in_words(
     kind: str, answer: dict[str, object], said: str
 ) -> None:
     assert _answered(Model(provider="p", model="m", kind=kind), answer) == said
+
+
+def test_a_listing_of_no_models_is_not_one_of_another_shape(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """``{"data": []}`` is a server that lists no models (a warning); an object without
+    a model list is the listing failing (above). Both read as the first."""
+    openai_up.listing_body = ("application/json", b'{"object": "list", "data": []}')
+    registry = _registry(openai_up, anthropic_up)
+    listed = _probe(registry, models=["small"], timeout_s=5.0)["small"]
+    assert (listed.status, listed.listed) == ("warn", None)
+    assert listed.detail == "reachable; the server listed no models"
 
 
 def test_a_server_listing_one_other_model_names_it(

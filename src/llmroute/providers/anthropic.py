@@ -87,7 +87,7 @@ class AnthropicProvider:
 
     async def list_models(self, *, timeouts: Timeouts) -> list[str]:
         """The ids ``GET /v1/models`` lists (its first 1,000)."""
-        return model_ids(await self._http.get_json(_MODELS, timeouts))
+        return model_ids(self.name, await self._http.get_json(_MODELS, timeouts))
 
     async def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

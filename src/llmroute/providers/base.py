@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from llmroute.errors import ProviderError, Quoted, shown
+
 __all__ = [
+    "NOT_A_MODEL_LIST",
     "ChatProvider",
     "EmbeddingProvider",
     "ModelLister",
@@ -124,12 +127,46 @@ class RenamesModels(Protocol):
         ...
 
 
-def model_ids(listing: dict[str, Any]) -> list[str]:
+NOT_A_MODEL_LIST = "upstream returned JSON that is no model list"
+_SHOWN_KEYS = 3
+
+
+def model_ids(provider: str, listing: dict[str, Any]) -> list[str]:
     """The ids of an OpenAI- or Anthropic-style model list (``{"data": [{"id": ..}]}``);
-    entries without a string id are skipped."""
+    entries without a string id are skipped. An answer of another shape (``{"status":
+    "ok"}`` from a catch-all, a list under another key: ``{"models": [..]}``) raises
+    `ProviderError` saying its shape, never its content: it was read as a server listing
+    no models."""
     data = listing.get("data")
-    if not isinstance(data, list):
-        return []
-    return [
-        item["id"] for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ids = [
+        item["id"]
+        for item in (data if isinstance(data, list) else ())
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
     ]
+    if ids or data == []:
+        return ids
+    if isinstance(data, list):
+        entries = f"{len(data):,} entr{'y' if len(data) == 1 else 'ies'}"
+        shape: tuple[str, ...] = (f": its 'data' holds {entries}, none with a string 'id'",)
+    elif "data" in listing:
+        shape = (f": its 'data' is {_json_kind(data)}, not a list",)
+    elif not listing:
+        shape = (": an empty object",)
+    else:  # its first keys, which name what answered; the server's words, cut short
+        keys = ", ".join(shown(str(key), 40) for key in list(listing)[:_SHOWN_KEYS])
+        more = f" and {len(listing) - _SHOWN_KEYS:,} more" if len(listing) > _SHOWN_KEYS else ""
+        shape = (": an object without 'data'", Quoted(f" (its keys: {keys}{more})"))
+    raise ProviderError(provider, (NOT_A_MODEL_LIST, *shape))
+
+
+def _json_kind(value: object) -> str:
+    """A JSON value's kind, with its article (a list is none of these)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an object"

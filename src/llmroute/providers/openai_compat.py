@@ -123,7 +123,7 @@ class OpenAICompatProvider:
     async def list_models(self, *, timeouts: Timeouts) -> list[str]:
         """The ids ``GET /models`` lists (what `llmroute registry probe` checks names
         against)."""
-        return model_ids(await self._http.get_json(_MODELS, timeouts))
+        return model_ids(self.name, await self._http.get_json(_MODELS, timeouts))
 
     def stream(
         self, model: str, body: dict[str, Any], *, timeouts: Timeouts

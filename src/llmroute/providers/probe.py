@@ -25,6 +25,7 @@ from yarl import URL
 
 from llmroute.errors import LlmrouteError, ProviderError, ProviderMisconfigured, UpstreamRejected
 from llmroute.providers.base import (
+    NOT_A_MODEL_LIST,
     ChatProvider,
     EmbeddingProvider,
     ModelLister,
@@ -292,6 +293,7 @@ def _failed_listing(error: ProviderError | None) -> bool:
 _UNREADABLE = (
     "upstream returned a body that is not JSON",
     "upstream returned JSON that is not an object",
+    NOT_A_MODEL_LIST,
     "upstream answered with more than ",
 )
 
