@@ -340,6 +340,29 @@ def test_a_listing_of_no_models_is_not_one_of_another_shape(
     assert listed.detail == "reachable; the server listed no models"
 
 
+def test_a_key_holding_a_line_break_fails_its_rows_naming_the_variable(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """A key read with a file's last line break: every request raised aiohttp's
+    ValueError, and the probe stopped on it. Its rows fail, nothing sent, the key not
+    shown; the other providers are probed."""
+    registry = _registry(openai_up, anthropic_up)
+    environ = {**ENV, "PROBE_LOCAL_KEY": KEY + "\n"}
+    results = asyncio.run(
+        probe_pool(registry, models=["small", "sonnet"], environ=environ, base_dir=Path.cwd())
+    )
+    got = {r.model: r for r in results}
+    assert got["small"].status == "fail"
+    assert got["small"].detail == (
+        "environment variable PROBE_LOCAL_KEY holds a control character ('\\n'), which no "
+        "HTTP header carries (a line break read from a file with it?); its value is not "
+        "shown; nothing was sent"
+    )
+    assert KEY not in got["small"].detail
+    assert got["sonnet"].status == "ok"
+    assert openai_up.requests == []
+
+
 def test_a_server_listing_one_other_model_names_it(
     openai_up: FakeUpstream, anthropic_up: FakeAnthropic
 ) -> None:

@@ -97,3 +97,72 @@ def test_registry_check_names_the_header_and_not_its_value(
     out, err = capsys.readouterr()
     assert f"{path}:5: providers.openai.headers.X-Proxy-Tag: " in err
     assert SECRET not in out + err
+
+
+ENV_REGISTRY = """\
+encoder: builtin:static
+providers:
+  local:
+    kind: openai
+    base_url: http://127.0.0.1:19899/v1
+    api_key_env: H18_KEY
+    headers_env: {X-Proxy-Key: H18_PROXY}
+models:
+  small: {provider: local, model: m}
+routes:
+  - {name: r, examples: [hi], target: small}
+default: {target: small}
+"""
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [("H18_KEY", "api_key_env"), ("H18_PROXY", "headers_env.X-Proxy-Key")],
+)
+def test_a_credential_variable_holding_a_line_break_stops_the_build_at_its_line(
+    variable: str, field: str
+) -> None:
+    """A key read from a file with its last line break (a Kubernetes secret made
+    `--from-file`) loaded, and every request raised aiohttp's ValueError ("Forbidden
+    control character detected in headers"): `serve` now stops at the field's line,
+    naming the variable and never its value."""
+    from llmroute.errors import ConfigError
+    from llmroute.providers.build import build_http
+
+    loaded = parse_registry(ENV_REGISTRY, source="reg.yaml")
+    environ = {"H18_KEY": "sk-fine", "H18_PROXY": "proxy-fine", variable: f"{SECRET}\n"}
+    with pytest.raises(ConfigError) as caught:
+        build_http("local", loaded.registry.providers["local"], environ)
+    error = loaded.at(caught.value)
+    line = 6 if variable == "H18_KEY" else 7
+    assert str(error).startswith(f"reg.yaml:{line}: providers.local.{field}: "), error
+    assert f"environment variable {variable}" in error.message
+    assert "control character" in error.message
+    assert SECRET not in str(error)
+    clean = {"H18_KEY": "sk-fine", "H18_PROXY": "proxy\tfine"}  # a tab between words is fine
+    build_http("local", loaded.registry.providers["local"], clean)
+
+
+def test_an_encoder_credential_holding_a_line_break_is_named_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """httpx's refusal of such a header quoted it ("Illegal header value b'Bearer
+    ...'"): the key went into the error. `registry check` warns at the field's line (as
+    of an unset one), and `route` stops there."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("H18_EMBED_KEY", f"{SECRET}\r\n")
+    path = tmp_path / "reg.yaml"
+    text = ENV_REGISTRY.replace(
+        "encoder: builtin:static",
+        "encoder: {kind: openai, base_url: 'http://127.0.0.1:19899/v1', model: e, "
+        "api_key_env: H18_EMBED_KEY}",
+    )
+    path.write_text(text, encoding="utf-8")
+    assert run(["registry", "check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {path}:1: encoder.api_key_env: environment variable H18_EMBED_KEY " in err
+    assert "control character" in err
+    assert run(["route", "--registry", str(path), "hello"]) == 2
+    out2, err2 = capsys.readouterr()
+    assert f"{path}:1: encoder.api_key_env: environment variable H18_EMBED_KEY" in err2
+    assert SECRET not in out + err + out2 + err2

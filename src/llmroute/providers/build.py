@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from llmroute.providers.base import ChatProvider
 from llmroute.providers.bedrock import BedrockProvider
 from llmroute.providers.echo import EchoProvider
 from llmroute.providers.openai_compat import OpenAICompatProvider
-from llmroute.registry.schema import Provider, Registry
+from llmroute.registry.schema import Provider, Registry, check_credential_text
 
 __all__ = ["build_http", "build_providers"]
 
@@ -49,6 +50,8 @@ def _build(
 
 def build_http(name: str, spec: Provider, environ: Mapping[str, str] | None) -> ChatProvider:
     """The client of a provider reached over HTTP (every kind but llamacpp and echo)."""
+    env = os.environ if environ is None else environ
+    check_credential_text(f"providers.{name}", spec.api_key_env, spec.headers_env, env)
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, environ=environ)
     if spec.kind == "bedrock":

@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 from yarl import URL
 
-from llmroute.errors import LlmrouteError, ProviderError, ProviderMisconfigured, UpstreamRejected
+from llmroute.errors import (
+    ConfigError,
+    LlmrouteError,
+    ProviderError,
+    ProviderMisconfigured,
+    UpstreamRejected,
+)
 from llmroute.providers.base import (
     NOT_A_MODEL_LIST,
     ChatProvider,
@@ -165,8 +171,9 @@ async def _listings(
     environ: Mapping[str, str],
     timeout_s: float,
 ) -> dict[str, _Listing | str]:
-    """Each HTTP provider the models use, listed once: its `_Listing`, or the first
-    unset credential variable (then it is not called at all)."""
+    """Each HTTP provider the models use, listed once: its `_Listing`, or why it is not
+    called at all (its first unset credential variable, one holding a control
+    character)."""
     used = dict.fromkeys(
         target.provider for name in names for target in registry.models[name].targets()
     )
@@ -182,9 +189,13 @@ async def _listings(
         else:
             unset = unset_credentials(spec.api_key_env, spec.headers_env, environ)
         if unset:
-            out[provider_name] = unset[0]
+            out[provider_name] = f"{unset[0]} is not set"
             continue
-        client = build_http(provider_name, spec, environ)
+        try:
+            client = build_http(provider_name, spec, environ)
+        except ConfigError as exc:
+            out[provider_name] = exc.message
+            continue
         providers[provider_name] = client
         pending[provider_name] = _list(client, _timeouts(spec, timeout_s))
     for provider_name, listing in zip(
@@ -229,7 +240,7 @@ def _job(
 ) -> Callable[[], Awaitable[Probe]]:
     async def run() -> Probe:
         if isinstance(listing, str) or listing is None:
-            return row.probe("fail", f"{listing or 'a credential'} is not set; nothing was sent")
+            return row.probe("fail", f"{listing or 'a credential is not set'}; nothing was sent")
         refused = _refusal(row, listing.error, chat)
         if refused is not None:
             return refused

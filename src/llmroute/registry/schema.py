@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmroute.errors import shown
+from llmroute.errors import ConfigError, shown
 from llmroute.registry import chat_formats
 from llmroute.registry._paths import PathProblems, Problem, did_you_mean
 from llmroute.safety._pii_span import PII_TYPES
@@ -638,6 +638,27 @@ def unset_credentials(
     """The variables an HTTP client's credentials name that are unset or empty."""
     names = ([api_key_env] if api_key_env else []) + list(from_env.values())
     return [name for name in names if not environ.get(name)]
+
+
+def check_credential_text(
+    where: str, api_key_env: str | None, from_env: Mapping[str, str], environ: Mapping[str, str]
+) -> None:
+    """`ConfigError` at the field of the first credential variable (`api_key_env`, then
+    `headers_env`'s) whose value holds a control character: each one goes in a header,
+    and aiohttp refused every request ("Forbidden control character detected in
+    headers"); a file's last line break, read with it, is the usual one. The variable is
+    named, never its value."""
+    fields = [("api_key_env", api_key_env)] if api_key_env else []
+    fields += [(f"headers_env.{header}", var) for header, var in from_env.items()]
+    for field, var in fields:
+        control = _HEADER_CONTROL.search(environ.get(var, ""))
+        if control is not None:
+            raise ConfigError(
+                f"environment variable {var} holds a control character ({control.group()!r}), "
+                "which no HTTP header carries (a line break read from a file with it?); "
+                "its value is not shown",
+                field=f"{where}.{field}",
+            )
 
 
 def _encoder_shorthand(value: Any) -> Any:
