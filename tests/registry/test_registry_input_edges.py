@@ -201,3 +201,21 @@ def test_a_tag_is_seen_after_a_byte_order_mark() -> None:
     assert (error.line, error.field) == (20, "routes[0].description"), error
     loaded = parse_registry("\ufeff" + VALID.replace(DESCRIPTION, "    description: !!str 12"))
     assert loaded.registry.routes[0].description == "12"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "&d !!binary aGk=",
+        "&d\n      !!binary aGk=",
+        "&d # a comment\n      !!binary aGk=",  # loaded as the string 'hi'
+        "&d # one\n      # two\n      !!binary aGk=",
+    ],
+    ids=["anchor", "anchor-line", "anchor-comment", "anchor-comments"],
+)
+def test_a_tag_after_an_anchor_and_comments_is_seen(value: str) -> None:
+    """A tag is looked for where its node starts, past an anchor: a comment between the
+    two hid it, and ``!!binary`` loaded as text."""
+    error = one_error(VALID.replace(DESCRIPTION, f"    description: {value}"))
+    assert (error.line, error.field) == (20, "routes[0].description"), error
+    assert error.message.startswith("the tag !!binary"), error

@@ -31,7 +31,8 @@ _SCALAR_TAGS = {
     f"{_YAML_TAG}bool": "true or false",
     f"{_YAML_TAG}null": "null",
 }
-_ANCHOR = re.compile(r"&\S+\s+")
+# an anchor and what may follow it before the tag: blanks, line breaks and comments
+_ANCHOR = re.compile(r"&\S+(?:\s|#[^\n\r\x85\u2028\u2029]*)*")
 _INT_TAG = f"{_YAML_TAG}int"
 _DECIMAL = re.compile(r"[-+]?[0-9_]+")
 _MAX_NODES = 1_000_000
@@ -186,7 +187,8 @@ class _Builder:
             raise Tagged(message, line, path) from exc
 
     def _explicit(self, node: yaml.Node) -> bool:
-        """Whether the file writes a tag on `node`: its start (past an anchor) is a ``!``."""
+        """Whether the file writes a tag on `node`: its start (past an anchor, and blanks
+        or comments after it) is a ``!``."""
         at = node.start_mark.index
         anchor = _ANCHOR.match(self._text, at)
         return self._text.startswith("!", anchor.end() if anchor else at)
