@@ -14,6 +14,7 @@ import pytest
 from fake_anthropic import FakeAnthropic, fake_anthropic
 from fake_upstream import FakeUpstream, fake_upstream
 
+from llmroute.providers import _transport
 from llmroute.providers.probe import (
     ENCODER_ROW,
     PROBE_MAX_TOKENS,
@@ -311,6 +312,20 @@ def test_a_listing_reached_but_unreadable_fails_as_a_5xx_does(
     assert asked.detail.startswith("answered (")
     assert asked.detail.endswith(f"; listing its models failed: {said}")
     assert [r.path for r in openai_up.requests][-1] == "/v1/chat/completions"
+
+
+def test_a_listing_too_large_to_read_fails_as_a_5xx_does(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe tells a listing that came back unreadable by the transport's words: this
+    pins the last of them (an answer past the body limit, made 1 MiB here), so that a
+    change of wording fails here instead of passing for a server not reached."""
+    monkeypatch.setattr(_transport, "MAX_BODY_BYTES", 1 << 20)
+    openai_up.listing_body = ("application/json", b'{"data": "' + b"x" * (1 << 20) + b'"}')
+    said = "upstream answered with more than 1 MiB"
+    listed = _probe(_registry(openai_up, anthropic_up), models=["small"], timeout_s=5.0)["small"]
+    assert listed.status == "fail"
+    assert listed.detail == f"listing its models failed: {said} (--chat asks the model itself)"
 
 
 @pytest.mark.parametrize(
