@@ -843,3 +843,67 @@ def test_shadow_answers_are_kept_as_telemetry_responses_says(mode: str) -> None:
     else:
         assert kept.routed_answer == record.routed_answer
         assert kept.reference_answer == record.reference_answer[:40]  # type: ignore[index]
+
+
+def _gemini_call(call_id: str | None, **function: str) -> dict[str, Any]:
+    """A call as Gemini's OpenAI-compatible endpoint streams it: whole, with no index."""
+    return {"tool_calls": [{**({"id": call_id} if call_id else {}), "function": function}]}
+
+
+def test_calls_without_an_index_are_numbered_by_id_as_the_fronts_number_them() -> None:
+    """Gemini streams each of parallel calls whole, with its id and no index: they were
+    all read as call 0, one call named ``fg`` with both arguments run together, where the
+    fronts (`ChunkTranslator`) and the whole answer have two."""
+    streamed = StreamedAnswer()
+    for delta in _deltas(
+        _gemini_call("a", name="f", arguments='{"x": 1}'),
+        _gemini_call("b", name="g", arguments="{}"),
+        _gemini_call(None, arguments=""),  # neither: the last call goes on
+        _gemini_call("a", arguments=""),
+    ):
+        streamed.add(delta)
+    assert json.loads(streamed.text() or "") == [
+        {"name": "f", "arguments": '{"x": 1}'},
+        {"name": "g", "arguments": "{}"},
+    ]
+
+
+def test_a_call_without_an_index_after_the_cut_is_read_where_it_counts() -> None:
+    """A call of negative index named by its id, then continued by the id alone: once the
+    calls are cut within call 0 it still comes before the cut."""
+    start = [
+        _event({"tool_calls": [{"index": -1, "id": "neg", "function": {"name": "h"}}]}),
+        _event(_call(0, name="f", arguments="")),
+    ]
+    pieces = [_event(_call(0, arguments='{"a": 1, '), separators=(",", ":"))] * 40
+    late = _event(_gemini_call("neg", arguments="late"), separators=(",", ":"))
+    _read_alike([*start, *pieces, late, *pieces], range(0, 400, 7))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda text: {"content": text}, _PIECE),
+            st.builds(
+                lambda index, call_id, function: {
+                    "tool_calls": [
+                        {
+                            **({} if index is None else {"index": index}),
+                            **({} if call_id is None else {"id": call_id}),
+                            "function": function,
+                        }
+                    ]
+                },
+                st.sampled_from([None, None, 0, 1, -1, True]),
+                st.sampled_from([None, "a", "b", "c"]),
+                st.fixed_dictionaries({}, optional={"name": _PIECE, "arguments": _PIECE}),
+            ),
+        ),
+        max_size=14,
+    )
+)
+def test_a_stream_with_calls_numbered_by_id_is_cut_as_the_whole_answer(
+    deltas: list[dict[str, Any]],
+) -> None:
+    _read_alike([_event(delta, separators=(",", ":")) for delta in deltas])

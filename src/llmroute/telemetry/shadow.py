@@ -161,6 +161,11 @@ class StreamedAnswer:
         # of negative index and, when it is within call 0's arguments (True), call 0's
         # name; None before
         self._name_counts: bool | None = None
+        # calls without an index (Gemini's OpenAI-compatible stream) numbered by their id,
+        # as the fronts number them (`ChunkTranslator`): each id its number, the highest
+        self._ids: dict[str, int] = {}
+        self._top: int | None = None
+        self._unindexed = False  # one came: every event is read (its number needs them all)
 
     def observe(self, event: bytes) -> None:
         """Read one event, as `Opened.events` yields it (``data: <JSON>``); once the text
@@ -169,7 +174,7 @@ class StreamedAnswer:
         would come before them; once the limit falls within call 0, only events that
         may hold those are parsed (`_may_count`)."""
         names = self._name_counts
-        if self._room != 0 and (names is None or self._may_count(event, names)):
+        if self._room != 0 and (names is None or self._unindexed or self._may_count(event, names)):
             self.add(chunk_of(event))
 
     @staticmethod
@@ -178,13 +183,18 @@ class StreamedAnswer:
         from its bytes: JSON in UTF-8 (unless its second byte is 0: `json.loads` reads
         UTF-16 and UTF-32 too) spells a key out unless it escapes a letter (``\\u``), and
         writes a negative index with a minus where a value starts (`_BEFORE_VALUES`). Any
-        index that is not a negative int is call 0's or a later call's."""
+        index that is not a negative int is call 0's or a later call's; a call without one
+        is numbered from the calls before it (`_index`), and once one came, every event is
+        read."""
         return (
             event[7:8] == b"\0"
             or b"\\u" in event
             or b'"content"' in event
             or (names and b'"name"' in event)
             or b":-" in event.translate(_BEFORE_VALUES)
+            # a call without an index: no more "index" keys than calls ("function"
+            # keys; a first delta's "type": "function" is read too), its choice's aside
+            or event.count(b'"index"') <= max(event.count(b'"function"'), 1)
         )
 
     def add(self, chunk: Any) -> None:
@@ -204,12 +214,31 @@ class StreamedAnswer:
         for call in calls if isinstance(calls, list) else ():
             if self._room == 0:
                 return
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if not isinstance(function, Mapping):
+            if not isinstance(call, Mapping):
                 continue
-            index = call.get("index", 0)
-            index = index if type(index) is int else 0  # a bool is no index (`choice_zero`)
-            self._observe_call(index, function)
+            index = self._index(call)
+            function = call.get("function")
+            if isinstance(function, Mapping):
+                self._observe_call(index, function)
+
+    def _index(self, call: Mapping[str, Any]) -> int:
+        """A call's index; calls without one (or not an int: a bool is none, as for a
+        choice in `choice_zero`) numbered apart, as the fronts number a stream of them: a
+        new id the next, an id seen before its own, neither the last (0 before any). Apart
+        from the indexed calls' ids, whose events may be passed over unparsed."""
+        index = call.get("index")
+        if type(index) is int:
+            return index
+        self._unindexed = True
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            return 0 if self._top is None else self._top
+        number = self._ids.get(call_id)
+        if number is None:
+            number = self._top = 0 if self._top is None else self._top + 1
+            if self._past is None or (number, _CALL) < self._past:  # else its call is not held
+                self._ids[call_id] = number
+        return number
 
     def _observe_call(self, index: int, function: Mapping[str, Any]) -> None:
         past = self._past
@@ -246,6 +275,7 @@ class StreamedAnswer:
         self._past = cut if self._past is None else min(cut, self._past)
         if self._past <= (0, _ARGUMENTS):
             self._name_counts = self._past == (0, _ARGUMENTS)
+        self._ids = {i: n for i, n in self._ids.items() if (n, _CALL) < self._past}
         for index in list(self._calls):
             if (index, _CALL) > cut:
                 del self._calls[index]
