@@ -535,6 +535,26 @@ def test_a_buffered_streams_tool_calls_that_are_no_list_are_passed_over() -> Non
     assert "tool_calls" not in answer.data["choices"][0]["message"]
 
 
+def test_a_buffered_streams_calls_without_an_index_are_numbered_by_id() -> None:
+    """Gemini's OpenAI-compatible endpoint streams each of parallel calls whole, with its
+    id and no index: the gates read them as one call, named ``fg``, whose arguments
+    (``{"x": 1}{}``) are no JSON, where the fronts and the answer whole have two. A
+    ``true`` index is no index either (it was call 1)."""
+    deltas = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        {"index": True, "function": {"arguments": ""}},  # neither: the last call goes on
+    ]
+    events = [
+        event_of({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}) for call in deltas
+    ]
+    calls = assemble_stream([*events, DONE], "small").data["choices"][0]["message"]["tool_calls"]
+    assert [(c["id"], c["function"]) for c in calls] == [
+        ("a", {"name": "f", "arguments": '{"x": 1}'}),
+        ("b", {"name": "g", "arguments": "{}"}),
+    ]
+
+
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
     reg = registry(
         upstream,

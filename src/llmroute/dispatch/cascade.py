@@ -550,6 +550,9 @@ class _Assembler:
         self.finish: str | None = None
         self.calls: dict[int, dict[str, Any]] = {}
         self.last: dict[str, Any] = {}
+        # calls without an index, numbered by id as the fronts number them (Gemini's)
+        self._ids: dict[str, int] = {}
+        self._top: int | None = None
 
     def add(self, chunk: dict[str, Any]) -> None:
         self.last = chunk
@@ -569,9 +572,9 @@ class _Assembler:
                 self._add_call(call)
 
     def _add_call(self, call: dict[str, Any]) -> None:
-        index = call.get("index", 0)
+        index = call.get("index")
         entry = self.calls.setdefault(
-            index if isinstance(index, int) else 0,
+            index if type(index) is int else self._number(call.get("id")),
             {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
         )
         if isinstance(call.get("id"), str):
@@ -581,6 +584,16 @@ class _Assembler:
             for key in ("name", "arguments"):
                 if isinstance(function.get(key), str):
                     entry["function"][key] += function[key]
+
+    def _number(self, call_id: Any) -> int:
+        """A call without an index (or a bool's: no index, as `choice_zero` reads one): a
+        new id the next call, an id seen before its own, neither the last (0 before any),
+        as `StreamedAnswer` numbers it."""
+        if not isinstance(call_id, str) or not call_id:
+            return 0 if self._top is None else self._top
+        if call_id not in self._ids:
+            self._ids[call_id] = self._top = 0 if self._top is None else self._top + 1
+        return self._ids[call_id]
 
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
