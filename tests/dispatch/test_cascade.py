@@ -555,6 +555,26 @@ def test_a_buffered_streams_calls_without_an_index_are_numbered_by_id() -> None:
     ]
 
 
+def test_a_buffered_streams_calls_without_an_index_follow_the_indexed_ones() -> None:
+    """An id an indexed call gave is that call's; a new id after it is the next call, as
+    the fronts number them (`ChunkTranslator`). Numbered apart from the indexed calls, a
+    call without an index after call 0 was merged into it (``fg``, ``{}{}``) and the
+    first call's id going on without its index made a call of its own."""
+    deltas = [
+        {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": "{"}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        {"id": "a", "function": {"arguments": "}"}},
+    ]
+    events = [
+        event_of({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}) for call in deltas
+    ]
+    calls = assemble_stream([*events, DONE], "small").data["choices"][0]["message"]["tool_calls"]
+    assert [(c["id"], c["function"]) for c in calls] == [
+        ("a", {"name": "f", "arguments": "{}"}),
+        ("b", {"name": "g", "arguments": "{}"}),
+    ]
+
+
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
     reg = registry(
         upstream,

@@ -550,7 +550,8 @@ class _Assembler:
         self.finish: str | None = None
         self.calls: dict[int, dict[str, Any]] = {}
         self.last: dict[str, Any] = {}
-        # calls without an index, numbered by id as the fronts number them (Gemini's)
+        # calls numbered by id where they have no index, as the fronts number them
+        # (Gemini's): each id its number, the highest
         self._ids: dict[str, int] = {}
         self._top: int | None = None
 
@@ -574,7 +575,7 @@ class _Assembler:
     def _add_call(self, call: dict[str, Any]) -> None:
         index = call.get("index")
         entry = self.calls.setdefault(
-            index if type(index) is int else self._number(call.get("id")),
+            self._number(index, call.get("id")),
             {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
         )
         if isinstance(call.get("id"), str):
@@ -585,11 +586,19 @@ class _Assembler:
                 if isinstance(function.get(key), str):
                     entry["function"][key] += function[key]
 
-    def _number(self, call_id: Any) -> int:
-        """A call without an index (or a bool's: no index, as `choice_zero` reads one): a
-        new id the next call, an id seen before its own, neither the last (0 before any),
-        as `StreamedAnswer` numbers it."""
-        if not isinstance(call_id, str) or not call_id:
+    def _number(self, index: Any, call_id: Any) -> int:
+        """A call's number, as the fronts give it (`ChunkTranslator`): its index when it
+        is an int (a bool is none, as `choice_zero` reads one), its id then taken for
+        it; without one, an id seen before its number, a new id the next after the
+        highest, neither the highest (0 before any). Indexed calls' ids count: numbered
+        apart, an unindexed call after an indexed one was merged into call 0."""
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        if type(index) is int:
+            if call_id is not None and call_id not in self._ids:
+                self._ids[call_id] = index
+                self._top = index if self._top is None else max(self._top, index)
+            return int(index)
+        if call_id is None:
             return 0 if self._top is None else self._top
         if call_id not in self._ids:
             self._ids[call_id] = self._top = 0 if self._top is None else self._top + 1
