@@ -907,3 +907,36 @@ def test_a_stream_with_calls_numbered_by_id_is_cut_as_the_whole_answer(
     deltas: list[dict[str, Any]],
 ) -> None:
     _read_alike([_event(delta, separators=(",", ":")) for delta in deltas])
+
+
+def test_calls_without_an_index_follow_the_indexed_ones_as_the_fronts_number_them() -> None:
+    """An id an indexed call gave is that call's; a new id after it is the next call, as
+    the fronts (`ChunkTranslator`) number them. Numbered apart from the indexed calls, a
+    call without an index after call 0 was merged into it (``fg``, ``{}{}``) and call 0's
+    id going on without its index made a call of its own."""
+    translator_seen = _deltas(
+        {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{"}}]},
+        _gemini_call("b", name="g", arguments="{}"),
+        _gemini_call("a", arguments="}"),
+    )
+    streamed = StreamedAnswer()
+    for delta in translator_seen:
+        streamed.add(delta)
+    assert json.loads(streamed.text() or "") == [
+        {"name": "f", "arguments": "{}"},
+        {"name": "g", "arguments": "{}"},
+    ]
+
+
+def test_an_indexed_calls_id_past_the_cut_is_still_its_own() -> None:
+    """Once the calls are cut within call 0's arguments, call 1's event (an index, an
+    id) may go unparsed; a piece of it streamed by its id alone, without an index, is
+    still call 1's, past the cut, not call 0's (whose name it would have grown)."""
+    start = [_event(_call(0, name="f", arguments=""))]
+    pieces = [_event(_call(0, arguments='{"a": 1, '), separators=(",", ":"))] * 40
+    second = _event(
+        {"tool_calls": [{"index": 1, "id": "x", "function": {"arguments": "{"}}]},
+        separators=(",", ":"),
+    )
+    late = _event(_gemini_call("x", name="late"), separators=(",", ":"))
+    _read_alike([*start, *pieces, second, late, *pieces], range(0, 400, 7))

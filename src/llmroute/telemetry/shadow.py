@@ -184,8 +184,8 @@ class StreamedAnswer:
         UTF-16 and UTF-32 too) spells a key out unless it escapes a letter (``\\u``), and
         writes a negative index with a minus where a value starts (`_BEFORE_VALUES`). Any
         index that is not a negative int is call 0's or a later call's; a call without one
-        is numbered from the calls before it (`_index`), and once one came, every event is
-        read."""
+        is numbered from the calls before it and their ids (`_index`), and once one came,
+        every event is read."""
         return (
             event[7:8] == b"\0"
             or b"\\u" in event
@@ -195,6 +195,8 @@ class StreamedAnswer:
             # a call without an index: no more "index" keys than calls ("function"
             # keys; a first delta's "type": "function" is read too), its choice's aside
             or event.count(b'"index"') <= max(event.count(b'"function"'), 1)
+            # a call's id beside the chunk's: what a call without an index may go on by
+            or event.count(b'"id"') > 1
         )
 
     def add(self, chunk: Any) -> None:
@@ -222,16 +224,23 @@ class StreamedAnswer:
                 self._observe_call(index, function)
 
     def _index(self, call: Mapping[str, Any]) -> int:
-        """A call's index; calls without one (or not an int: a bool is none, as for a
-        choice in `choice_zero`) numbered apart, as the fronts number a stream of them: a
-        new id the next, an id seen before its own, neither the last (0 before any). Apart
-        from the indexed calls' ids, whose events may be passed over unparsed."""
+        """A call's number, as the fronts give it (`ChunkTranslator`): its index when it
+        is an int (a bool is none, as for a choice in `choice_zero`), its id then taken
+        for it; without one, an id seen before its number, a new id the next after the
+        highest, neither the highest (0 before any). Numbered apart from the indexed
+        calls, one after call 0 was merged into it. An id is kept only while its call
+        may be held (a new one is past any kept)."""
         index = call.get("index")
-        if type(index) is int:
-            return index
-        self._unindexed = True
         call_id = call.get("id")
-        if not isinstance(call_id, str) or not call_id:
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        if type(index) is int:
+            if call_id is not None and call_id not in self._ids:
+                self._top = index if self._top is None else max(self._top, index)
+                if self._past is None or (index, _CALL) < self._past:
+                    self._ids[call_id] = index
+            return int(index)
+        self._unindexed = True
+        if call_id is None:
             return 0 if self._top is None else self._top
         number = self._ids.get(call_id)
         if number is None:
