@@ -706,6 +706,36 @@ def test_a_retired_versions_give_backs_are_made_by_the_next_one(redis_namespace:
         assert asyncio.run(go(url, proxy)) == 0
 
 
+def test_a_retired_version_makes_its_give_backs_itself_once_redis_answers(
+    redis_namespace: str,
+) -> None:
+    """A retired version's close hands what Redis did not take to the next version only
+    when Redis does not take it now: handed over while Redis answered, a slot waited for
+    the next version's next count (one of its slots, rpm or tpm: a settle, for a budget
+    read), though the close could make it at once; a version with no such count, or a
+    process no request reaches, left it taken for its lease (10 min)."""
+
+    async def go(url: str, proxy: StallProxy) -> tuple[int, int]:
+        old = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        new = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        try:
+            warm = await old.take_slot("d", 3)  # connected, its script loaded
+            assert warm not in (None, UNCOUNTED_SLOT)
+            await old.give_slot("d", warm)
+            proxy.cut_replies()
+            assert await old.take_slot("d", 3) == UNCOUNTED_SLOT  # taken, its answer lost
+            proxy.resume()
+            await asyncio.sleep(old._outage.left_s() + 0.05)  # Redis answers again
+            await old.aclose(0.5)
+            with redis.Redis.from_url(REDIS_URL) as client:
+                return int(client.zcard(f"{redis_namespace}:inflight:d")), len(new._slots_back)
+        finally:
+            await new.aclose(0)
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        assert asyncio.run(go(url, proxy)) == (0, 0)
+
+
 def test_a_slot_redis_refused_to_connect_for_is_not_given_back_later(closed_port: int) -> None:
     """`take_slot` queued a give-back for any failure it asked Redis about, a connection
     refused too, where nothing was sent: a ZREM of nothing, a round trip before a later

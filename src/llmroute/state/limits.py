@@ -1191,15 +1191,14 @@ class RedisLimits:
         except the first: with no time left (a shutdown's deadline passed), a Redis not
         taken for down is still asked once, which costs one round trip. Where another
         of this process's limits counts in the same Redis and namespace (the registry
-        version that replaced this one), what is left is handed to it instead, made
-        before its next count: dropped, a reload while Redis was down left the retired
-        version's slots taken for their leases (10 min) while the process went on."""
+        version that replaced this one), what Redis does not take now (taken for down,
+        or failing that try) is handed to it instead, made before its next count:
+        dropped, a reload while Redis was down left the retired version's slots taken
+        for their leases (10 min) while the process went on. Handed over while Redis
+        answered, they waited for a count of their kind the next version may never
+        make."""
         with _OPEN_LOCK:
-            sharing = _OPEN.get(self._counts, weakref.WeakSet())
-            sharing.discard(self)
-            heir = next(iter(sharing), None)
-        if heir is not None and any(self._left()):
-            self._hand_over(heir)
+            _OPEN.get(self._counts, weakref.WeakSet()).discard(self)  # none hands it more
         deadline = time.monotonic() + within_s
         first = True
         while any(self._left()):
@@ -1207,6 +1206,8 @@ class RedisLimits:
                 break
             first = False
             if not self._outage.down() and await self._make_pending():
+                break
+            if self._handed_over():
                 break
             refused_s = self._writes_after - self._monotonic()
             wait = max(self._outage.left_s(), refused_s, _CLOSE_POLL_S)
@@ -1226,16 +1227,24 @@ class RedisLimits:
             )
         await self._redis.aclose()
 
-    def _hand_over(self, heir: RedisLimits) -> None:
-        """What Redis did not take yet, moved to `heir` (its queues' bounds hold)."""
-        for mine, theirs in (
-            (self._pending, heir._pending),
-            (self._slots_back, heir._slots_back),
-            (self._tokens_back, heir._tokens_back),
-            (self._takes_back, heir._takes_back),
-        ):
-            while mine:
-                heir._later(theirs, mine.popleft())
+    def _handed_over(self) -> bool:
+        """What Redis did not take yet, moved to another open limits on the same counts
+        (its queues' bounds hold), if there is one. Under the lock: one closing on
+        another thread (an SDK router's) is either still open, and makes them in its own
+        close, or not chosen; handed over once it had looked, they were lost."""
+        with _OPEN_LOCK:
+            heir = next(iter(_OPEN.get(self._counts, ())), None)
+            if heir is None:
+                return False
+            for mine, theirs in (
+                (self._pending, heir._pending),
+                (self._slots_back, heir._slots_back),
+                (self._tokens_back, heir._tokens_back),
+                (self._takes_back, heir._takes_back),
+            ):
+                while mine:
+                    heir._later(theirs, mine.popleft())
+        return True
 
     async def _make_pending(self) -> bool:
         """Every settle and give-back Redis did not take before, made now; False when
