@@ -166,3 +166,53 @@ def test_an_encoder_credential_holding_a_line_break_is_named_not_shown(
     out2, err2 = capsys.readouterr()
     assert f"{path}:1: encoder.api_key_env: environment variable H18_EMBED_KEY" in err2
     assert SECRET not in out + err + out2 + err2
+
+
+BEDROCK_REGISTRY = """\
+encoder: builtin:static
+providers:
+  aws: {kind: bedrock, region: us-east-1, base_url: "http://127.0.0.1:18099"}
+models:
+  small: {provider: aws, model: m}
+routes:
+  - {name: r, examples: [hi], target: small}
+default: {target: small}
+"""
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"AWS_BEARER_TOKEN_BEDROCK": f"{SECRET}\n"}, "AWS_BEARER_TOKEN_BEDROCK"),
+        (
+            {"AWS_ACCESS_KEY_ID": f"{SECRET}\n", "AWS_SECRET_ACCESS_KEY": "s"},
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t\n"},
+            "AWS_SESSION_TOKEN",
+        ),
+    ],
+)
+def test_a_bedrock_credential_the_registry_does_not_name_is_checked_too(
+    environ: dict[str, str], variable: str
+) -> None:
+    """A bedrock provider without `api_key_env` sends AWS_BEARER_TOKEN_BEDROCK as its
+    Authorization, or signs with AWS_ACCESS_KEY_ID (in the Authorization) and
+    AWS_SESSION_TOKEN (a header of its own): one read from a file with its line break
+    loaded, and every request failed as it was sent. It stops the build at the
+    provider's line, named, never shown; a variable the provider does not use (the key
+    pair beside a bearer token) is left alone."""
+    from llmroute.errors import ConfigError
+    from llmroute.providers.build import build_http
+
+    loaded = parse_registry(BEDROCK_REGISTRY, source="reg.yaml")
+    spec = loaded.registry.providers["aws"]
+    with pytest.raises(ConfigError) as caught:
+        build_http("aws", spec, environ)
+    error = loaded.at(caught.value)
+    assert str(error).startswith("reg.yaml:3: providers.aws"), error
+    assert f"environment variable {variable} holds a control character" in error.message
+    assert SECRET not in str(error)
+    unused = {"AWS_BEARER_TOKEN_BEDROCK": "fine", "AWS_ACCESS_KEY_ID": "k\n"}
+    build_http("aws", spec, unused)

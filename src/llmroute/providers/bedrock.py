@@ -104,6 +104,15 @@ def _refuse_other_authorization(name: str, spec: Provider) -> None:
             )
 
 
+def unnamed_credentials(spec: Provider, environ: Mapping[str, str]) -> list[str]:
+    """The variables the client sends in headers though the registry names none of
+    them: AWS_BEARER_TOKEN_BEDROCK without `api_key_env`; else, with no bearer token,
+    the signature's key id (in the Authorization) and session token."""
+    if environ.get(spec.api_key_env or BEARER_ENV):
+        return [] if spec.api_key_env else [BEARER_ENV]
+    return [_KEY_ENVS[0], _TOKEN_ENV] if all(environ.get(var) for var in _KEY_ENVS) else []
+
+
 class BedrockProvider:
     """One pooled HTTP session for a provider of kind ``bedrock``."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmroute.providers.anthropic import AnthropicProvider
 from llmroute.providers.base import ChatProvider
-from llmroute.providers.bedrock import BedrockProvider
+from llmroute.providers.bedrock import BedrockProvider, unnamed_credentials
 from llmroute.providers.echo import EchoProvider
 from llmroute.providers.openai_compat import OpenAICompatProvider
 from llmroute.registry.schema import Provider, Registry, check_credential_text
@@ -51,7 +51,8 @@ def _build(
 def build_http(name: str, spec: Provider, environ: Mapping[str, str] | None) -> ChatProvider:
     """The client of a provider reached over HTTP (every kind but llamacpp and echo)."""
     env = os.environ if environ is None else environ
-    check_credential_text(f"providers.{name}", spec.api_key_env, spec.headers_env, env)
+    unnamed = unnamed_credentials(spec, env) if spec.kind == "bedrock" else []
+    check_credential_text(f"providers.{name}", spec.api_key_env, spec.headers_env, env, unnamed)
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, environ=environ)
     if spec.kind == "bedrock":

@@ -641,15 +641,21 @@ def unset_credentials(
 
 
 def check_credential_text(
-    where: str, api_key_env: str | None, from_env: Mapping[str, str], environ: Mapping[str, str]
+    where: str,
+    api_key_env: str | None,
+    from_env: Mapping[str, str],
+    environ: Mapping[str, str],
+    unnamed: Sequence[str] = (),
 ) -> None:
     """`ConfigError` at the field of the first credential variable (`api_key_env`, then
-    `headers_env`'s) whose value holds a control character: each one goes in a header,
-    and aiohttp refused every request ("Forbidden control character detected in
+    `headers_env`'s, then the `unnamed` ones the client reads though the file names none
+    of them, at `where`) whose value holds a control character: each one goes in a
+    header, and aiohttp refused every request ("Forbidden control character detected in
     headers"); a file's last line break, read with it, is the usual one. The variable is
     named, never its value."""
-    fields = [("api_key_env", api_key_env)] if api_key_env else []
-    fields += [(f"headers_env.{header}", var) for header, var in from_env.items()]
+    fields = [(".api_key_env", api_key_env)] if api_key_env else []
+    fields += [(f".headers_env.{header}", var) for header, var in from_env.items()]
+    fields += [("", var) for var in unnamed]
     for field, var in fields:
         control = _HEADER_CONTROL.search(environ.get(var, ""))
         if control is not None:
@@ -657,7 +663,7 @@ def check_credential_text(
                 f"environment variable {var} holds a control character ({control.group()!r}), "
                 "which no HTTP header carries (a line break read from a file with it?); "
                 "its value is not shown",
-                field=f"{where}.{field}",
+                field=f"{where}{field}",
             )
 
 
