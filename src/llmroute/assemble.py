@@ -79,8 +79,9 @@ def build_encoder(registry: Registry, *, threads: int | None = None) -> Encoder:
 def check_encoder_env(spec: OpenAIEncoderSpec, environ: Mapping[str, str]) -> None:
     """`ConfigError` at the field of the first of an embeddings endpoint's credentials
     (`api_key_env`, `headers_env`) whose variable is unset or empty, or holds a control
-    character (httpx's refusal quoted the value): an encoder without them answers
-    nothing, so neither `serve` nor `route` goes on (`registry check` warns)."""
+    character (httpx's refusal quoted the value) or one past ASCII (a traceback): an
+    encoder without them answers nothing, so neither `serve` nor `route` goes on
+    (`registry check` warns)."""
     if spec.api_key_env and not environ.get(spec.api_key_env):
         raise ConfigError(
             f"environment variable {spec.api_key_env} (the encoder's API key) is not set",
@@ -92,7 +93,7 @@ def check_encoder_env(spec: OpenAIEncoderSpec, environ: Mapping[str, str]) -> No
                 f"environment variable {name} (the encoder's {header} header) is not set",
                 field=f"encoder.headers_env.{header}",
             )
-    check_credential_text("encoder", spec.api_key_env, spec.headers_env, environ)
+    check_credential_text("encoder", spec.api_key_env, spec.headers_env, environ, ascii_only=True)
 
 
 def default_layers(

@@ -216,3 +216,25 @@ def test_a_bedrock_credential_the_registry_does_not_name_is_checked_too(
     assert SECRET not in str(error)
     unused = {"AWS_BEARER_TOKEN_BEDROCK": "fine", "AWS_ACCESS_KEY_ID": "k\n"}
     build_http("aws", spec, unused)
+
+
+def test_an_encoder_credential_past_ascii_is_named_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The embeddings client (httpx) sends header values in ASCII alone, as the file's
+    `headers` are checked: a key past it raised UnicodeEncodeError out of the encoder's
+    build, a traceback from `route`. It stops at the field's line, named, never shown."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("H18_EMBED_KEY", f"{SECRET}é")
+    path = tmp_path / "reg.yaml"
+    text = ENV_REGISTRY.replace(
+        "encoder: builtin:static",
+        "encoder: {kind: openai, base_url: 'http://127.0.0.1:19899/v1', model: e, "
+        "api_key_env: H18_EMBED_KEY}",
+    )
+    path.write_text(text, encoding="utf-8")
+    assert run(["route", "--registry", str(path), "hello"]) == 2
+    out, err = capsys.readouterr()
+    assert f"{path}:1: encoder.api_key_env: environment variable H18_EMBED_KEY" in err
+    assert "past ASCII" in err
+    assert SECRET not in out + err

@@ -646,23 +646,33 @@ def check_credential_text(
     from_env: Mapping[str, str],
     environ: Mapping[str, str],
     unnamed: Sequence[str] = (),
+    *,
+    ascii_only: bool = False,
 ) -> None:
     """`ConfigError` at the field of the first credential variable (`api_key_env`, then
     `headers_env`'s, then the `unnamed` ones the client reads though the file names none
     of them, at `where`) whose value holds a control character: each one goes in a
     header, and aiohttp refused every request ("Forbidden control character detected in
-    headers"); a file's last line break, read with it, is the usual one. The variable is
-    named, never its value."""
+    headers"); a file's last line break, read with it, is the usual one. `ascii_only`
+    (httpx's, which sends ASCII alone): one past ASCII too. The variable is named, never
+    its value."""
     fields = [(".api_key_env", api_key_env)] if api_key_env else []
     fields += [(f".headers_env.{header}", var) for header, var in from_env.items()]
     fields += [("", var) for var in unnamed]
     for field, var in fields:
-        control = _HEADER_CONTROL.search(environ.get(var, ""))
+        value = environ.get(var, "")
+        control = _HEADER_CONTROL.search(value)
         if control is not None:
             raise ConfigError(
                 f"environment variable {var} holds a control character ({control.group()!r}), "
                 "which no HTTP header carries (a line break read from a file with it?); "
                 "its value is not shown",
+                field=f"{where}{field}",
+            )
+        if ascii_only and not value.isascii():
+            raise ConfigError(
+                f"environment variable {var} holds a character past ASCII, which the "
+                "embeddings client (httpx) does not send; its value is not shown",
                 field=f"{where}{field}",
             )
 
