@@ -940,3 +940,39 @@ def test_an_indexed_calls_id_past_the_cut_is_still_its_own() -> None:
     )
     late = _event(_gemini_call("x", name="late"), separators=(",", ":"))
     _read_alike([*start, *pieces, second, late, *pieces], range(0, 400, 7))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            lambda index, call_id, function: {
+                "tool_calls": [
+                    {
+                        **({} if index is None else {"index": index}),
+                        **({} if call_id is None else {"id": call_id}),
+                        "function": function,
+                    }
+                ]
+            },
+            st.sampled_from([None, None, 0, 1, 2, -1, True]),
+            st.sampled_from([None, "a", "b", "c"]),
+            st.fixed_dictionaries({}, optional={"name": _PIECE, "arguments": _PIECE}),
+        ),
+        max_size=10,
+    )
+)
+def test_calls_are_numbered_as_the_fronts_number_them(deltas: list[dict[str, Any]]) -> None:
+    """Whatever mix of indexes and ids, a stream's calls read as the fronts'
+    `ChunkTranslator` numbers them (each delta given its index there, then read)."""
+    from types import SimpleNamespace
+
+    from llmroute.server.chunk_translation import ChunkTranslator
+
+    front = SimpleNamespace(_call_ids=None)
+    streamed, numbered = StreamedAnswer(), StreamedAnswer()
+    for chunk in _deltas(*deltas):
+        streamed.add(json.loads(json.dumps(chunk)))
+        ChunkTranslator._number_calls(front, chunk)  # its numbering alone
+        numbered.add(chunk)
+    assert streamed.text() == numbered.text()
