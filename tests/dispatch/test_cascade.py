@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from fake_upstream import FakeUpstream, fake_upstream
 from gateway_proc import wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plans import plan_for
 
 import llmroute.dispatch.cascade as cascade_module
@@ -573,6 +575,44 @@ def test_a_buffered_streams_calls_without_an_index_follow_the_indexed_ones() -> 
         ("a", {"name": "f", "arguments": "{}"}),
         ("b", {"name": "g", "arguments": "{}"}),
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, None, 0, 1, 2, -1, True]),
+            st.sampled_from([None, "a", "b", "c"]),
+            st.sampled_from(["f", "g", "{", "}", ""]),
+        ),
+        max_size=10,
+    )
+)
+def test_a_buffered_streams_calls_are_numbered_as_the_fronts_number_them(
+    calls: list[tuple[Any, str | None, str]],
+) -> None:
+    """Whatever mix of indexes and ids, the gates read a tier's calls as the fronts'
+    `ChunkTranslator` numbers them (each delta given its index there, then read)."""
+    from types import SimpleNamespace
+
+    from llmroute.server.chunk_translation import ChunkTranslator
+
+    front = SimpleNamespace(_call_ids=None)
+    raw, numbered = [], []
+    for index, call_id, piece in calls:
+        call = {
+            **({} if index is None else {"index": index}),
+            **({} if call_id is None else {"id": call_id}),
+            "function": {"name": piece, "arguments": piece},
+        }
+        chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+        raw.append(event_of(json.loads(json.dumps(chunk))))
+        ChunkTranslator._number_calls(front, chunk)  # its numbering alone
+        numbered.append(event_of(chunk))
+    assert (
+        assemble_stream([*raw, DONE], "small").data
+        == assemble_stream([*numbered, DONE], "small").data
+    )
 
 
 def test_passthrough_streams_the_first_tier_ungated(upstream: FakeUpstream) -> None:
