@@ -241,8 +241,10 @@ _PAGE = b"<!DOCTYPE html><html><body>" + b"<p>Welcome to our site</p>" * 8000 + 
         (
             "application/json",
             b'["qwen2.5-7b-instruct"]',
-            "upstream returned JSON that is not an object",
+            "upstream returned JSON that is no model list: it holds 1 entry, none with a "
+            "string 'id'",
         ),
+        ("application/json", b'"ok"', "upstream returned JSON that is not an object"),
         (
             "application/json",
             b'{"status": "ok"}',
@@ -283,6 +285,7 @@ _PAGE = b"<!DOCTYPE html><html><body>" + b"<p>Welcome to our site</p>" * 8000 + 
     ids=[
         "html-page",
         "json-list",
+        "json-string",
         "status-ok",
         "many-keys",
         "long-key",
@@ -341,6 +344,21 @@ def test_what_came_back_is_counted_in_words(
     kind: str, answer: dict[str, object], said: str
 ) -> None:
     assert _answered(Model(provider="p", model="m", kind=kind), answer) == said
+
+
+def test_a_bare_array_of_models_is_a_model_list(
+    openai_up: FakeUpstream, anthropic_up: FakeAnthropic
+) -> None:
+    """Some OpenAI-compatible servers (Together's) answer ``GET /models`` with the
+    entries bare, not under ``data``: that is their model list (it failed the listing)."""
+    openai_up.listing_body = (
+        "application/json",
+        b'[{"id": "qwen2.5-7b-instruct", "object": "model"}, {"id": "other", "object": "model"}]',
+    )
+    got = _probe(_registry(openai_up, anthropic_up), models=["small", "typo"], timeout_s=5.0)
+    assert (got["small"].status, got["small"].listed) == ("ok", True), got["small"].detail
+    assert got["small"].detail == "listed by the server"
+    assert got["typo"].status == "warn" and got["typo"].listed is False, got["typo"].detail
 
 
 def test_a_listing_of_no_models_is_not_one_of_another_shape(

@@ -147,13 +147,16 @@ class HttpTransport:
         event loop and kept as they came (`verbatim_json`): the caller passes them on
         unchanged."""
         data = await request_json(payload)
-        return await self._json("POST", path, data, timeouts, headers, verbatim)
+        answer = await self._json("POST", path, data, timeouts, headers, verbatim)
+        assert isinstance(answer, dict)  # arrays only where asked for
+        return answer
 
     async def get_json(
         self, path: str, timeouts: Timeouts, *, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        """GET `path`; the answer's JSON object, failures raised as by `post_json`."""
-        return await self._json("GET", path, None, timeouts, headers)
+    ) -> dict[str, Any] | list[Any]:
+        """GET `path`; the answer's JSON object, or array (a model list some servers
+        send bare, as Together's), failures raised as by `post_json`."""
+        return await self._json("GET", path, None, timeouts, headers, arrays=True)
 
     async def _json(
         self,
@@ -163,7 +166,9 @@ class HttpTransport:
         timeouts: Timeouts,
         headers: Mapping[str, str] | None = None,
         verbatim: Collection[str] = (),
-    ) -> dict[str, Any]:
+        *,
+        arrays: bool = False,
+    ) -> dict[str, Any] | list[Any]:
         timeout = aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s)
         url, sent = await self._target(method, path, data, headers)
         try:
@@ -199,9 +204,9 @@ class HttpTransport:
             raise ProviderError(
                 self._provider, "upstream returned a body that is not JSON"
             ) from None
-        if not isinstance(parsed, dict):
-            raise ProviderError(self._provider, "upstream returned JSON that is not an object")
-        return parsed
+        if isinstance(parsed, dict) or (arrays and isinstance(parsed, list)):
+            return parsed
+        raise ProviderError(self._provider, "upstream returned JSON that is not an object")
 
     @asynccontextmanager
     async def events(

@@ -131,13 +131,14 @@ NOT_A_MODEL_LIST = "upstream returned JSON that is no model list"
 _SHOWN_KEYS = 3
 
 
-def model_ids(provider: str, listing: dict[str, Any]) -> list[str]:
-    """The ids of an OpenAI- or Anthropic-style model list (``{"data": [{"id": ..}]}``);
-    entries without a string id are skipped. An answer of another shape (``{"status":
-    "ok"}`` from a catch-all, a list under another key: ``{"models": [..]}``) raises
-    `ProviderError` saying its shape, never its content: it was read as a server listing
-    no models."""
-    data = listing.get("data")
+def model_ids(provider: str, listing: dict[str, Any] | list[Any]) -> list[str]:
+    """The ids of an OpenAI- or Anthropic-style model list (``{"data": [{"id": ..}]}``,
+    or the entries bare, ``[{"id": ..}]``, as Together sends them); entries without a
+    string id are skipped. An answer of another shape (``{"status": "ok"}`` from a
+    catch-all, a list under another key: ``{"models": [..]}``) raises `ProviderError`
+    saying its shape, never its content: it was read as a server listing no models."""
+    bare = isinstance(listing, list)
+    data = listing if isinstance(listing, list) else listing.get("data")
     ids = [
         item["id"]
         for item in (data if isinstance(data, list) else ())
@@ -147,8 +148,9 @@ def model_ids(provider: str, listing: dict[str, Any]) -> list[str]:
         return ids
     if isinstance(data, list):
         entries = f"{len(data):,} entr{'y' if len(data) == 1 else 'ies'}"
-        shape: tuple[str, ...] = (f": its 'data' holds {entries}, none with a string 'id'",)
-    elif "data" in listing:
+        holder = "it" if bare else "its 'data'"
+        shape: tuple[str, ...] = (f": {holder} holds {entries}, none with a string 'id'",)
+    elif isinstance(listing, list) or "data" in listing:
         shape = (f": its 'data' is {_json_kind(data)}, not a list",)
     elif not listing:
         shape = (": an empty object",)

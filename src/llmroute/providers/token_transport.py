@@ -44,7 +44,7 @@ class TokenTransport:
             renewed = await self._renewed(exc, headers, timeouts)
         return await post(path, payload, timeouts, headers=renewed, verbatim=verbatim)
 
-    async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any]:
+    async def get_json(self, path: str, timeouts: Timeouts) -> dict[str, Any] | list[Any]:
         headers = await self._tokens.headers(timeouts.total_s)
         try:
             return await self._http.get_json(path, timeouts, headers=headers)
