@@ -24,7 +24,6 @@ from typing import Any, Literal
 from yarl import URL
 
 from llmroute.errors import (
-    ConfigError,
     LlmrouteError,
     ProviderError,
     ProviderMisconfigured,
@@ -47,6 +46,7 @@ from llmroute.registry.schema import (
     OpenAIEncoderSpec,
     Provider,
     Registry,
+    UnsendableCredential,
     unset_credentials,
 )
 
@@ -193,8 +193,8 @@ async def _listings(
             continue
         try:
             client = build_http(provider_name, spec, environ)
-        except ConfigError as exc:
-            out[provider_name] = exc.message
+        except UnsendableCredential as exc:  # as an unset one; any other ConfigError
+            out[provider_name] = exc.message  # stops the probe at its file and line
             continue
         providers[provider_name] = client
         pending[provider_name] = _list(client, _timeouts(spec, timeout_s))

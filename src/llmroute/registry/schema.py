@@ -640,6 +640,11 @@ def unset_credentials(
     return [name for name in names if not environ.get(name)]
 
 
+class UnsendableCredential(ConfigError):
+    """A credential variable whose value no HTTP header carries (`check_credential_text`):
+    the probe fails that provider's rows, as an unset one's, and probes the others."""
+
+
 def check_credential_text(
     where: str,
     api_key_env: str | None,
@@ -663,14 +668,14 @@ def check_credential_text(
         value = environ.get(var, "")
         control = _HEADER_CONTROL.search(value)
         if control is not None:
-            raise ConfigError(
+            raise UnsendableCredential(
                 f"environment variable {var} holds a control character ({control.group()!r}), "
                 "which no HTTP header carries (a line break read from a file with it?); "
                 "its value is not shown",
                 field=f"{where}{field}",
             )
         if ascii_only and not value.isascii():
-            raise ConfigError(
+            raise UnsendableCredential(
                 f"environment variable {var} holds a character past ASCII, which the "
                 "embeddings client (httpx) does not send; its value is not shown",
                 field=f"{where}{field}",
