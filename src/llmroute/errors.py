@@ -69,6 +69,7 @@ __all__ = [
     "UnsupportedRequest",
     "UpstreamRejected",
     "error_text",
+    "json_kind",
     "outline_of",
     "shown",
 ]
@@ -131,6 +132,20 @@ def error_text(exc: LlmrouteError) -> AttemptText:
     return AttemptText(
         str(exc), bare if exc.provider == GATEWAY else f"provider {exc.provider!r}: {bare}"
     )
+
+
+def json_kind(value: object) -> str:
+    """A JSON value's kind with its article, for a message saying what came instead of
+    what was expected (``must be a string, not a number``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def shown(value: str, limit: int = 80) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from llmroute.errors import InvalidRequest, shown
+from llmroute.errors import InvalidRequest, json_kind, shown
 from llmroute.telemetry.attribution import check_tags
 
 __all__ = [
@@ -179,20 +179,10 @@ def metadata_fault(value: dict[str, Any]) -> str | None:
         if len(key) > _KEY_CHARS:
             return f"'metadata' key {shown(key, 40)} is longer than {_KEY_CHARS} characters"
         if not isinstance(item, str):
-            return f"'metadata.{key}' must be a string, not {_json_type(item)}"
+            return f"'metadata.{key}' must be a string, not {json_kind(item)}"
         if len(item) > _VALUE_CHARS:
             return f"'metadata.{key}' is longer than {_VALUE_CHARS} characters"
     return None
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def routed_metadata(metadata: object) -> dict[str, Any] | None:

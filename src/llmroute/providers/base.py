@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from llmroute.errors import ProviderError, Quoted, shown
+from llmroute.errors import ProviderError, Quoted, json_kind, shown
 
 __all__ = [
     "NOT_A_MODEL_LIST",
@@ -151,7 +151,7 @@ def model_ids(provider: str, listing: dict[str, Any] | list[Any]) -> list[str]:
         holder = "it" if bare else "its 'data'"
         shape: tuple[str, ...] = (f": {holder} holds {entries}, none with a string 'id'",)
     elif isinstance(listing, list) or "data" in listing:
-        shape = (f": its 'data' is {_json_kind(data)}, not a list",)
+        shape = (f": its 'data' is {json_kind(data)}, not a list",)
     elif not listing:
         shape = (": an empty object",)
     else:  # its first keys, which name what answered; the server's words, cut short
@@ -159,16 +159,3 @@ def model_ids(provider: str, listing: dict[str, Any] | list[Any]) -> list[str]:
         more = f" and {len(listing) - _SHOWN_KEYS:,} more" if len(listing) > _SHOWN_KEYS else ""
         shape = (": an object without 'data'", Quoted(f" (its keys: {keys}{more})"))
     raise ProviderError(provider, (NOT_A_MODEL_LIST, *shape))
-
-
-def _json_kind(value: object) -> str:
-    """A JSON value's kind, with its article (a list is none of these)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an object"
