@@ -68,6 +68,7 @@ __all__ = [
     "UnencodableText",
     "UnsupportedRequest",
     "UpstreamRejected",
+    "counted",
     "error_text",
     "json_kind",
     "outline_of",
@@ -132,6 +133,11 @@ def error_text(exc: LlmrouteError) -> AttemptText:
     return AttemptText(
         str(exc), bare if exc.provider == GATEWAY else f"provider {exc.provider!r}: {bare}"
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: `n` with its noun agreeing (a plural in -s)."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def json_kind(value: object) -> str:

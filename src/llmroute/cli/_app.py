@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from llmroute.errors import LlmrouteError
+from llmroute.errors import LlmrouteError, counted
 
 __all__ = [
     "RegistryOption",
@@ -220,11 +220,6 @@ def given_as(ctx: typer.Context, param: str, flag: str, envvar: str) -> str:
     the reader to a command line that held none of it)."""
     source = ctx.get_parameter_source(param)
     return f"${envvar}" if source is not None and source.name == "ENVIRONMENT" else flag
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 row``, ``2 rows``: `n` with its noun agreeing (a plural in -s)."""
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -167,9 +167,7 @@ def record(
     given = _prompts(prompts)
     texts = list(dict.fromkeys(given))  # traffic repeats itself: one case a prompt
     repeats = len(given) - len(texts)
-    left_out = (
-        f" ({repeats} repeated prompt{'s' if repeats > 1 else ''} left out)" if repeats else ""
-    )
+    left_out = f" ({counted(repeats, 'repeated prompt')} left out)" if repeats else ""
     path = resolve_registry(registry)
     router = Router.from_yaml(path)
     decisions = []

@@ -28,6 +28,7 @@ from llmroute.errors import (
     ProviderError,
     ProviderMisconfigured,
     UpstreamRejected,
+    counted,
 )
 from llmroute.providers.base import (
     NOT_A_MODEL_LIST,
@@ -412,7 +413,7 @@ async def _chat_and_text(
     usage = answer.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     done = f"completed with a {how}" + (
-        f" ({_n(tokens, 'token')})" if isinstance(tokens, int) else ""
+        f" ({counted(tokens, 'token')})" if isinstance(tokens, int) else ""
     )
     done += f" in {elapsed:.0f} ms"
     if chatted.status == "ok":
@@ -483,22 +484,22 @@ def _answered(model: Model, answer: Mapping[str, Any]) -> str:
     if model.kind == "rerank":
         results = answer.get("results")
         return (
-            f"reranked ({_n(len(results), 'result')})" if isinstance(results, list) else "reranked"
+            f"reranked ({counted(len(results), 'result')})"
+            if isinstance(results, list)
+            else "reranked"
         )
     if model.kind == "embedding":
         data = answer.get("data")
         first = data[0] if isinstance(data, list) and data else None
         vector = first.get("embedding") if isinstance(first, dict) else None
         return (
-            f"embedded ({_n(len(vector), 'dimension')})" if isinstance(vector, list) else "embedded"
+            f"embedded ({counted(len(vector), 'dimension')})"
+            if isinstance(vector, list)
+            else "embedded"
         )
     usage = answer.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return f"answered ({_n(tokens, 'token')})" if isinstance(tokens, int) else "answered"
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
+    return f"answered ({counted(tokens, 'token')})" if isinstance(tokens, int) else "answered"
 
 
 def _local_job(
@@ -589,7 +590,7 @@ def _encoder_job(
             return probe("fail", str(exc))
         elapsed = _ms(started)
         dims = vectors.shape[1] if vectors.ndim == 2 else 0
-        said = f"embedded ({_n(dims, 'dimension')}) in {elapsed:.0f} ms"
+        said = f"embedded ({counted(dims, 'dimension')}) in {elapsed:.0f} ms"
         return probe("ok", said, latency_ms=elapsed)
 
     return run
