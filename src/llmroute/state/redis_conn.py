@@ -550,8 +550,8 @@ async def _named(name: str, connection: Any) -> None:
         await connection.on_connect()
     except ResponseError as exc:
         if connection.db and _OUT_OF_RANGE in str(exc):
-            raise _out_of_range_class()(await _out_of_range(connection)) from exc
-        raise _handshake_class()(str(exc)) from exc
+            raise _refused(DbOutOfRange)(await _out_of_range(connection)) from exc
+        raise _refused(HandshakeRefused)(str(exc)) from exc
     await connection.send_command("CLIENT", "SETNAME", name)
     with contextlib.suppress(ResponseError):
         await connection.read_response()
@@ -564,7 +564,7 @@ _OUT_OF_RANGE = "DB index is out of range"
 class HandshakeRefused(Exception):
     """Redis answered a connection's handshake (``AUTH``, ``HELLO``, ``SELECT``) with an
     error reply: no command can be made on it, nor on the next. Raised as a redis-py
-    ``ConnectionError`` that is one too (`_handshake_class`), so a feature takes that
+    ``ConnectionError`` that is one too (`_refused`), so a feature takes that
     Redis for down (its fallback, its pause, its failure counted), as one that refuses
     connections or a password: an error reply (a ``ResponseError``, as Redis's own is)
     was taken for a Redis that answers, so every call asked again, and failed."""
@@ -576,23 +576,13 @@ class DbOutOfRange(HandshakeRefused):
 
 
 @functools.cache
-def _handshake_class() -> type[Exception]:
+def _refused(kind: type[HandshakeRefused]) -> type[Exception]:
+    """`kind` (`HandshakeRefused`, `DbOutOfRange`) as redis-py raises a refused
+    connection: its ``ConnectionError`` too (redis-py is imported only where Redis is
+    used)."""
     from redis.exceptions import ConnectionError as Refused
 
-    class HandshakeRefusedError(Refused, HandshakeRefused):
-        """`HandshakeRefused`, as redis-py raises a refused connection."""
-
-    return HandshakeRefusedError
-
-
-@functools.cache
-def _out_of_range_class() -> type[Exception]:
-    from redis.exceptions import ConnectionError as Refused
-
-    class DbOutOfRangeError(Refused, DbOutOfRange):
-        """`DbOutOfRange`, as redis-py raises a refused connection."""
-
-    return DbOutOfRangeError
+    return type(f"{kind.__name__}Error", (Refused, kind), {"__doc__": kind.__doc__})
 
 
 async def _out_of_range(connection: Any) -> str:
