@@ -527,24 +527,27 @@ def _header_text(
         if not _HEADER_NAME.fullmatch(name)
     ]
     for name, value in headers.items():
-        control = _HEADER_CONTROL.search(value)
-        if control is not None:
-            problems.append(
-                (
-                    ("headers", name),
-                    f"the value holds a control character ({control.group()!r}), which no "
-                    "HTTP header carries (the value is not shown: it may be a secret)",
-                )
-            )
-        elif ascii_only and not value.isascii():
-            problems.append(
-                (
-                    ("headers", name),
-                    "the value holds a character past ASCII, which the embeddings client "
-                    "(httpx) does not send (the value is not shown: it may be a secret)",
-                )
-            )
+        unsent = _unsendable(value, ascii_only)
+        if unsent is not None:
+            said = f"the value {unsent[0]} (the value is not shown: it may be a secret)"
+            problems.append((("headers", name), said))
     return problems
+
+
+def _unsendable(value: str, ascii_only: bool) -> tuple[str, bool] | None:
+    """Why a header cannot carry `value` (``holds a control character ('\\n'), which no
+    HTTP header carries``), and whether for a control character; None when it can.
+    `ascii_only`: httpx's, which sends ASCII alone."""
+    control = _HEADER_CONTROL.search(value)
+    if control is not None:
+        said = f"holds a control character ({control.group()!r}), which no HTTP header carries"
+        return said, True
+    if ascii_only and not value.isascii():
+        return (
+            "holds a character past ASCII, which the embeddings client (httpx) does not send",
+            False,
+        )
+    return None
 
 
 def _header_clashes(headers: Mapping[str, str], from_env: Mapping[str, str]) -> list[Problem]:
@@ -665,19 +668,12 @@ def check_credential_text(
     fields += [(f".headers_env.{header}", var) for header, var in from_env.items()]
     fields += [("", var) for var in unnamed]
     for field, var in fields:
-        value = environ.get(var, "")
-        control = _HEADER_CONTROL.search(value)
-        if control is not None:
+        unsent = _unsendable(environ.get(var, ""), ascii_only)
+        if unsent is not None:
+            said, control = unsent
+            hint = " (a line break read from a file with it?)" if control else ""
             raise UnsendableCredential(
-                f"environment variable {var} holds a control character ({control.group()!r}), "
-                "which no HTTP header carries (a line break read from a file with it?); "
-                "its value is not shown",
-                field=f"{where}{field}",
-            )
-        if ascii_only and not value.isascii():
-            raise UnsendableCredential(
-                f"environment variable {var} holds a character past ASCII, which the "
-                "embeddings client (httpx) does not send; its value is not shown",
+                f"environment variable {var} {said}{hint}; its value is not shown",
                 field=f"{where}{field}",
             )
 
