@@ -214,6 +214,39 @@ def test_report_of_one_cheap_request(
     assert "$0.00004<" in plot.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("columns", [None, "80"], ids=["piped", "80-column-terminal"])
+def test_report_tables_never_cut_a_figure(
+    registry: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    columns: str | None,
+) -> None:
+    """Written to a pipe or a file (cron's mail, a CI log: no width, so rich took 80
+    columns), the tables were squeezed and cut: `cost $` read `0.00000…`, a route
+    `rule:too…`. Not a terminal, nothing is squeezed; in an 80-column terminal a name
+    past 12 characters is cut, the figures never."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS")
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ts = time.time() - 60
+    fill(
+        registry,
+        [
+            record("rule:tools-go-small", None, ts, tokens_in=5, tokens_out=5, cost_usd=0.00000008),
+            record("code", 0.5, ts, tokens_in=5, tokens_out=5, cost_usd=0.000019),
+        ],
+    )
+    code, out, err = cli(capsys, "report", "-r", registry)
+    assert code == 0, err
+    figures = ("0.00000008", "0.000019", "0.00009", "78.9%", "99.9%", "always large $")
+    assert all(f in out for f in figures), out
+    if columns is None:
+        assert "…" not in out and "rule:tools-go-small " in out, out
+    else:  # the name alone is cut, past 12 characters
+        assert "rule:tools-…" in out and out.count("…") == 1, out
+
+
 def test_report_by_tag_end_user_and_key(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The tables a team reads its spend from, and --tag / --client narrowing the whole
     report (an empty narrowing is a message, exit 0)."""

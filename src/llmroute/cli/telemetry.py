@@ -100,8 +100,16 @@ report_app = typer.Typer(
 app.add_typer(report_app, name="report")
 
 
+# The width the tables get when written to a pipe or a file, which has none: wide enough
+# that no column is squeezed (rich otherwise takes 80 and cuts figures: `0.00000…`).
+UNBOUNDED_WIDTH = 1000
+
+
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True, emoji=False)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = UNBOUNDED_WIDTH
+    return console
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -666,10 +674,14 @@ def _requests(n: int, kind: str = "") -> str:
 
 
 def _group_table(title: str, groups: list[GroupStats], strongest: str | None) -> Table:
-    columns = [title, "n", "share", "errors", "fallback", "p50 ms", "p99 ms", "cost $"]
+    columns = ["n", "share", "errors", "fallback", "p50 ms", "p99 ms", "cost $"]
     if strongest is not None:
         columns += [f"always {strongest} $", "saved"]
-    table = Table(*columns, box=None, pad_edge=False)
+    # in a narrow terminal a name past 12 characters is cut (rule:tools-…), a figure never
+    table = Table(box=None, pad_edge=False)
+    table.add_column(title, min_width=12)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for g in groups:
         row = [
             escape(g.name), str(g.n), _pct(g.share), _pct(g.error_rate), _pct(g.fallback_rate),
