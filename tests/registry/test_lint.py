@@ -308,6 +308,23 @@ def test_budgets_nothing_counts_against_or_no_call_fits_in_are_warnings() -> Non
         in (warnings[1])
     )
     assert "a request to long without max_tokens" in warnings[2]
+    # long declares its max_output_tokens: the hint does not ask for one (it did, "set
+    # the model's max_output_tokens or params.max_tokens"), it names the default length
+    assert warnings[1].endswith(
+        "only requests asking for shorter answers are ever sent; set params.max_tokens on "
+        "the model (the answer length of a request that sets none; max_output_tokens, "
+        "32,768, is its API's cap), or a larger budget"
+    ), warnings[1]
+    unbounded = BUDGETS.replace(
+        "    max_output_tokens: 32768\n    budget", "    context_window: 32768\n    budget"
+    )
+    assert lint(parse_registry(unbounded).registry)[1].endswith(
+        "set the model's max_output_tokens or params.max_tokens, or a larger budget"
+    )
+    fitted = BUDGETS.replace("params: {max_tokens: 1024}", "params: {max_tokens: 20000}")
+    assert lint(parse_registry(fitted).registry)[3].endswith(
+        "set a smaller params.max_tokens on the model (20,000), or a larger budget"
+    ), lint(parse_registry(fitted).registry)
 
 
 def test_a_lone_route_on_the_linear_head_is_a_warning() -> None:

@@ -24,9 +24,11 @@ from llmroute.registry.claude_thinking import (
     claude_version,
 )
 from llmroute.registry.schema import (
+    ANSWER_LIMITS,
     BuiltinEncoderSpec,
     Default,
     InjectionSettings,
+    Model,
     Reasoning,
     Registry,
     Route,
@@ -368,6 +370,7 @@ def _idle_budgets(registry: Registry) -> list[str]:
         if provider is None:
             continue
         worst = worst_case(dict(model.params), model, provider)
+        hint = _shorter_answers(model)
         covered = [(f"models.{name}.budget", model.budget)] + [
             (f"auth.keys[{i}].budget", key.budget)
             for i, key in enumerate(keys)
@@ -379,10 +382,26 @@ def _idle_budgets(registry: Registry) -> list[str]:
                     f"{where}: a request to {name} without max_tokens may cost "
                     f"{usd(worst.usd)} for its answer alone (up to {worst.answer_tokens:,} "
                     f"tokens), more than the whole hard budget ({usd(budget.usd)}): "
-                    "only requests asking for shorter answers are ever sent; set the "
-                    "model's max_output_tokens or params.max_tokens, or a larger budget"
+                    f"only requests asking for shorter answers are ever sent; {hint}, or a "
+                    "larger budget"
                 )
     return out
+
+
+def _shorter_answers(model: Model) -> str:
+    """What bounds `model`'s answers below the worst case `_idle_budgets` found: a
+    model that declares its API's cap (`max_output_tokens`) needs a default length, not
+    that cap asked for again."""
+    for key in ANSWER_LIMITS:
+        length = model.params.get(key)
+        if isinstance(length, int) and not isinstance(length, bool):
+            return f"set a smaller params.{key} on the model ({length:,})"
+    if model.max_output_tokens is not None:
+        return (
+            "set params.max_tokens on the model (the answer length of a request that sets "
+            f"none; max_output_tokens, {model.max_output_tokens:,}, is its API's cap)"
+        )
+    return "set the model's max_output_tokens or params.max_tokens"
 
 
 def _same_filter_content_fallbacks(registry: Registry) -> list[str]:
