@@ -285,6 +285,31 @@ def test_report_by_tag_end_user_and_key(registry: Path, capsys: pytest.CaptureFi
     assert code == 0 and "no decisions in the last 24h with tag team:none" in out
 
 
+def test_a_client_key_the_registry_lacks_is_named_when_nothing_matched(
+    registry: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--client team-zzz` (a typo of team-a) matched nothing and said only "no
+    decisions": read as a key that made no requests. Given a registry with keys, a name
+    it lacks is said, with the names it has; a key since removed still reads its rows."""
+    data = yaml.safe_load(registry.read_text(encoding="utf-8"))
+    data["auth"] = {"keys": [{"name": "team-a", "key_env": "H5_TEST_KEY"}]}
+    registry.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("H5_TEST_KEY", "k" * 24)
+    fill(registry, [record("code", 0.5, time.time() - 60, tokens_in=5, client="old-team")])
+    hint = "no client key 'team-zzz' in the registry (its keys: team-a)"
+    code, out, err = cli(capsys, "report", "-r", registry, "--client", "team-zzz")
+    assert code == 0 and hint in out, out
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "team-zzz", "--json")
+    assert hint in loads_strict(out)["message"], out
+    code, out, err = cli(capsys, "export", "-r", registry, "--client", "team-zzz")
+    assert code == 0 and out == "" and hint in err, err
+    # a key the registry no longer lists, whose rows the log keeps: read as ever
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "old-team")
+    assert code == 0 and "1 request;" in out and "no client key" not in out, out
+    code, out, _ = cli(capsys, "report", "-r", registry, "--client", "team-a")
+    assert "no decisions" in out and "in the registry" not in out, out
+
+
 def test_report_counts_tags_without_the_untagged_requests(
     registry: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -164,6 +164,20 @@ def _load_for_log(registry: Path | None) -> LoadedRegistry | None:
     return _load(found) if found is not None else None
 
 
+def _unknown_client(client: str | None, loaded: LoadedRegistry | None) -> str:
+    """When `--client` names a key the registry's `auth` section lacks (a typo reads as
+    a key that made no requests), the words that say so, for a window with nothing in
+    it; else nothing. A key since removed may still have rows: only an empty result
+    says this."""
+    auth = loaded.registry.auth if loaded is not None else None
+    if not client or auth is None:
+        return ""
+    names = sorted(k.name for k in auth.keys)
+    if client in names:
+        return ""
+    return f"; no client key {client!r} in the registry (its keys: {', '.join(names)})"
+
+
 def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
     from llmroute.registry.schema import TelemetrySettings
     from llmroute.telemetry.store import ENV_VAR, resolve_telemetry_url
@@ -569,7 +583,7 @@ def export_command(
     lines = (
         json.dumps(json_safe(row), ensure_ascii=False) for row in export_rows(picked, feedback)
     )
-    why = ""
+    why = _unknown_client(client, loaded) if not picked else ""
     if with_text and decisions and all(d.prompt is None for d in decisions):
         why = (
             ": none kept its prompt, which --with-text needs (telemetry.prompts: redacted or "
@@ -645,7 +659,8 @@ def report_command(
             + f" API {api}" * (api is not None)
         )
     if not decisions:
-        _empty(Log(log.store, log.shown, None), f"the last {window.text}{scope}", as_json)
+        what = f"the last {window.text}{scope}{_unknown_client(client, loaded)}"
+        _empty(Log(log.store, log.shown, None), what, as_json)
         return
     report = build_report(
         decisions,
