@@ -80,7 +80,9 @@ the body ends cleanly, with no ``[DONE]``: cut while choice 1 was still streamin
 ``-1,"1"``); ``tools=1``: each choice a tool call, its arguments split across chunks,
 the choices in turn, finished ``tool_calls`` (``calls=K``: each choice K calls, indexes
 0 to K-1, their pieces interleaved, as an upstream streaming parallel calls at once may
-send them; call j's arguments ``{"q": TEXT, "n": j}``); ``bare=1``: chunks with no ``choices``
+send them; call j's arguments ``{"q": TEXT, "n": j}``; ``callindex=A,B``: the calls'
+``index`` values, JSON, in place of 0 to K-1 (``0,-1``, ``0,"1"``, ``0,none``: no index
+at all, as Gemini streams them)); ``bare=1``: chunks with no ``choices``
 and with ``"choices": null`` among them);
 ``split=1`` a stream sends each character beyond the BMP (an emoji) as its two UTF-16
 halves in two events, ``"\\ud83d"`` then ``"\\ude00"``, as a proxy slicing UTF-16
@@ -120,6 +122,15 @@ FAIL_500 = "fail-500"
 FAIL_CLOSE = "fail-close"
 FAIL_400 = "fail-400"
 FAIL_MID = "fail-mid"  # a stream that sends one event, then drops the connection
+_NO_INDEX = object()  # ``callindex=none``: a call streamed with no index
+
+
+def _call_piece(index: Any, arguments: str) -> dict[str, Any]:
+    """A tool call's piece at `index` (none for `_NO_INDEX`)."""
+    call: dict[str, Any] = {"function": {"arguments": arguments}}
+    return call if index is _NO_INDEX else {"index": index, **call}
+
+
 _FIXED = {
     FAIL_500: {"status": "500"},
     FAIL_CLOSE: {"reset": "1"},
@@ -836,6 +847,8 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
             said = faults.get("index")
             index: list[Any] = list(range(n)) if said is None else json.loads(f"[{said}]")
             tools = "tools" in faults
+            told = faults.get("callindex", "")  # the calls' indexes, JSON ("none": no index)
+            places = [_NO_INDEX if i == "none" else json.loads(i) for i in told.split(",") if i]
             pieces = ['{"q": ', json.dumps(text), "}"] if tools else text.split(" ")
             for round, piece in enumerate(pieces):
                 if "bare" in faults:  # chunks with no choices, or choices null
@@ -855,7 +868,7 @@ def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:  # noqa: C
                     else:  # K calls' pieces interleaved: one chunk a piece of each in turn
                         for j in range(int(faults["calls"])):
                             last = f', "n": {j}}}' if round == len(pieces) - 1 else piece
-                            call = {"index": j, "function": {"arguments": last}}
+                            call = _call_piece(places[j] if places else j, last)
                             if round == 0:
                                 call.update(id=f"call_{i}_{j}", type="function")
                                 call["function"]["name"] = "lookup"
