@@ -16,6 +16,7 @@ __all__ = [
     "DONE",
     "END_DRAIN_BYTES",
     "END_DRAIN_S",
+    "CallNumbers",
     "choice_zero",
     "chunk_of",
     "drain_after_end",
@@ -75,6 +76,55 @@ def choice_zero(chunk: Any) -> Mapping[str, Any] | None:
             if type(index) is int and index == 0:
                 return choice
     return None
+
+
+class CallNumbers:
+    """Which call of a stream's choice a tool-call piece belongs to: the one rule of the
+    fronts (`llmroute.server.chunk_translation.ChunkTranslator`), the decision log's and
+    the shadow judge's reader (`llmroute.telemetry.shadow.StreamedAnswer`) and the
+    cascade's gates (a buffered tier's assembler), so that what is logged and gated is
+    what the client was sent.
+
+    A piece's ``index`` is its call's number when it is an int and not negative (a bool,
+    a float, a string, a negative int are no index); an id it carries is then that
+    call's. A piece without an index (Gemini's OpenAI-compatible endpoint streams each of
+    parallel calls whole, with its id and none) is the call its id was given, a new id
+    the next call after the highest numbered, and neither the highest (0 before any).
+    A negative index was read as call 0 by the fronts, merging its call's arguments into
+    call 0's, and as a call before call 0 by the decision log."""
+
+    __slots__ = ("_ids", "_kept", "_top")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}  # each id, the number its call was given
+        self._top: int | None = None  # the highest number an id was given
+        self._kept: int | None = None  # ids of calls numbered past it are not kept
+
+    def number(self, index: Any, call_id: Any) -> int:
+        """The number of the call a piece with this ``index`` and ``id`` belongs to."""
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        if type(index) is int and index >= 0:
+            if call_id is not None and call_id not in self._ids:
+                self._top = index if self._top is None else max(self._top, index)
+                self._keep(call_id, index)
+            return index
+        if call_id is None:
+            return 0 if self._top is None else self._top
+        number = self._ids.get(call_id)
+        if number is None:
+            number = self._top = 0 if self._top is None else self._top + 1
+            self._keep(call_id, number)
+        return number
+
+    def keep_to(self, most: int) -> None:
+        """Keep no id of a call numbered past `most` (a reader that holds no such call);
+        what such an id's pieces are numbered is then past `most` too, as before."""
+        self._kept = most if self._kept is None else min(most, self._kept)
+        self._ids = {i: n for i, n in self._ids.items() if n <= self._kept}
+
+    def _keep(self, call_id: str, number: int) -> None:
+        if self._kept is None or number <= self._kept:
+            self._ids[call_id] = number
 
 
 def event_of(chunk: Mapping[str, Any]) -> bytes:

@@ -474,6 +474,33 @@ def test_interleaved_parallel_calls_go_out_one_block_after_the_other() -> None:
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 
 
+# an index that is no index: negative, or not an int
+_NO_INDEX = [-1, -2, "1", 1.0, True, None]
+
+
+@pytest.mark.parametrize("index", _NO_INDEX, ids=[repr(i) for i in _NO_INDEX])
+def test_a_call_whose_index_is_no_index_is_numbered_by_its_id(index: Any) -> None:
+    """A call streamed with a negative index was read as call 0: its name and arguments
+    went into call 0's block (``{"x":{ 1}}``), where the decision log kept it apart; as
+    any index that is no index, it is the call its id names (a new id: the next call)."""
+    translator = StreamTranslator("small")
+    raw: list[bytes] = []
+    for event in (
+        _call(0, '{"x":', id="a", function={"name": "f", "arguments": '{"x":'}),
+        _call(index, "{", id="b", function={"name": "g", "arguments": "{"}),
+        _call(0, " 1}"),
+        _call(index, "}"),
+        _chunk(finish="tool_calls"),
+        b"data: [DONE]\n\n",
+    ):
+        raw.extend(translator.feed(event))
+    blocks = _blocks(_events(raw))
+    assert [(b["id"], b["name"], json.loads(b["json"])) for b in blocks] == [
+        ("a", "f", {"x": 1}),
+        ("b", "g", {}),
+    ]
+
+
 def test_calls_one_after_the_other_stream_as_they_come() -> None:
     """The usual order (OpenAI's): each call's pieces go out as they come, the next
     call's block opening once the one before is whole."""

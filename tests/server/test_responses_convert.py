@@ -179,6 +179,36 @@ def test_parallel_calls_streamed_without_index_stay_apart() -> None:
     ]
 
 
+# an index that is no index: negative, or not an int
+_NO_INDEX = [-1, -2, "1", 1.0, True, None]
+
+
+@pytest.mark.parametrize("index", _NO_INDEX, ids=[repr(i) for i in _NO_INDEX])
+def test_a_call_whose_index_is_no_index_is_numbered_by_its_id(index: Any) -> None:
+    """A call streamed with a negative index was read as call 0: one item named ``f``
+    with both calls' arguments run together (``{"x":{ 1}}``), where the decision log kept
+    it apart; as any index that is no index, it is the call its id names."""
+    calls = [
+        {"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x":'}},
+        {"index": index, "id": "b", "function": {"name": "g", "arguments": "{"}},
+        {"index": 0, "function": {"arguments": " 1}"}},
+        {"index": index, "function": {"arguments": "}"}},
+    ]
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            *(_chunk({"tool_calls": [c]}) for c in calls),
+            _chunk(finish="tool_calls"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    output = events[-1]["response"]["output"]
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in output] == [
+        ("a", "f", '{"x": 1}'),
+        ("b", "g", "{}"),
+    ]
+
+
 # the other choice's index: 1, or one that is no choice's (a string, negative, a bool,
 # null), read as choice 0's before (its words and tool call in choice 0's response), while the
 # decision log's answer (`llmroute.sse.choice_zero`) left it out

@@ -5,10 +5,12 @@ as the registry says, and absent unless asked."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import openai
 import pytest
 from fake_anthropic import fake_anthropic
@@ -253,6 +255,74 @@ def test_a_streams_tool_calls_are_stored_as_a_whole_answers_are(tmp_path: Path) 
     assert [r.response for r in rows] == [stored] * 3
     assert rows[1].stream and rows[2].stream and rows[2].cache_hit
     assert [s.routed_answer for s in _shadows(db, 2)] == [stored] * 2
+
+
+CALLS = """
+encoder: builtin:static
+providers:
+  up: {kind: openai, base_url: "%(url)s", timeout_s: 5}
+  echo: {kind: echo}
+models:
+  calls: {provider: up, model: "up-calls?choices=1&tools=1&calls=2&callindex=%(index)s"}
+  ref: {provider: echo, model: echo-ref}
+routes:
+  - {name: chat, examples: ["hello there"], target: calls}
+default: {target: calls}
+shadow: {rate: 1.0, reference: ref}
+telemetry:
+  url: "sqlite:///%(db)s"
+  prompts: hash
+  responses: full
+  flush_seconds: 0.05
+"""
+
+
+def _streamed(client: httpx.Client, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with client.stream("POST", path, json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        return [
+            json.loads(line[5:])
+            for line in response.iter_lines()
+            if line.startswith("data:") and line != "data: [DONE]"
+        ]
+
+
+@pytest.mark.parametrize("index", ["0,-1", '0,"1"'], ids=["negative", "string"])
+def test_a_streams_calls_are_stored_as_the_client_was_sent_them(tmp_path: Path, index: str) -> None:
+    """Two calls streamed interleaved, the second with an index that is no index: the
+    Messages and Responses fronts merged a negative one into call 0 (one call, its
+    arguments ``{"q": {"q": ...``), where the decision log and the shadow's routed answer
+    kept it apart, before call 0. Now each is the call its id names, everywhere."""
+    db = tmp_path / "log.db"
+    env = {"LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+    with fake_upstream() as upstream:
+        quoted = index.replace('"', '\\"')  # in the model's YAML string
+        registry = CALLS % {"db": db, "url": upstream.url, "index": quoted}
+        with (
+            serve_text(registry, tmp_path, env=env) as served,
+            httpx.Client(base_url=served.url, timeout=10) as client,
+        ):
+            ask = [{"role": "user", "content": "hi"}]
+            chat = _streamed(client, "/v1/chat/completions", {"model": "calls", "messages": ask})
+            message = _streamed(
+                client, "/v1/messages", {"model": "calls", "max_tokens": 50, "messages": ask}
+            )
+            response = _streamed(client, "/v1/responses", {"model": "calls", "input": "hi"})
+    assert any(c["choices"][0]["delta"].get("tool_calls") for c in chat)
+    blocks: dict[int, list[str]] = {}
+    for event in message:
+        if event["type"] == "content_block_start":
+            blocks[event["index"]] = [event["content_block"]["name"], ""]
+        elif event["type"] == "content_block_delta":
+            blocks[event["index"]][1] += event["delta"]["partial_json"]
+    items = response[-1]["response"]["output"]
+    sent = [{"name": "lookup", "arguments": json.dumps({"q": "echo: hi", "n": n})} for n in (0, 1)]
+    assert [{"name": n, "arguments": a} for n, a in blocks.values()] == sent
+    assert [{"name": i["name"], "arguments": i["arguments"]} for i in items] == sent
+    logged = [json.loads(r.response or "") for r in _rows(db, 3)]
+    assert logged == [sent] * 3
+    shadowed = [json.loads(s.routed_answer or "") for s in _shadows(db, 3)]
+    assert shadowed == [sent] * 3
 
 
 def test_the_sdk_stores_a_streams_tool_calls_as_a_whole_answers(

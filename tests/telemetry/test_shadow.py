@@ -928,6 +928,24 @@ def test_calls_without_an_index_follow_the_indexed_ones_as_the_fronts_number_the
     ]
 
 
+def test_a_call_of_negative_index_is_numbered_by_its_id_as_the_fronts_number_it() -> None:
+    """A negative index is no index: the call its id names, as the fronts read it (they
+    merged it into call 0 before); read as a call before call 0, the decision log and the
+    shadow's answer had ``g`` first, where the client was sent one call."""
+    streamed = StreamedAnswer()
+    for delta in _deltas(
+        {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{"}}]},
+        {"tool_calls": [{"index": -1, "id": "b", "function": {"name": "g", "arguments": "{"}}]},
+        _call(0, arguments="}"),
+        _call(-1, arguments="}"),
+    ):
+        streamed.add(delta)
+    assert json.loads(streamed.text() or "") == [
+        {"name": "f", "arguments": "{}"},
+        {"name": "g", "arguments": "{}"},
+    ]
+
+
 def test_an_indexed_calls_id_past_the_cut_is_still_its_own() -> None:
     """Once the calls are cut within call 0's arguments, call 1's event (an index, an
     id) may go unparsed; a piece of it streamed by its id alone, without an index, is
@@ -955,7 +973,7 @@ def test_an_indexed_calls_id_past_the_cut_is_still_its_own() -> None:
                     }
                 ]
             },
-            st.sampled_from([None, None, 0, 1, 2, -1, True]),
+            st.sampled_from([None, None, 0, 1, 2, -1, -2, True, "1", 1.0]),
             st.sampled_from([None, "a", "b", "c"]),
             st.fixed_dictionaries({}, optional={"name": _PIECE, "arguments": _PIECE}),
         ),
@@ -964,15 +982,16 @@ def test_an_indexed_calls_id_past_the_cut_is_still_its_own() -> None:
 )
 def test_calls_are_numbered_as_the_fronts_number_them(deltas: list[dict[str, Any]]) -> None:
     """Whatever mix of indexes and ids, a stream's calls read as the fronts'
-    `ChunkTranslator` numbers them (each delta given its index there, then read)."""
+    `ChunkTranslator` reads them (each delta given its index there and cleaned, then
+    read): a negative index, left as it was by the numbering, was call 0 once cleaned."""
     from types import SimpleNamespace
 
-    from llmroute.server.chunk_translation import ChunkTranslator
+    from llmroute.server.chunk_translation import ChunkTranslator, clean_chunk
 
-    front = SimpleNamespace(_call_ids=None)
+    front = SimpleNamespace(_call_ids=None, _numbers=None)
     streamed, numbered = StreamedAnswer(), StreamedAnswer()
     for chunk in _deltas(*deltas):
         streamed.add(json.loads(json.dumps(chunk)))
-        ChunkTranslator._number_calls(front, chunk)  # its numbering alone
-        numbered.add(chunk)
+        ChunkTranslator._number_calls(front, chunk)  # its numbering
+        numbered.add(clean_chunk(chunk))  # what the fronts translate
     assert streamed.text() == numbered.text()

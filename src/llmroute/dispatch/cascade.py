@@ -47,7 +47,7 @@ from llmroute.dispatch.usage import Usage
 from llmroute.errors import AllFallbacksFailed, AttemptText, ProviderError, outline_of
 from llmroute.gates.base import Called, GateVerdict, ModelCall, QualityGate, TierAnswer, total_usage
 from llmroute.registry.schema import Cascade, CascadeTier, RoutePolicy
-from llmroute.sse import choice_zero, chunk_of, event_of
+from llmroute.sse import CallNumbers, choice_zero, chunk_of, event_of
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -550,10 +550,7 @@ class _Assembler:
         self.finish: str | None = None
         self.calls: dict[int, dict[str, Any]] = {}
         self.last: dict[str, Any] = {}
-        # calls numbered by id where they have no index, as the fronts number them
-        # (Gemini's): each id its number, the highest
-        self._ids: dict[str, int] = {}
-        self._top: int | None = None
+        self._numbers = CallNumbers()  # the calls numbered as the fronts number them
 
     def add(self, chunk: dict[str, Any]) -> None:
         self.last = chunk
@@ -573,9 +570,8 @@ class _Assembler:
                 self._add_call(call)
 
     def _add_call(self, call: dict[str, Any]) -> None:
-        index = call.get("index")
         entry = self.calls.setdefault(
-            self._number(index, call.get("id")),
+            self._numbers.number(call.get("index"), call.get("id")),
             {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
         )
         if isinstance(call.get("id"), str):
@@ -585,24 +581,6 @@ class _Assembler:
             for key in ("name", "arguments"):
                 if isinstance(function.get(key), str):
                     entry["function"][key] += function[key]
-
-    def _number(self, index: Any, call_id: Any) -> int:
-        """A call's number, as the fronts give it (`ChunkTranslator`): its index when it
-        is an int (a bool is none, as `choice_zero` reads one), its id then taken for
-        it; without one, an id seen before its number, a new id the next after the
-        highest, neither the highest (0 before any). Indexed calls' ids count: numbered
-        apart, an unindexed call after an indexed one was merged into call 0."""
-        call_id = call_id if isinstance(call_id, str) and call_id else None
-        if type(index) is int:
-            if call_id is not None and call_id not in self._ids:
-                self._ids[call_id] = index
-                self._top = index if self._top is None else max(self._top, index)
-            return int(index)
-        if call_id is None:
-            return 0 if self._top is None else self._top
-        if call_id not in self._ids:
-            self._ids[call_id] = self._top = 0 if self._top is None else self._top + 1
-        return self._ids[call_id]
 
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}

@@ -20,6 +20,7 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
+from llmroute.sse import CallNumbers
 from llmroute.untrusted_json import loads
 
 __all__ = [
@@ -227,12 +228,13 @@ class ChunkTranslator(ABC):
         choices = self._choices
         return choices is not None and all(choices.values())
 
-    _call_ids: dict[str, int] | None = None  # tool-call id -> the index it was given
+    _numbers: CallNumbers | None = None  # the stream's tool calls, numbered
 
     def _number_calls(self, chunk: dict[str, Any]) -> None:
-        """Give an ``index`` to tool-call deltas that lack one (Gemini's OpenAI-compatible
-        endpoint streams each call whole, with its ``id`` but no ``index``): a new id is
-        the next call, a delta with neither continues the last one. Read as index 0,
+        """Give each tool-call delta the ``index`` of its call (`CallNumbers`): one without
+        an index (Gemini's OpenAI-compatible endpoint streams each call whole, with its
+        ``id`` but none), or with one that is no index (negative, not an int), is the call
+        its id names, a new id the next call, neither the last one. Read as index 0,
         parallel calls would all be merged into the first."""
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
@@ -240,22 +242,11 @@ class ChunkTranslator(ABC):
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             if not isinstance(calls, list):
                 continue
-            if self._call_ids is None:
-                self._call_ids = {}
-            ids = self._call_ids
+            if self._numbers is None:
+                self._numbers = CallNumbers()
             for call in calls:
-                if not isinstance(call, dict):
-                    continue
-                index, call_id = call.get("index"), call.get("id")
-                if not isinstance(call_id, str) or not call_id:
-                    call_id = None
-                if isinstance(index, int) and not isinstance(index, bool):
-                    if call_id is not None:
-                        ids.setdefault(call_id, index)
-                elif call_id is not None:
-                    call["index"] = ids.setdefault(call_id, max(ids.values(), default=-1) + 1)
-                else:
-                    call["index"] = max(ids.values(), default=0)
+                if isinstance(call, dict):
+                    call["index"] = self._numbers.number(call.get("index"), call.get("id"))
 
     _served: Callable[[], str] | None = None
 

@@ -29,7 +29,7 @@ from llmroute.dispatch.plan import Plan
 from llmroute.errors import AttemptText, ConfigError, LlmrouteError, TelemetryError, error_text
 from llmroute.log_every import LogEvery
 from llmroute.registry.schema import Registry, RoutePolicy, ShadowSettings
-from llmroute.sse import choice_zero, chunk_of
+from llmroute.sse import CallNumbers, choice_zero, chunk_of
 from llmroute.telemetry.judge import Judge, Judgement, judge_from_settings
 from llmroute.telemetry.record import ShadowRecord
 
@@ -96,9 +96,6 @@ _FIELDS = ((_NAME, "name"), (_ARGUMENTS, "arguments"))
 # the least a call takes in `text`, JSON of empty fields: '{"name": "", "arguments": ""}, '
 _CALL_CHARS = 31
 _JOIN = 64  # a text's pieces, and then its joined pieces, joined so many at a time
-# JSON's bytes that a value may follow (":", ",", "[", whitespace), all made ":": a
-# negative number's minus then follows a ":"
-_BEFORE_VALUES = bytes.maketrans(b",[ \t\n\r", b"::::::")
 
 
 class _Text(list[str]):
@@ -157,14 +154,12 @@ class StreamedAnswer:
         self._trim_past = self._most  # calls held past it are trimmed; then past twice it
         # (index, field) from which on, in `text`, every call's piece is past the limit
         self._past: tuple[int, int] | None = None
-        # once that is within call 0, all that may still come before it is text, a call
-        # of negative index and, when it is within call 0's arguments (True), call 0's
-        # name; None before
+        # once that is within call 0, all that may still come before it is text and, when
+        # it is within call 0's arguments (True), call 0's name; None before
         self._name_counts: bool | None = None
-        # calls without an index (Gemini's OpenAI-compatible stream) numbered by their id,
-        # as the fronts number them (`ChunkTranslator`): each id its number, the highest
-        self._ids: dict[str, int] = {}
-        self._top: int | None = None
+        # calls numbered as the fronts number them (`CallNumbers`): those without an
+        # index (Gemini's OpenAI-compatible stream) by their id
+        self._numbers = CallNumbers()
         self._unindexed = False  # one came: every event is read (its number needs them all)
 
     def observe(self, event: bytes) -> None:
@@ -179,19 +174,16 @@ class StreamedAnswer:
 
     @staticmethod
     def _may_count(event: bytes, names: bool) -> bool:
-        """Whether `event` may hold text, a call before call 0 or (`names`) a name, told
-        from its bytes: JSON in UTF-8 (unless its second byte is 0: `json.loads` reads
-        UTF-16 and UTF-32 too) spells a key out unless it escapes a letter (``\\u``), and
-        writes a negative index with a minus where a value starts (`_BEFORE_VALUES`). Any
-        index that is not a negative int is call 0's or a later call's; a call without one
-        is numbered from the calls before it and their ids (`_index`), and once one came,
-        every event is read."""
+        """Whether `event` may hold text or (`names`) a name, told from its bytes: JSON in
+        UTF-8 (unless its second byte is 0: `json.loads` reads UTF-16 and UTF-32 too)
+        spells a key out unless it escapes a letter (``\\u``). Every call is call 0 or a
+        later one (`CallNumbers`); a call without an index is numbered from the calls
+        before it and their ids, and once one came, every event is read."""
         return (
             event[7:8] == b"\0"
             or b"\\u" in event
             or b'"content"' in event
             or (names and b'"name"' in event)
-            or b":-" in event.translate(_BEFORE_VALUES)
             # a call without an index: no more "index" keys than calls ("function"
             # keys; a first delta's "type": "function" is read too), its choice's aside
             or event.count(b'"index"') <= max(event.count(b'"function"'), 1)
@@ -224,30 +216,12 @@ class StreamedAnswer:
                 self._observe_call(index, function)
 
     def _index(self, call: Mapping[str, Any]) -> int:
-        """A call's number, as the fronts give it (`ChunkTranslator`): its index when it
-        is an int (a bool is none, as for a choice in `choice_zero`), its id then taken
-        for it; without one, an id seen before its number, a new id the next after the
-        highest, neither the highest (0 before any). Numbered apart from the indexed
-        calls, one after call 0 was merged into it. An id is kept only while its call
-        may be held (a new one is past any kept)."""
+        """A call's number, as the fronts give it (`CallNumbers`). An id is kept only while
+        its call may be held (a new one is past any kept)."""
         index = call.get("index")
-        call_id = call.get("id")
-        call_id = call_id if isinstance(call_id, str) and call_id else None
-        if type(index) is int:
-            if call_id is not None and call_id not in self._ids:
-                self._top = index if self._top is None else max(self._top, index)
-                if self._past is None or (index, _CALL) < self._past:
-                    self._ids[call_id] = index
-            return int(index)
-        self._unindexed = True
-        if call_id is None:
-            return 0 if self._top is None else self._top
-        number = self._ids.get(call_id)
-        if number is None:
-            number = self._top = 0 if self._top is None else self._top + 1
-            if self._past is None or (number, _CALL) < self._past:  # else its call is not held
-                self._ids[call_id] = number
-        return number
+        if type(index) is not int or index < 0:
+            self._unindexed = True
+        return self._numbers.number(index, call.get("id"))
 
     def _observe_call(self, index: int, function: Mapping[str, Any]) -> None:
         past = self._past
@@ -284,7 +258,7 @@ class StreamedAnswer:
         self._past = cut if self._past is None else min(cut, self._past)
         if self._past <= (0, _ARGUMENTS):
             self._name_counts = self._past == (0, _ARGUMENTS)
-        self._ids = {i: n for i, n in self._ids.items() if (n, _CALL) < self._past}
+        self._numbers.keep_to(self._past[0])  # the calls after it are past it
         for index in list(self._calls):
             if (index, _CALL) > cut:
                 del self._calls[index]
