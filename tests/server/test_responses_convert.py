@@ -209,6 +209,30 @@ def test_a_call_whose_index_is_no_index_is_numbered_by_its_id(index: Any) -> Non
     ]
 
 
+def test_another_choices_calls_do_not_number_choice_0s() -> None:
+    """A registry's ``n``: choice 1's calls without an index were numbered with choice
+    0's, so that a piece of choice 0's call with neither index nor id (the last call
+    goes on) went to the number choice 1's last call was given: an item of its own,
+    where the decision log read choice 0's call whole."""
+
+    def chunk(choice: int, call: dict[str, Any]) -> bytes:
+        data = {"id": "c1", "choices": [{"index": choice, "delta": {"tool_calls": [call]}}]}
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    events = _events(
+        ResponsesStream("small", {"model": "auto", "input": "x"}),
+        [
+            chunk(0, {"id": "y", "function": {"name": "f", "arguments": "{"}}),
+            chunk(1, {"id": "x", "function": {"name": "g", "arguments": "{}"}}),
+            chunk(0, {"function": {"arguments": "}"}}),
+            _chunk(finish="tool_calls"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    output = events[-1]["response"]["output"]
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in output] == [("y", "f", "{}")]
+
+
 # the other choice's index: 1, or one that is no choice's (a string, negative, a bool,
 # null), read as choice 0's before (its words and tool call in choice 0's response), while the
 # decision log's answer (`llmroute.sse.choice_zero`) left it out

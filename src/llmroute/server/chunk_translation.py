@@ -228,25 +228,27 @@ class ChunkTranslator(ABC):
         choices = self._choices
         return choices is not None and all(choices.values())
 
-    _numbers: CallNumbers | None = None  # the stream's tool calls, numbered
+    _numbers: dict[int, CallNumbers] | None = None  # each choice's tool calls, numbered
 
     def _number_calls(self, chunk: dict[str, Any]) -> None:
-        """Give each tool-call delta the ``index`` of its call (`CallNumbers`): one without
-        an index (Gemini's OpenAI-compatible endpoint streams each call whole, with its
-        ``id`` but none), or with one that is no index (negative, not an int), is the call
-        its id names, a new id the next call, neither the last one. Read as index 0,
-        parallel calls would all be merged into the first."""
+        """Give each tool-call delta the ``index`` of its call in its choice
+        (`CallNumbers`): one without an index (Gemini's OpenAI-compatible endpoint streams
+        each call whole, with its ``id`` but none), or with one that is no index
+        (negative, not an int), is the call its id names, a new id the next call, neither
+        the last one. Read as index 0, parallel calls would all be merged into the first.
+        A choice that says no index it can be told by (`_indexed`) is left out after."""
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+            delta = choice.get("delta") if _indexed(choice) else None
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             if not isinstance(calls, list):
                 continue
             if self._numbers is None:
-                self._numbers = CallNumbers()
+                self._numbers = {}
+            numbers = self._numbers.setdefault(choice.get("index", 0), CallNumbers())
             for call in calls:
                 if isinstance(call, dict):
-                    call["index"] = self._numbers.number(call.get("index"), call.get("id"))
+                    call["index"] = numbers.number(call.get("index"), call.get("id"))
 
     _served: Callable[[], str] | None = None
 
