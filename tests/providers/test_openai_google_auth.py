@@ -109,6 +109,24 @@ def test_a_second_401_is_the_gateways_credentials_refused(
     assert len(upstream.requests) == 2
 
 
+def test_a_google_token_no_header_carries_is_the_credentials_misconfiguration(
+    servers: tuple[FakeVertex, FakeUpstream],
+) -> None:
+    """``auth: google``'s token with a line break (a broken token server's): each
+    request raised aiohttp's ValueError as it was sent; now the provider's credentials
+    are misconfigured, said without the token, and nothing is sent."""
+    google, upstream = servers
+    google.token_tail = "\n"
+    spec = Provider(kind="openai", base_url=upstream.url, auth="google")
+
+    async def calls(provider: Any) -> None:
+        await provider.complete("google/gemini-2.5-flash", CHAT, timeouts=TIMEOUTS)
+
+    with pytest.raises(ProviderMisconfigured, match="holds a control character") as caught:
+        _run(spec, calls)
+    assert "ya29" not in str(caught.value) and upstream.requests == []
+
+
 def test_the_registry_refuses_it_where_it_cannot_apply() -> None:
     with pytest.raises(ValueError, match="for openai providers"):
         Provider(kind="anthropic", auth="google")

@@ -272,6 +272,43 @@ def test_a_refused_service_account_is_a_clear_error_without_key_material(
     assert "PRIVATE KEY" not in said and "eyJ" not in said  # no key, no signed assertion
 
 
+@pytest.mark.parametrize("tail", ["\n", "\x01"], ids=["line-break", "control"])
+def test_a_google_token_holding_a_control_character_is_a_clear_error_never_shown(
+    fake: FakeVertex, tail: str
+) -> None:
+    """A token no HTTP header carries (Google's credentials handed it out so): checked
+    where it is got, as a credential variable is, it is the provider's misconfiguration,
+    named, never shown. Each request raised aiohttp's ValueError ("Forbidden control
+    character detected in headers"), a bug's 500, and a probe took the token for good."""
+    fake.token_tail = tail
+    provider = adc(fake)
+    asks = (
+        lambda: provider.authenticate(timeouts=TIMEOUTS),
+        lambda: provider.complete(MODEL, CHAT, timeouts=TIMEOUTS),
+    )
+    for ask in asks:
+        with pytest.raises(ProviderMisconfigured) as caught:
+            run(provider, ask())
+        said = str(caught.value)
+        assert "Google's credentials gave an Authorization that holds a control character" in said
+        assert caught.value.code == "google_credentials" and caught.value.status == 401
+        assert "ya29" not in said and repr(tail) in said
+    assert fake.predicted == []
+
+
+def test_a_quota_project_no_header_carries_is_named_too(
+    fake: FakeVertex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """google-auth sends the quota project (GOOGLE_CLOUD_QUOTA_PROJECT, or the
+    credentials file's) as x-goog-user-project: a line break read with it is the
+    credentials' misconfiguration too, the header named."""
+    monkeypatch.setenv("GOOGLE_CLOUD_QUOTA_PROJECT", f"{PROJECT}\n")
+    provider = adc(fake)
+    with pytest.raises(ProviderMisconfigured, match="gave an x-goog-user-project that holds"):
+        run(provider, provider.complete(MODEL, CHAT, timeouts=TIMEOUTS))
+    assert fake.predicted == []
+
+
 def test_a_refused_refresh_is_the_answer_for_a_few_seconds(fake: FakeVertex) -> None:
     """Broken credentials cost one call to the token endpoint (and one thread) every
     few seconds, not one a request; past the hold, a refresh is tried again."""

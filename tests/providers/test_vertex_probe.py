@@ -77,6 +77,31 @@ def test_credentials_google_refuses_are_one_clear_failure(fake: FakeVertex) -> N
     assert fake.predicted == []
 
 
+def test_a_google_token_no_header_carries_fails_its_rows(fake: FakeVertex) -> None:
+    """A token Google's credentials gave with a line break: the probe said a token was
+    issued, and every request then failed as it was sent. Now the row fails, saying so,
+    never showing it, and the other providers' rows are probed."""
+    fake.token_tail = "\n"
+    fake.static_tokens.add("sidecar-token")
+    results = asyncio.run(
+        probe_pool(
+            _registry(fake),
+            environ={"PROBE_VERTEX_TOKEN": "sidecar-token"},
+            base_dir=Path.cwd(),
+            timeout_s=5.0,
+            chat=True,
+        )
+    )
+    got = {r.model: r for r in results}
+    assert got["sonnet"].status == "fail"
+    assert got["sonnet"].detail.startswith(
+        "Google's credentials gave an Authorization that holds a control character ('\\n')"
+    )
+    assert "ya29" not in got["sonnet"].detail
+    assert got["tokened"].status == "ok"
+    assert [p.token for p in fake.predicted] == ["sidecar-token"]
+
+
 def test_an_unset_token_variable_sends_nothing(fake: FakeVertex) -> None:
     got = _probe(fake, models=["tokened"], chat=True)["tokened"]
     assert (got.status, got.detail) == (

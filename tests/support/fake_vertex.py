@@ -6,7 +6,7 @@ bearer grant google-auth sends, checks the assertion's RS256 signature with the
 service account's public key and its claims (issuer, audience, the cloud-platform
 scope, expiry), and issues ``ya29.fake-N`` for `FakeVertex.expires_in` seconds
 (``refuse_tokens``: a 400 ``invalid_grant``, as for a deleted key; ``token_delay_s``:
-after that long).
+after that long; ``token_tail``: each ending with it, as a broken server's may).
 
 ``POST /v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}``
 ``:rawPredict`` (``:streamRawPredict``) checks the project and region the test expects,
@@ -104,6 +104,7 @@ class FakeVertex:
     expires_in: int = 3600
     refuse_tokens: bool = False
     token_delay_s: float = 0.0  # how long the token endpoint takes to answer
+    token_tail: str = ""  # what the tokens it issues end with (a broken server's "\n")
     issued: list[str] = field(default_factory=list)
     token_asks: int = 0  # token requests, answered or refused
     revoked: set[str] = field(default_factory=set)
@@ -286,7 +287,7 @@ class _VertexHandler(_Handler):
             self._send_json(400, error)
             return
         with self.fake.lock:
-            token = f"ya29.fake-{len(self.fake.issued) + 1}"
+            token = f"ya29.fake-{len(self.fake.issued) + 1}{self.fake.token_tail}"
             self.fake.issued.append(token)
         answer = {"access_token": token, "expires_in": self.fake.expires_in, "token_type": "Bearer"}
         self._send_json(200, answer)

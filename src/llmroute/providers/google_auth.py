@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from llmroute.errors import ConfigError, ProviderError, ProviderMisconfigured, ProviderTimeout
 from llmroute.providers._http import withhold
+from llmroute.registry.schema import _unsendable
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -209,6 +210,7 @@ class AdcTokens:
             raise ProviderError(
                 self._provider, f"could not get a Google access token ({type(exc).__name__})"
             ) from None
+        _check_sendable(self._provider, headers)
         expires_at = None if expiry is None else expiry.replace(tzinfo=UTC).timestamp()
         return headers, expires_at
 
@@ -218,6 +220,26 @@ class AdcTokens:
 
         self._request = google.auth.transport.requests.Request()
         return google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])[0]
+
+
+def _check_sendable(provider: str, headers: Mapping[str, str]) -> None:
+    """`ProviderMisconfigured` for a header Google's credentials gave that no HTTP header
+    carries (a control character in the token, or in the quota project, as a broken
+    token server or credentials file may give it), checked as a credential variable is
+    (`check_credential_text`): aiohttp refused every request it went with, a ValueError
+    (a bug's 500), and a probe took the token for good. The header is named, never its
+    value."""
+    for name, value in headers.items():
+        unsent = _unsendable(value, ascii_only=False)
+        if unsent is not None:
+            header = "Authorization" if name.lower() == "authorization" else name
+            raise ProviderMisconfigured(
+                provider,
+                f"Google's credentials gave an {header} that {unsent[0]}; check the "
+                "credentials (the value is not shown)",
+                status=401,
+                code="google_credentials",
+            )
 
 
 class _Sent(dict[str, str]):
