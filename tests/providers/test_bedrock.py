@@ -141,6 +141,24 @@ def test_a_wrong_secret_is_bedrocks_403_misconfigured_and_not_shown(server: Fake
     assert f"[upstream request {REQUEST_ID}]" in error.message
 
 
+def test_a_signing_secret_holding_a_control_character_stops_the_build() -> None:
+    """The secret signs (it goes in no header): one with a line break made a signature
+    AWS refuses on every request. It stops the build at the provider, named, never
+    shown, as the key id beside it would; unused beside a bearer token, it is left
+    alone."""
+    from llmroute.providers.build import build_http
+    from llmroute.registry.schema import Provider, UnsendableCredential
+
+    spec = Provider(kind="bedrock", region="us-east-1", base_url="http://127.0.0.1:9")
+    broken = {**SIGV4_ENV, "AWS_SECRET_ACCESS_KEY": f"{SECRET}\r\n"}
+    with pytest.raises(UnsendableCredential) as caught:
+        build_http("aws", spec, broken)
+    assert caught.value.field == "providers.aws"
+    assert "AWS_SECRET_ACCESS_KEY holds a control character ('\\r')" in caught.value.message
+    assert SECRET not in str(caught.value)
+    build_http("aws", spec, {**broken, "AWS_BEARER_TOKEN_BEDROCK": API_KEY})
+
+
 def test_a_bedrock_api_key_is_a_bearer_token(keyed: FakeBedrock) -> None:
     env = {**SIGV4_ENV, "AWS_BEARER_TOKEN_BEDROCK": API_KEY}  # the key wins over the pair
     complete(make(keyed, env), SONNET, ASK)

@@ -75,3 +75,20 @@ def test_no_credentials_for_aws_itself_sends_nothing(bedrock: FakeBedrock) -> No
         "is not set; nothing was sent"
     )
     assert got["west"].where == "https://bedrock-runtime.us-west-2.amazonaws.com"
+
+
+@pytest.mark.parametrize("tail", ["\n", "\x01"], ids=["line-break", "control"])
+def test_a_signing_secret_holding_a_control_character_fails_its_rows(
+    bedrock: FakeBedrock, tail: str
+) -> None:
+    """AWS_SECRET_ACCESS_KEY read from a file with its line break: it goes in no header,
+    so nothing checked it, and every request was signed with it and refused (AWS's 403);
+    a probe without ``--chat`` said only that Bedrock lists no models. It fails the
+    provider's rows, naming the variable, never its value, nothing sent."""
+    env = {**SIGV4_ENV, "AWS_SECRET_ACCESS_KEY": f"{SECRET}{tail}"}
+    got = _probe(_registry(bedrock), env, models=["sonnet"], chat=True)["sonnet"]
+    assert got.status == "fail"
+    assert got.detail.startswith(
+        f"environment variable AWS_SECRET_ACCESS_KEY holds a control character ({tail!r})"
+    )
+    assert SECRET not in got.detail and bedrock.requests == []

@@ -32,7 +32,12 @@ from llmroute.providers.anthropic import StreamTranslator, sent_once_more, strea
 from llmroute.providers.aws_eventstream import EventStreamDecoder, EventStreamError, Message
 from llmroute.providers.aws_sigv4 import AwsCredentials, sign
 from llmroute.providers.base import Timeouts
-from llmroute.registry.schema import Provider, env_headers
+from llmroute.registry.schema import (
+    _HEADER_CONTROL,
+    Provider,
+    UnsendableCredential,
+    env_headers,
+)
 from llmroute.sse import DONE, drain_after_end
 from llmroute.untrusted_json import loads
 
@@ -104,6 +109,22 @@ def _refuse_other_authorization(name: str, spec: Provider) -> None:
             )
 
 
+def _check_secret(name: str, secret: str) -> None:
+    """`UnsendableCredential` at the provider for a secret key holding a control
+    character (a file's last line break, read with it), as the variables sent in headers
+    are checked (`check_credential_text`): it goes in no header, but keys each signature,
+    and AWS refused every request signed with it. Named, never shown."""
+    control = _HEADER_CONTROL.search(secret)
+    if control is not None:
+        raise UnsendableCredential(
+            f"environment variable {_KEY_ENVS[1]} holds a control character "
+            f"({control.group()!r}), which no AWS secret key holds: AWS refuses every "
+            "request signed with it (a line break read from a file with it?); its value "
+            "is not shown",
+            field=f"providers.{name}",
+        )
+
+
 def unnamed_credentials(spec: Provider, environ: Mapping[str, str]) -> list[str]:
     """The variables the client sends in headers though the registry names none of
     them: AWS_BEARER_TOKEN_BEDROCK without `api_key_env`; else, with no bearer token,
@@ -132,6 +153,7 @@ class BedrockProvider:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             headers["Authorization"] = f"Bearer {key}"
         elif all(env.get(var) for var in _KEY_ENVS):
+            _check_secret(name, env[_KEY_ENVS[1]])
             credentials = AwsCredentials(
                 env[_KEY_ENVS[0]], env[_KEY_ENVS[1]], env.get(_TOKEN_ENV) or None
             )
