@@ -118,7 +118,9 @@ class CallNumbers:
 
     def keep_to(self, most: int) -> None:
         """Keep no id of a call numbered past `most` (a reader that holds no such call);
-        what such an id's pieces are numbered is then past `most` too, as before."""
+        what such an id's pieces are numbered is then past `most` too, unless it comes
+        again with the index of a call within `most` (one id given to two calls), which
+        is then taken for a new id of that call."""
         self._kept = most if self._kept is None else min(most, self._kept)
         self._ids = {i: n for i, n in self._ids.items() if n <= self._kept}
 

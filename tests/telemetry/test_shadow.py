@@ -698,7 +698,8 @@ def _event(delta: dict[str, Any], **dumps: Any) -> bytes:
 
 # what, once the calls are cut within call 0's arguments, still comes before the cut: text
 # and call 0's name however their keys are written (in UTF-16 too, which `json.loads`
-# reads), a call of a negative index however its number is spaced
+# reads); a call of a negative index, however its number is spaced, is no index: the last
+# call's (call 0's here), its name before the cut
 _BEFORE_THE_CUT = {
     "text": _event({"content": "late"}),
     "text-escaped-key": b'data: {"choices": [{"index": 0, "delta": {"\\u0063ontent": "x"}}]}\n\n',
