@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from gateway_proc import free_port, serve_text, wait_for
 from redis_service import REDIS_URL, past_databases
+from stall_proxy import stall_proxy
 
 REGISTRY = """
 encoder: builtin:static
@@ -74,3 +75,41 @@ def test_each_redis_is_said_once_at_start_and_at_a_reload(
             served.log,
         )
         assert "s3cret" not in served.log_text()
+
+
+FIXED = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+telemetry: {enabled: false}
+affinity: {url: "%(url)s", namespace: "%(ns)s"}
+"""
+
+
+def test_a_reload_that_leaves_the_version_unchanged_checks_redis_again(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    """An operator who fixed Redis (or the network) sends SIGHUP for a fresh check: a
+    reload whose file is as it was (the version unchanged) said nothing of Redis."""
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        proxy.refuse()
+        with serve_text(FIXED % {"url": url, "ns": redis_namespace}, tmp_path) as served:
+            down = f"redis {url} (affinity.url) cannot be used: "
+            up = f"redis {url} (affinity.url): answered in "
+            wait_for("the start's check", lambda: bool(_lines(served.log_text(), down)), 15)
+            proxy.resume()
+            served.proc.send_signal(signal.SIGHUP)
+            wait_for(
+                "the check of the unchanged registry",
+                lambda: bool(_lines(served.log_text(), up)),
+                15,
+                served.log,
+            )
+            log = served.log_text()
+            assert _lines(log, "registry reload (SIGHUP): version ")[0].endswith(" unchanged")
+            assert len(_lines(log, down)) == 1

@@ -543,6 +543,9 @@ class Reloader:
             return
         if built is None:
             log.info("registry reload (%s): version %s unchanged", reason, old.version)
+            # checked again all the same: an operator who fixed Redis (or the network)
+            # sends SIGHUP for a fresh check line
+            tasks.start_soon(say_redis, old.router.loaded.registry)
             return
         try:
             new = await open_gateway(built, self._max_body_bytes, self._state, replacing=old)
