@@ -35,9 +35,9 @@ dispatch:
 
 def test_each_redis_url_is_checked_once_with_the_settings_that_name_it() -> None:
     registry = parse_registry(REGISTRY).registry
-    assert redis_uses(registry, {}) == [
-        RedisUse("redis://:pw@127.0.0.1:1/0", ("cache.url", "stored_responses.url")),
-        RedisUse("redis://127.0.0.1:6379/2", ("dispatch.limits.url", "affinity.url")),
+    assert redis_uses(registry, {}) == [  # with each feature's timeout_s
+        RedisUse("redis://:pw@127.0.0.1:1/0", ("cache.url", "stored_responses.url"), (0.05, 1.0)),
+        RedisUse("redis://127.0.0.1:6379/2", ("dispatch.limits.url", "affinity.url"), (0.05, 0.05)),
     ]
     assert redis_uses(registry, {})[0].masked == "redis://:***@127.0.0.1:1/0"
     # the cache's URL as the environment overrides it; breakers on (memory: none)
@@ -46,8 +46,9 @@ def test_each_redis_url_is_checked_once_with_the_settings_that_name_it() -> None
         RedisUse(
             "redis://127.0.0.1:6379/2",
             ("LLMROUTE_CACHE_URL", "dispatch.limits.url", "affinity.url"),
+            (0.05, 0.05, 0.05),
         ),
-        RedisUse("redis://:pw@127.0.0.1:1/0", ("stored_responses.url",)),
+        RedisUse("redis://:pw@127.0.0.1:1/0", ("stored_responses.url",), (1.0,)),
     ]
     assert redis_uses(registry, {"LLMROUTE_CACHE_URL": "off"})[0].settings == (
         "dispatch.limits.url",
@@ -136,3 +137,44 @@ def test_the_time_said_is_redis_s_not_the_client_s_making(
     check = asyncio.run(check_redis(RedisUse(REDIS_URL, ("cache.url",)), 1.0))
     assert check.problem is None
     assert check.latency_ms == 0.0, check.latency_ms
+
+
+def test_a_redis_slower_than_a_features_timeout_is_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The check waits `CHECK_S` (2 s), a feature 50 ms by default: a Redis whose every
+    round trip takes 70 ms was said to answer, though each of affinity's calls times out.
+    The line names the features whose `timeout_s` a round trip outlasts, tightest
+    first, and both times; one whose bound it fits (stored_responses, 1 s) is not named."""
+    from stall_proxy import stall_proxy
+
+    from llmroute.server.reload import say_redis
+
+    text = (
+        REGISTRY.replace("rpm: 100", "rpm: null")
+        .replace('cache: {url: "redis://:pw@127.0.0.1:1/0"}\n', "")
+        .replace("batches: {url: memory}\n", "")
+    )
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        text = text.replace("redis://:pw@127.0.0.1:1/0", url)
+        text = text.replace("redis://127.0.0.1:6379/2", url)
+        registry = parse_registry(text).registry
+        (use,) = redis_uses(registry, {})
+        assert use.settings == ("affinity.url", "stored_responses.url")
+        assert use.timeouts == (0.05, 1.0)
+        proxy.slow(0.07)
+        check = asyncio.run(check_redis(use))
+        assert check.problem is None
+        assert check.round_trip_ms is not None and check.round_trip_ms >= 70
+        assert check.outlasted == (("affinity.timeout_s", 0.05),)
+        with caplog.at_level("INFO", logger="llmroute.server"):
+            asyncio.run(say_redis(registry))
+        (said,) = [r for r in caplog.records if url in r.getMessage()]
+        assert said.levelname == "WARNING"
+        message = said.getMessage()
+        assert f"redis {url} (affinity.url, stored_responses.url): answered, " in message
+        assert "more than affinity.timeout_s (50 ms)" in message, message
+        assert "stored_responses.timeout_s" not in message
+        proxy.resume()
+        check = asyncio.run(check_redis(use))
+        assert check.problem is None and check.outlasted == ()

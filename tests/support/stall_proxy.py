@@ -7,7 +7,8 @@ can be held or cut from a given command on (`stall_replies`'s and `cut_replies`'
 gateway pointed at it sees its Redis hang for as long as a test needs, while every
 other client of that Redis (other tests, running alongside) is served as usual, which
 ``CLIENT PAUSE`` cannot do. Or `refuse`: every connection reset, and each new one reset
-as it is taken, as a Redis that went away (until `resume`). And `silent_server`: one
+as it is taken, as a Redis that went away (until `resume`). Or `slow`: each reply held that long
+before it is passed on, as a Redis far away or overloaded. And `silent_server`: one
 that never answers at all (an OpenTelemetry collector that hangs)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +42,7 @@ class StallProxy:
         self._cutting = threading.Event()  # a reply resets its connection instead
         self._refusing = threading.Event()  # every connection reset, new ones too
         self.refused = 0  # connections reset as they were taken, while refusing
+        self.delay_s = 0.0  # each reply held this long before it goes on (`slow`)
         # what a command holding these bytes sets off, before it is passed on
         self._on: tuple[bytes, threading.Event, bool] | None = None
         self._closed = threading.Event()
@@ -83,6 +86,11 @@ class StallProxy:
         else:
             event.clear()
 
+    def slow(self, delay_s: float) -> None:
+        """Hold each reply (each piece read from the server) `delay_s` before passing it
+        on, until `resume`: every round trip takes at least that long."""
+        self.delay_s = delay_s
+
     def refuse(self) -> None:
         """Reset every connection, and each new one as it is taken, until `resume`."""
         self._refusing.set()
@@ -93,6 +101,7 @@ class StallProxy:
 
     def resume(self) -> None:
         self._on = None
+        self.delay_s = 0.0
         self._refusing.clear()
         self._cutting.clear()
         self._flowing.set()
@@ -181,6 +190,8 @@ class StallProxy:
                 break
             if self._cut(data, src, dst, replies):
                 return
+            if replies and self.delay_s:
+                time.sleep(self.delay_s)
             while not gate.wait(_POLL_S):  # read as it stalled: held until resumed
                 if self._closed.is_set():
                     return

@@ -272,7 +272,8 @@ def warn_registry(registry: Registry, workers: int = 1) -> None:
 async def say_redis(registry: Registry) -> None:
     """One line per Redis URL `registry`'s features open, as each check ends (a Redis
     that does not answer is said within `CHECK_S`, 2 s): INFO when it answers, a
-    WARNING saying what is wrong when it cannot be used. Run beside serving, never
+    WARNING saying what is wrong when it cannot be used, or when it answers slower than
+    a feature using it waits (its ``timeout_s``: `RedisCheck.outlasted`). Run beside serving, never
     before it: the gateway serves meanwhile, and serves on without that Redis, each
     feature as when Redis goes down (docs/gateway.md). Never raises."""
     try:
@@ -285,6 +286,17 @@ async def say_redis(registry: Registry) -> None:
 async def _say_redis(use: RedisUse) -> None:
     check = await check_redis(use)
     settings = ", ".join(use.settings)
+    if check.problem is None and check.outlasted:
+        assert check.round_trip_ms is not None
+        log.warning(
+            "redis %s (%s): answered, but a round trip took %.0f ms, more than %s: "
+            "calls slower than that time out, each taken for Redis down",
+            use.masked,
+            settings,
+            check.round_trip_ms,
+            ", ".join(f"{name} ({seconds * 1000:g} ms)" for name, seconds in check.outlasted),
+        )
+        return
     if check.problem is None:
         log.info("redis %s (%s): answered in %.1f ms", use.masked, settings, check.latency_ms)
         return
