@@ -6,6 +6,7 @@ stops answering ending with OpenAI's ``error`` event that says where to resume."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -84,7 +85,11 @@ class _Down(MemoryStore):
         raise StoreUnavailable("redis redis://127.0.0.1:6379/0: connection refused")
 
 
-def test_a_follower_whose_store_stops_answering_says_where_to_resume() -> None:
+def test_a_follower_whose_store_stops_answering_says_where_to_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(background_stream, "OUTAGE_S", 0.2)  # 5 s: riding out an outage
+
     async def go() -> list[bytes]:
         store = ResponseStore(StoredResponsesSettings(), _Down(10, 1 << 20))
         return [event async for event in follow(EventChunks(store, "", "r"), None, 3, _nothing)]
@@ -194,3 +199,66 @@ def test_a_follower_waits_a_poll_for_the_last_batch_of_a_run_that_has_just_ended
     events = asyncio.run(go())
     assert _numbers(events) == [3, 4, 5, 6, 7]
     assert events[-1] == EVENTS[-1]
+
+
+@pytest.mark.parametrize("others", [False, True], ids=["alone", "beside other calls"])
+def test_a_follower_rides_out_a_store_outage_shorter_than_its_bound(
+    redis_namespace: str, others: bool
+) -> None:
+    """A follower reading the store through a proxy to the real Redis that refuses every
+    connection for 3 s, shorter than the 5 s it rides out: it made 5 tries over ~2.5 s,
+    those refused unasked in the store's 1 s pause after a failure counted, and ended
+    the client's stream with ``store_unavailable`` (traced at 1.5 s beside other calls,
+    its last try landed 0.2 s after the pause another call's failure had kept going).
+    Alone, and beside other calls to the store (other requests) whose failures keep
+    the pause going."""
+    from redis_service import REDIS_URL
+    from stall_proxy import stall_proxy
+
+    from llmroute.state.redis_store import RedisStore
+
+    settings = StoredResponsesSettings(namespace=redis_namespace)
+
+    async def go(proxied: str) -> list[bytes]:
+        through = RedisStore(proxied, settings.timeout_s)
+        direct = RedisStore(REDIS_URL, settings.timeout_s)
+        follower = EventChunks(ResponseStore(settings, through), "team", "r")
+        writer = EventChunks(ResponseStore(settings, direct), "team", "r")  # elsewhere
+        await writer.write(0, EVENTS[:3])
+        record = _ended("in_progress")
+
+        async def settled() -> StoredResponse | None:
+            await through.get(f"{redis_namespace}:nothing")
+            return record
+
+        async def other_calls() -> None:
+            while True:
+                with contextlib.suppress(StoreUnavailable):
+                    await through.get(f"{redis_namespace}:other")
+                await asyncio.sleep(0.05)
+
+        got: list[bytes] = []
+
+        async def read() -> None:
+            async for event in follow(follower, None, -1, settled):
+                got.append(event)
+
+        reading = asyncio.create_task(read())
+        calling = asyncio.create_task(other_calls()) if others else None
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # a poll or so found nothing more
+        proxy.refuse()
+        await asyncio.sleep(3.0)
+        proxy.resume()
+        await writer.write(1, EVENTS[3:])
+        await asyncio.wait_for(reading, 30)
+        if calling is not None:
+            calling.cancel()
+        await through.aclose()
+        await direct.aclose()
+        return got
+
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        events = asyncio.run(go(url))
+    assert events == EVENTS, [e.split(b"\n", 1)[0] for e in events]

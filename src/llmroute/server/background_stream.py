@@ -29,7 +29,7 @@ from llmroute.server.responses_stream import responses_event
 from llmroute.state.stored_responses import RUNNING, ResponseStore, StoredResponse
 from llmroute.state.stores import StoreUnavailable, asked
 
-__all__ = ["FLUSH_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
+__all__ = ["FLUSH_S", "OUTAGE_S", "EventChunks", "RunLog", "follow", "kept_as_made"]
 
 log = logging.getLogger("llmroute.server")
 T = TypeVar("T")
@@ -38,7 +38,12 @@ FLUSH_S = 0.25  # how often a run writes its new events to the store
 _POLL_S = 0.25  # how often a follower of another process looks for a new batch
 _STATUS_S = 1.0  # how often it looks whether the response is still running
 _READ_AHEAD = 8  # chunks asked for in one round trip
-_TRIES = 5  # store calls a follower makes before it gives up (backing off, ~2.5 s)
+# How long a follower rides out a store that does not answer, from its first failed
+# call; then a call asked of the store itself (past its pause: `asked`) that fails too
+# ends the stream. Counted by time, not by tries: those refused unasked in the store's
+# pause after a failure (1 s, longer while other calls' probes fail) counted toward 5
+# tries over ~2.5 s, and an outage of 1.5 to 3 s ended a client's stream.
+OUTAGE_S = 5.0
 _FINAL = (
     b"event: response.completed\n",
     b"event: response.incomplete\n",
@@ -198,13 +203,26 @@ async def follow(
 
 
 async def _tried(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, tried again while the store does not answer, `_TRIES` times in all."""
-    for attempt in range(_TRIES - 1):
+    """`call()`, tried again while the store does not answer, for `OUTAGE_S` from its
+    first failure: a call refused unasked (`StoreUnavailable.paused_s`: the store's
+    pause after a failure, or another call's probe) is tried again when that ends,
+    another after `_POLL_S`. Then once more as `asked` (past the pause, so that Redis
+    itself is asked), whose failure is raised."""
+    until: float | None = None
+    while True:
         try:
             return await call()
-        except StoreUnavailable:
-            await asyncio.sleep(_POLL_S * (attempt + 1))
-    return await call()
+        except StoreUnavailable as exc:
+            now = time.monotonic()
+            until = now + OUTAGE_S if until is None else until
+            if now >= until:
+                break
+            if exc.paused_s:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exc.wait(), until - now)
+            else:
+                await asyncio.sleep(min(_POLL_S, until - now))
+    return await asked(call)
 
 
 async def _from_store(
