@@ -960,3 +960,56 @@ def test_a_count_that_timed_out_while_connecting_is_not_given_back(redis_namespa
 
     with stall_proxy(REDIS_URL) as (proxy, url):
         assert asyncio.run(go(url, proxy)) == [[0, 0, 0]] * 3 + [[1, 0, 0]]
+
+
+LIMITED_REGISTRY = """
+encoder: builtin:static
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  small: {provider: p, model: up-small, max_in_flight: 3}
+routes:
+  - {name: chitchat, examples: [hello there], target: small}
+default: {target: small}
+dispatch:
+  limits: {url: "%(url)s", namespace: "%(ns)s"}
+"""
+
+
+def test_a_dispatcher_whose_build_failed_is_no_heir_of_a_retired_versions_give_backs(
+    redis_namespace: str,
+) -> None:
+    """A dispatcher whose build fails once its limits are open (here: no provider given
+    for its model) left them among this process's open limits until the collector
+    found them (a reference cycle): a retired version closing while Redis was down
+    handed them its give-backs, which nothing made, and said nothing (the slot stays
+    taken for its lease, 10 min). It makes them itself once Redis answers now."""
+    import gc
+
+    from llmroute.dispatch.dispatcher import Dispatcher
+
+    async def go(url: str, proxy: StallProxy) -> tuple[int, int]:
+        registry = parse_registry(LIMITED_REGISTRY % {"url": url, "ns": redis_namespace})
+        old = RedisLimits(url, 1.0, redis_namespace, clock=lambda: NOW)
+        warm = await old.take_slot("d", 3)  # connected, its script loaded
+        assert warm not in (None, UNCOUNTED_SLOT)
+        await old.give_slot("d", warm)
+        slot = await old.take_slot("d", 3)
+        assert slot not in (None, UNCOUNTED_SLOT)
+        proxy.refuse()
+        await old.give_slot("d", slot)  # Redis did not take it: kept for later
+        kept = len(old._slots_back)
+        with pytest.raises(KeyError):
+            Dispatcher(registry.registry, {})  # the build of the next version fails
+        asyncio.get_running_loop().call_later(0.3, proxy.resume)
+        await old.aclose(3.0)  # retired while Redis is down
+        with redis.Redis.from_url(REDIS_URL) as client:
+            return kept, int(client.zcard(f"{redis_namespace}:inflight:d"))
+
+    collecting = gc.isenabled()
+    gc.disable()  # the failed build's limits are not collected meanwhile by chance
+    try:
+        with stall_proxy(REDIS_URL) as (proxy, url):
+            assert asyncio.run(go(url, proxy)) == (1, 0)
+    finally:
+        if collecting:
+            gc.enable()

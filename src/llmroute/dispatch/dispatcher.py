@@ -132,7 +132,14 @@ from llmroute.registry.schema import Model, Price, Registry, RoutePolicy
 from llmroute.request import holds_images
 from llmroute.sse import drain_after_end
 from llmroute.state.breakers import open_breakers
-from llmroute.state.limits import CLOSE_S, HOLD_LEASE_S, RateLimits, UsdHold, open_limits
+from llmroute.state.limits import (
+    CLOSE_S,
+    HOLD_LEASE_S,
+    RateLimits,
+    RedisLimits,
+    UsdHold,
+    open_limits,
+)
 from llmroute.state.stores import has_limits
 
 if TYPE_CHECKING:
@@ -515,7 +522,6 @@ class Dispatcher:
         self._sleep = sleep
         self.observer = observer
         self._gates = gates
-        self._limits = _limits(registry, self._state_failed("limits"))
         # holds made or given back for callers that left, for `aclose` to wait for
         self._pending: set[asyncio.Future[Any]] = set()
         self._hold_lease_s = HOLD_LEASE_S  # a seam for tests
@@ -523,18 +529,25 @@ class Dispatcher:
         # the answer caps deployments' refusals named ((provider, upstream id) -> tokens)
         self._output_caps: dict[tuple[str, str], int] = {}
         self._capped_models: dict[tuple[str, int], Model] = {}  # (model, cap) -> within it
-        self._shared_breakers = open_breakers(
-            registry.dispatch.breaker, self._state_failed("breakers")
-        )
-        self.deployments: Deployments = Deployments(
-            registry,
-            providers,
-            rng=self._rng,
-            clock=clock,
-            limits=self._limits,
-            shared=self._shared_breakers,
-            earlier=replacing.deployments.by_deployment if replacing is not None else None,
-        )
+        self._limits = _limits(registry, self._state_failed("limits"))
+        try:
+            self._shared_breakers = open_breakers(
+                registry.dispatch.breaker, self._state_failed("breakers")
+            )
+            self.deployments: Deployments = Deployments(
+                registry,
+                providers,
+                rng=self._rng,
+                clock=clock,
+                limits=self._limits,
+                shared=self._shared_breakers,
+                earlier=replacing.deployments.by_deployment if replacing is not None else None,
+            )
+        except BaseException:
+            # no heir of a retired version's give-backs: nothing would make them
+            if isinstance(self._limits, RedisLimits):
+                self._limits.disown()
+            raise
 
     def _state_failed(self, feature: str) -> Callable[[], None]:
         """What a Redis-backed `feature` (``limits``, ``breakers``) calls on each

@@ -1227,6 +1227,14 @@ class RedisLimits:
             )
         await self._redis.aclose()
 
+    def disown(self) -> None:
+        """No longer one of this process's open limits (`_OPEN`): for one whose owner
+        failed to build, which nothing will use or close. Left there (until the
+        collector found it), it could be the heir of a retired version's give-backs,
+        which nothing then made. Nothing was connected yet."""
+        with _OPEN_LOCK:
+            _OPEN.get(self._counts, weakref.WeakSet()).discard(self)
+
     def _handed_over(self) -> bool:
         """What Redis did not take yet, moved to another open limits on the same counts
         (its queues' bounds hold), if there is one. Under the lock: one closing on
