@@ -84,3 +84,80 @@ def test_the_watcher_checks_again_after_a_file_changed_as_it_was_read(
     assert seen == start  # still the content it serves: the change is loaded when it can be
     assert asked[:2] == [second.digest, second.digest]
     assert "registry file changed while it was read" in caplog.text
+
+
+LIMITED = """
+encoder: builtin:static
+providers:
+  echo: {kind: echo}
+models:
+  small: {provider: echo, model: echo-small, max_in_flight: %(most)d}
+routes:
+  - {name: chat, examples: [hello there], target: small}
+default: {target: small}
+telemetry: {enabled: false, prompts: %(prompts)s}
+dispatch:
+  limits: {url: "%(url)s", namespace: "%(ns)s"}
+"""
+
+
+def test_a_reload_cut_by_the_shutdown_closes_the_gateway_it_opened(
+    tmp_path: Path, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown that comes while a reload builds (in a thread, shielded) cut it at the
+    next await once the new gateway was open (the decision log's, when its settings
+    changed): never swapped in nor closed, that gateway's limits stayed among the
+    process's open ones, the heir of the retiring version's give-backs at the
+    shutdown's close (nothing made them), and its clients were left open."""
+    import gc
+    import threading
+
+    from redis_service import REDIS_URL
+
+    from llmroute.registry.schema import TelemetrySettings
+    from llmroute.server import reload as reload_module
+    from llmroute.server.metrics import GatewayMetrics
+    from llmroute.state import limits as limits_module
+    from llmroute.telemetry.service import Telemetry
+
+    values = {"url": REDIS_URL, "ns": redis_namespace}
+    path = tmp_path / "registry.yaml"
+    path.write_text(LIMITED % {**values, "most": 3, "prompts": "hash"})
+    building, cut = threading.Event(), threading.Event()
+    cut.set()  # the first load goes straight through
+    real_build = reload_module.build
+
+    def build(*args: object) -> object:  # the shutdown comes as it builds
+        building.set()
+        cut.wait(10)
+        return real_build(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reload_module, "build", build)
+
+    async def go() -> tuple[int, int]:
+        state = State()
+        state.metrics = GatewayMetrics()
+        state.telemetry = Telemetry(TelemetrySettings(enabled=False), state.metrics)
+        reloader = Reloader(state, str(path), ServeSettings(reload_interval_s=0))
+        await reloader.load_first()
+        path.write_text(LIMITED % {**values, "most": 4, "prompts": "full"})
+        building.clear()
+        cut.clear()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(reloader.reload, "SIGHUP", tasks)
+                await anyio.to_thread.run_sync(building.wait, 10)
+                tasks.cancel_scope.cancel()  # the shutdown
+                cut.set()
+            opened = len(limits_module._OPEN[(REDIS_URL, redis_namespace)])
+            return opened, reloader.current.dispatcher.registry.models["small"].max_in_flight
+        finally:
+            await reloader.aclose()
+
+    collecting = gc.isenabled()
+    gc.disable()  # the unclosed gateway is not collected meanwhile by chance
+    try:
+        assert asyncio.run(go()) == (1, 3)  # the first version's limits alone
+    finally:
+        if collecting:
+            gc.enable()

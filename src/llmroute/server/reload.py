@@ -570,10 +570,18 @@ class Reloader:
             )
             return
         settings = new.router.loaded.registry.telemetry
-        if settings != old.router.loaded.registry.telemetry:
-            retired_log = await self._swap_telemetry(settings)
-            if retired_log is not None:
-                self._retiring_logs[old] = retired_log
+        try:
+            if settings != old.router.loaded.registry.telemetry:
+                retired_log = await self._swap_telemetry(settings)
+                if retired_log is not None:
+                    self._retiring_logs[old] = retired_log
+        except BaseException:
+            # cut before the swap (the shutdown's cancel, come while the build ran):
+            # `new` never serves, and is closed, or its limits were the heir of the
+            # retiring version's give-backs, and its clients were left open
+            with anyio.CancelScope(shield=True):
+                await new.aclose(self._closing_by)
+            raise
         self._state.gateway = new  # the swap: requests from now on get `new`
         log.info(
             "registry reloaded (%s): version %s → %s (%s)",
