@@ -100,7 +100,9 @@ def test_eval_reads_labelled_rows_from_stdin(tmp_path: Path) -> None:
     data = "".join(json.dumps(row) + "\n" for row in rows).encode()
     done = _llmroute(["eval", "--data", "-", "--json"], data, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["n"] == 2
+    report = json.loads(done.stdout)
+    assert report["n"] == 2
+    assert report["data"] == "<stdin>"  # it said "-", where the text and errors say <stdin>
     # the report's heading and the plot's title named it "-"
     done = _llmroute(["eval", "--data", "-", "--plot", "confusion.svg"], data, tmp_path)
     assert done.returncode == 0, done.stderr

@@ -94,6 +94,7 @@ def eval_command(
     """Route accuracy of a registry on labelled data (confusion, per-route P/R/F1)."""
     from llmroute.decide import Router
     from llmroute.evaluate.data import read_labelled
+    from llmroute.jsonl import is_stdin, shown
 
     check_plot_path(plot, (".png", ".svg", ".pdf"))
     rows = read_labelled(data)
@@ -110,13 +111,12 @@ def eval_command(
         )
     if plot is not None:
         from llmroute.evaluate.plot import plot_confusion
-        from llmroute.jsonl import is_stdin, shown
 
         where = shown(data) if is_stdin(data) else data.name
         plot_confusion(report.confusion, plot, title=f"{path.name} on {where}")
     if as_json:
         payload = report.to_dict()
-        payload.update(registry=str(path), data=str(data))
+        payload.update(registry=str(path), data=shown(data))
         if comparison is not None:
             payload["compare"] = {"baseline": str(compare), **comparison.to_dict()}
         print(json.dumps(json_safe(payload), ensure_ascii=False, allow_nan=False))
