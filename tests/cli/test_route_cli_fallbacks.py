@@ -176,7 +176,7 @@ def test_stdin_lines_carry_their_fallbacks(registry: Path) -> None:
     stdin = f"hi\n{CODE} for bob@example.com\n".encode()
     refused = llmroute("route", "-r", str(registry), "--key", "spare-only", stdin=stdin)
     assert refused.returncode == 2
-    assert "stdin line 2: key 'spare-only' may not be served by guarded" in refused.stderr
+    assert "error: <stdin>:2: key 'spare-only' may not be served by guarded" in refused.stderr
 
 
 def test_a_blocked_request_has_none(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_a_key_is_refused_what_its_models_leave_out_as_the_gateway_does(
     )
     stdin = f"{CODE}\n".encode()
     assert _refused(registry, "--key", "spare-only", "--model", "small", stdin=stdin).startswith(
-        "error: stdin line 1: key 'spare-only' may not be served by small"
+        "error: <stdin>:1: key 'spare-only' may not be served by small"
     )
 
 

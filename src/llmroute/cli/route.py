@@ -17,6 +17,7 @@ from rich.table import Table
 
 from llmroute.cli._app import RegistryOption, app, err_console, fail, resolve_registry
 from llmroute.errors import ConfigError
+from llmroute.jsonl import STDIN, shown, text_lines
 from llmroute.untrusted_json import has_surrogate
 
 if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # imported where used: `llmroute --help` builds every command
     Refine = Callable[[Decision, str], Decision]
 
 _BATCH = 64
+_STDIN = shown(STDIN)  # a line of it named as a file's: "<stdin>:3: ..."
 _PROGRESS_AFTER = 200
 
 
@@ -180,7 +182,7 @@ def _plan(
         return plan
     kept = keep_within(router, plan, client.pool, client.name, text, {})
     if isinstance(kept, str):
-        fail((f"stdin line {line}: " if line else "") + kept)
+        fail((f"{_STDIN}:{line}: " if line else "") + kept)
     return kept
 
 
@@ -294,14 +296,12 @@ def _read_stdin_lines() -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        fail(f"stdin is not valid UTF-8 (line {line}, byte offset {exc.start}); convert it first")
-    from llmroute.jsonl import text_lines
-
+        fail(f"{_STDIN}:{line}: not valid UTF-8 (byte offset {exc.start}); convert it first")
     lines = text_lines(text)
     for number, line in enumerate(lines, start=1):
         if "\r" in line:  # prompts "\r"-separated would be routed, silently, as one
             fail(
-                f"stdin line {number} holds a carriage return (\\r) that ends no line: lines "
+                f"{_STDIN}:{number}: holds a carriage return (\\r) that ends no line: lines "
                 "end with \\n (or \\r\\n), and text whose lines end with \\r alone (classic "
                 "Mac OS) reads as one line; convert it on the way in (... | tr '\\r' '\\n' | "
                 "llmroute route ...)"
