@@ -57,15 +57,32 @@ class Router:
     ) -> None:
         # Imported here so `import llmroute` stays light: assembling pulls in the encoder
         # stack (onnx, tokenizers, httpx), which a caller passing `layers=` never needs.
-        from llmroute.assemble import build_encoder, default_layers, guard_layers
+        from llmroute.assemble import build_encoder
 
         self.loaded = loaded
+        self._built: Encoder | None = None  # the encoder made here, closed with the router
         if encoder is None:
             try:
                 encoder = build_encoder(loaded.registry, threads=encoder_threads)
             except ConfigError as exc:
                 raise loaded.at(exc) from exc
+            self._built = encoder
         self.encoder = encoder
+        self._chat: Chat | None = None
+        try:
+            self._assemble(layers, cache_dir)
+        except BaseException:
+            self._close_encoder()  # a router never made holds its endpoint's client open
+            raise
+        # The SDK's Prometheus metrics go to this registry (docs/sdk.md#metrics).
+        self.metrics_registry = metrics
+
+    def _assemble(self, layers: Sequence[DecisionLayer] | None, cache_dir: Path | None) -> None:
+        """The layers (`layers`, else the registry's), the cascades' learned gates and the
+        default's verdict."""
+        from llmroute.assemble import default_layers, guard_layers
+
+        loaded = self.loaded
         if layers is not None:
             self.routing: tuple[DecisionLayer, ...] = tuple(layers)
             self.guards: tuple[DecisionLayer, ...] = ()
@@ -85,9 +102,6 @@ class Router:
             route=DEFAULT_LAYER, model=default.target, confidence=0.0, reason="no layer decided"
         )
         self._window = loaded.registry.intent.window
-        self._chat: Chat | None = None
-        # The SDK's Prometheus metrics go to this registry (docs/sdk.md#metrics).
-        self.metrics_registry = metrics
 
     @classmethod
     def from_yaml(
@@ -160,15 +174,28 @@ class Router:
             return self._chat
 
     def close(self) -> None:
-        """Release what the SDK holds (its loop thread, its connections); blocking, so
-        in a running event loop it warns and waits in a thread (`Chat.close`)."""
-        if self._chat is not None:
-            self._chat.close()
+        """Release what the SDK holds (its loop thread, its connections), and the client
+        of an embeddings endpoint the router built as its encoder (an `encoder` passed in
+        is the caller's to close); blocking, so in a running event loop it warns and waits
+        in a thread (`Chat.close`)."""
+        try:
+            if self._chat is not None:
+                self._chat.close()
+        finally:
+            self._close_encoder()
 
     async def aclose(self) -> None:
         """As `close`, and close the calling loop's connections first."""
-        if self._chat is not None:
-            await self._chat.aclose()
+        try:
+            if self._chat is not None:
+                await self._chat.aclose()
+        finally:
+            self._close_encoder()
+
+    def _close_encoder(self) -> None:
+        close = getattr(self._built, "close", None)  # the built-in encoders hold nothing
+        if callable(close):
+            close()
 
     def __enter__(self) -> Router:
         return self

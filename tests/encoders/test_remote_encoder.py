@@ -211,6 +211,18 @@ def test_unreachable_server_is_an_encoder_error() -> None:
         enc.encode(["hello"])
 
 
+def test_a_closed_encoder_opens_its_client_again(
+    encoder: RemoteEncoder, server: tuple[str, ServerState]
+) -> None:
+    """Its router's close() closes it, and the router stays usable: a call after it
+    raised httpx's RuntimeError ("the client has been closed")."""
+    encoder.encode(["before"])
+    encoder.close()
+    out = encoder.encode(["after", "before"])
+    np.testing.assert_allclose(out, FakeEncoder(dim=8).encode(["after", "before"]), atol=1e-6)
+    assert server[1].batches == [["before"], ["after"]]
+
+
 def test_a_call_imports_nothing(
     encoder: RemoteEncoder, server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,9 +102,9 @@ def eval_command(
     path = resolve_registry(registry)
     comparison = None
     if compare is None:
-        router = Router.from_yaml(path)
-        _check_oos_label(oos_label, router)
-        report = _evaluate(router, rows, oos_label, "evaluating")
+        with Router.from_yaml(path) as router:
+            _check_oos_label(oos_label, router)
+            report = _evaluate(router, rows, oos_label, "evaluating")
     else:
         report, comparison = compared(
             path, compare, rows, oos_label, ("evaluating", "evaluating baseline"), max_drop
@@ -146,12 +146,12 @@ def compared(
     from llmroute.decide import Router
     from llmroute.evaluate.run import compare_reports
 
-    new, old = Router.from_yaml(candidate), Router.from_yaml(baseline)
-    _check_oos_label(oos_label, new, old)
-    both = (*new.loaded.registry.routes, *old.loaded.registry.routes)
-    known = list(dict.fromkeys(r.name for r in both))
-    report = _evaluate(new, rows, oos_label, labels[0], known)
-    before = _evaluate(old, rows, oos_label, labels[1], known)
+    with Router.from_yaml(candidate) as new, Router.from_yaml(baseline) as old:
+        _check_oos_label(oos_label, new, old)
+        both = (*new.loaded.registry.routes, *old.loaded.registry.routes)
+        known = list(dict.fromkeys(r.name for r in both))
+        report = _evaluate(new, rows, oos_label, labels[0], known)
+        before = _evaluate(old, rows, oos_label, labels[1], known)
     return report, compare_reports(report, before, max_drop_points=max_drop)
 
 

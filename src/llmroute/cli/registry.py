@@ -107,9 +107,9 @@ def test(
     from llmroute.evaluate.cases import run_cases
     from llmroute.registry.cases import load_cases
 
-    router = Router.from_yaml(resolve_registry(registry))
-    loaded = load_cases(cases, router.loaded.registry)
-    results = run_cases(router, loaded)
+    with Router.from_yaml(resolve_registry(registry)) as router:
+        loaded = load_cases(cases, router.loaded.registry)
+        results = run_cases(router, loaded)
     failed = [r for r in results if not r.passed]
     if as_json:
         payload = {
@@ -169,11 +169,11 @@ def record(
     repeats = len(given) - len(texts)
     left_out = f" ({counted(repeats, 'repeated prompt')} left out)" if repeats else ""
     path = resolve_registry(registry)
-    router = Router.from_yaml(path)
     decisions = []
-    for text in texts:
-        body = {"messages": [{"role": "user", "content": text}]}
-        decisions.append(plan_request(router, body, {}).decision)
+    with Router.from_yaml(path) as router:
+        for text in texts:
+            body = {"messages": [{"role": "user", "content": text}]}
+            decisions.append(plan_request(router, body, {}).decision)
     header = (
         f"Recorded by `llmroute registry record {prompts.name}` against "
         f"{router.loaded.source} version {router.version}: what it decided then."

@@ -82,7 +82,19 @@ def route(
         fail("the prompt is not valid UTF-8; convert it first")
     from llmroute.decide import Router
 
-    router = Router.from_yaml(resolve_registry(registry))
+    with Router.from_yaml(resolve_registry(registry)) as router:
+        _route(router, text, as_json, explain, model, key, no_llm)
+
+
+def _route(
+    router: Router,
+    text: str | None,
+    as_json: bool,
+    explain: bool,
+    model: str,
+    key: str | None,
+    no_llm: bool,
+) -> None:
     client = None if key is None else _client_key(router, key)
     if client is not None:
         _check_models(router, client, model)

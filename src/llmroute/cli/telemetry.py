@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +38,7 @@ from llmroute.money import dollars
 from llmroute.telemetry.windows import Window, WindowError, parse_window
 
 if TYPE_CHECKING:
+    from llmroute.decide import Router
     from llmroute.evaluate.data import LabelledRow
     from llmroute.registry import LoadedRegistry
     from llmroute.telemetry.drift import DriftReport
@@ -435,20 +436,14 @@ def refresh_command(
             unwritten,
         )
         return
-    router = Router(loaded)
     config = RefreshConfig(
         max_margin=max_margin, min_cluster=min_cluster, cluster_similarity=similarity
     )
-    # NoPrompts: a clean error, exit 2
-    proposal = propose(decisions, router, config, out_dir=output.resolve().parent)
-    output.write_text(proposal.yaml_text, encoding="utf-8")
-    candidate = Router(proposal.candidate, encoder=router.encoder)
-    mined_change = _routing_change(router, candidate, proposal.mined)
-    mined_set = set(proposal.mined)
-    others = list(
-        dict.fromkeys(d.prompt for d in decisions if d.prompt and d.prompt not in mined_set)
-    )
-    held_change = _routing_change(router, candidate, others[:1000])
+    with Router(loaded) as router:
+        # NoPrompts: a clean error, exit 2
+        proposal = propose(decisions, router, config, out_dir=output.resolve().parent)
+        output.write_text(proposal.yaml_text, encoding="utf-8")
+        mined_change, held_change = _routing_changes(router, proposal, decisions)
     comparison = None
     if eval_rows is not None:
         comparison = _compare(path, output, eval_rows, max_drop)
@@ -482,6 +477,22 @@ def _routing_change(current: Any, candidate: Any, texts: list[str]) -> RoutingCh
     from llmroute.telemetry.refresh import routing_change
 
     return routing_change(current, candidate, texts)
+
+
+def _routing_changes(
+    router: Router, proposal: RefreshProposal, decisions: Sequence[LoggedDecision]
+) -> tuple[RoutingChange, RoutingChange]:
+    """How the candidate routes the mined prompts, and up to 1,000 other logged ones
+    (which should barely move), against `router`."""
+    from llmroute.decide import Router
+
+    candidate = Router(proposal.candidate, encoder=router.encoder)
+    mined_change = _routing_change(router, candidate, proposal.mined)
+    mined_set = set(proposal.mined)
+    others = list(
+        dict.fromkeys(d.prompt for d in decisions if d.prompt and d.prompt not in mined_set)
+    )
+    return mined_change, _routing_change(router, candidate, others[:1000])
 
 
 def _compare(current: Path, candidate: Path, rows: list[LabelledRow], max_drop: float) -> Any:

@@ -12,11 +12,12 @@ what the server answers.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -25,6 +26,9 @@ import numpy.typing as npt
 from llmroute.encoders.base import Embeddings, masked_credentials, without_credentials
 from llmroute.encoders.minilm import normalise_rows
 from llmroute.errors import ConfigError, EncoderError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RemoteEncoder"]
 
@@ -99,7 +103,9 @@ class RemoteEncoder:
             if not self._key:
                 raise ConfigError(f"environment variable {api_key_env} (API key) is not set")
             all_headers["Authorization"] = f"Bearer {self._key}"
-        self._client = httpx.Client(headers=all_headers, timeout=timeout)
+        # opened again by a call after `close` (its router's): the router stays usable
+        self._new_client = functools.partial(httpx.Client, headers=all_headers, timeout=timeout)
+        self._client = self._new_client()
         # what a call catches, kept with the client: a call runs no import statement
         self._timed_out: type[Exception] = httpx.TimeoutException
         self._failed: type[Exception] = httpx.HTTPError
@@ -126,7 +132,14 @@ class RemoteEncoder:
         return self._dim
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            self._client.close()
+
+    def _open_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client.is_closed:
+                self._client = self._new_client()
+            return self._client
 
     def _redact(self, text: str) -> str:
         secrets = [self._key, *self._withheld] if self._key else self._withheld
@@ -140,7 +153,7 @@ class RemoteEncoder:
             body["dimensions"] = self._dimensions
         where = f"embeddings endpoint {self._shown_endpoint}"
         try:
-            response = self._client.post(self._endpoint, json=body)
+            response = self._open_client().post(self._endpoint, json=body)
         except self._timed_out as exc:
             raise EncoderError(f"{where} timed out ({type(exc).__name__})") from None
         except self._failed as exc:
