@@ -42,7 +42,8 @@ def check_whose(
     path: Path, registry: Registry, section: str, url: str | None, client: str | None, all_: bool
 ) -> None:
     """Fail (usage) unless exactly one of `client` / `all_` is given, the registry has
-    `section` (its `url`: None without one) in Redis, and `client` names one of its keys."""
+    `section` (its `url`: None without one) in Redis, and `client` names one of its keys
+    or is ``''`` (requests made without a key, with or without auth now)."""
     if (client is None) == (not all_):
         fail("name one client key with --client NAME, or pass --all")
     if url is None:
@@ -52,10 +53,13 @@ def check_whose(
             f"{section} keeps them in the gateway's memory: only that process can forget "
             "them (restart it), or keep them in Redis"
         )
-    names = {key.name for key in registry.auth.keys} if registry.auth is not None else {""}
-    if client is not None and client not in names:
-        known = ", ".join(sorted(n or "''" for n in names))
-        fail(f"no client key {client!r} in {path} (known: {known})")
+    # '' is the owner of what was kept for requests made without a key: by a gateway
+    # without auth, or by this one before its auth section was added (kept in Redis,
+    # such records outlive it), as `db forget --client ''` reads the decision log
+    names = sorted(key.name for key in registry.auth.keys) if registry.auth is not None else []
+    if client and client not in names:
+        known = f"known: {', '.join(names)}, or ''" if names else "no auth section; ''"
+        fail(f"no client key {client!r} in {path} ({known} for requests made without a key)")
 
 
 class Forgetting(Protocol):

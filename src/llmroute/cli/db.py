@@ -139,7 +139,7 @@ def db_forget(
         typer.Option(
             "--client",
             help="A client key's name (auth.keys): its requests; '' for the requests made "
-            "without a key (the gateway without auth). With --end-user, only that end "
+            "without a key (without auth, or before it had one). With --end-user, only that end "
             "user's requests made with it.",
             show_default=False,
         ),
