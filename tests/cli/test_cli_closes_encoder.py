@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ def workdir(tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPa
         'cases:\n  - prompt: "hello"\n    expect: {model: small}\n'
     )
     (tmp_path / "bad-cases.yaml").write_text("cases: 3\n")
+    (tmp_path / "failing-cases.yaml").write_text(
+        'cases:\n  - prompt: "hello"\n    expect: {route: nowhere}\n'
+    )
     store = open_store(f"sqlite:///{tmp_path / 'log.db'}")
     try:
         store.migrate()
@@ -102,6 +106,10 @@ COMMANDS = {
     "registry diff": [
         *("registry", "diff", "registry.yaml", "registry.yaml", "-d", "prompts.txt"),
     ],
+    "serve, its routing cases failing": [
+        *("serve", "-r", "registry.yaml", "--port", "0", "--cases", "failing-cases.yaml"),
+    ],
+    "serve, its port taken": ["serve", "-r", "registry.yaml", "--port", "{taken}"],
     "refresh": [
         *("refresh", "-r", "registry.yaml", "-o", "candidate.yaml"),
         *("--url", "sqlite:///log.db", "--since", "1h"),
@@ -113,9 +121,11 @@ COMMANDS = {
 def test_the_endpoints_connection_is_closed(
     argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with warnings.catch_warnings(record=True) as seen:
+    with socket.socket() as taken, warnings.catch_warnings(record=True) as seen:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
         warnings.simplefilter("always")
-        code = run(argv)
+        code = run([arg.format(taken=taken.getsockname()[1]) for arg in argv])
         gc.collect()  # what was left open is found here, if not as the command returned
     _, err = capsys.readouterr()
     assert "Traceback" not in err

@@ -289,31 +289,34 @@ def serve(
         _check_in_child(path, encoder_threads, cases)
     # once the registry has been checked; --port 0: the port picked, not :0, in what
     # is said and listened on
-    port = check_port(host, port)
-    if prefix is not None:
-        where = f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
-        logging.getLogger("llmroute.server").info(
-            "paths under %s are served as without it (%s): the API is at %s%s/v1 and at %s/v1",
-            prefix,
-            prefix_source,
-            where,
-            prefix,
-            where,
+    with _closed_on_failure(first):  # the router's encoder, should a check below fail
+        port = check_port(host, port)
+        if prefix is not None:
+            where = (
+                f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
+            )
+            logging.getLogger("llmroute.server").info(
+                "paths under %s are served as without it (%s): the API is at %s%s/v1 and at %s/v1",
+                prefix,
+                prefix_source,
+                where,
+                prefix,
+                where,
+            )
+        settings = ServeSettings(
+            max_body_bytes,
+            reload_interval,
+            encoder_threads,
+            dashboard=dashboard,
+            workers=workers,
+            graceful_timeout_s=graceful_timeout,
+            cors_origins=_origins(cors_origin or []),
+            cases=None if cases is None else str(cases.resolve()),
+            sse_keepalive_s=sse_keepalive,
+            bind_host=host,
+            allowed_hosts=checked_allowed_hosts(allowed_host),
+            root_path=prefix,
         )
-    settings = ServeSettings(
-        max_body_bytes,
-        reload_interval,
-        encoder_threads,
-        dashboard=dashboard,
-        workers=workers,
-        graceful_timeout_s=graceful_timeout,
-        cors_origins=_origins(cors_origin or []),
-        cases=None if cases is None else str(cases.resolve()),
-        sse_keepalive_s=sse_keepalive,
-        bind_host=host,
-        allowed_hosts=checked_allowed_hosts(allowed_host),
-        root_path=prefix,
-    )
     if workers > 1:
         # Worker processes import the factory by name and read their settings from the
         # environment they inherit.
@@ -363,6 +366,18 @@ def serve(
     server.run()
     # 3: it never served (uvicorn has logged why); else 0 after SIGTERM, 130 after Ctrl-C
     raise typer.Exit(server.exit_status())
+
+
+@contextmanager
+def _closed_on_failure(first: Prepared | None) -> Iterator[None]:
+    """`first`'s router closed (an embeddings endpoint's client its encoder holds) when
+    what comes between its building and the gateway taking it fails."""
+    try:
+        yield
+    except BaseException:
+        if first is not None:
+            first.router.close()
+        raise
 
 
 def _origins(values: list[str]) -> tuple[str, ...]:

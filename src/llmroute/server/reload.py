@@ -158,6 +158,7 @@ def _build(
     try:
         providers = build_providers(loaded.registry, base_dir=loaded.base_dir)
     except ConfigError as exc:  # a llamacpp model's GGUF: named at its line in the file
+        router.close()  # an encoder it built; the running version's it shares is left
         raise loaded.at(exc) from exc
     return router, providers, gates
 
@@ -170,7 +171,11 @@ def assemble_router(
     or missing; with `cases`, one that fails its routing cases."""
     router = Router(loaded, encoder=encoder, encoder_threads=threads)
     if cases is not None:
-        check_cases(router, cases)
+        try:
+            check_cases(router, cases)
+        except BaseException:
+            router.close()  # an encoder it built; the running version's it shares is left
+            raise
     # Learned cascade gates loaded with the router, so a bad artifact rejects the registry.
     return router, router.gate_factory()
 
