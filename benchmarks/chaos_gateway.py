@@ -85,13 +85,15 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -746,6 +748,282 @@ def _forget_keys(url: str, namespace: str) -> int | None:
         client.close()
 
 
+TROUBLE_CYCLES = {"flap": ("refuse", 1.5, 1.5), "hang": ("stall", 3.0, 1.5)}
+PROBE_REQUESTS = 40
+# a probe's p50 while PostgreSQL is in trouble, at most this many times its p50 before
+# (plus `PROBE_SLACK_S`: two cores shared with the load's leftovers)
+PROBE_FACTOR, PROBE_SLACK_S = 3.0, 0.05
+RECOVERY_BOUND_S = 30.0  # past the writer's longest backoff (10 s) and a pool's reconnect
+SHUTDOWN_BOUND_S = 10.0  # KILL_MARGIN_S: nothing in flight, the graceful timeout ends at once
+
+
+class _Log:
+    """The gateway's decision log: the URL `llmroute serve` is given, a reader of its
+    ``decisions`` table, the proxy in front of PostgreSQL (``--telemetry-trouble``) and
+    the password the URL carries (which serve.log must not show)."""
+
+    def __init__(self, url: str, read: Any, proxy: StallProxy | None, secret: str | None) -> None:
+        self.url = url
+        self.read = read  # (sql with {tags} for the tags column as text) -> rows
+        self.proxy = proxy
+        self.secret = secret
+        self.where = "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+@contextmanager
+def _decision_log(args: argparse.Namespace, folder: Path) -> Iterator[_Log]:
+    """SQLite in `folder` (the default), or, with ``--telemetry postgresql://...``, a
+    schema of its own (``chaos_…``, dropped after unless ``--keep``) in that database,
+    reached through a `StallProxy` with ``--telemetry-trouble``; the URL is given a
+    password when it has none (trust auth ignores it)."""
+    if not args.telemetry:
+        db = folder / "log.db"
+
+        def read_sqlite(sql: str) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(db) as conn:
+                return conn.execute(sql.format(tags="tags")).fetchall()
+
+        yield _Log(f"sqlite:///{db}", read_sqlite, None, None)
+        return
+    import psycopg
+
+    schema = f"chaos_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.telemetry, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}".encode())
+
+    def read_postgres(sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(args.telemetry, connect_timeout=5) as conn:
+            conn.execute(f"SET search_path TO {schema}".encode())
+            return conn.execute(sql.format(tags="tags::text").encode()).fetchall()
+
+    parts = urlsplit(args.telemetry)
+    secret = parts.password or f"chaos-pw-{uuid.uuid4().hex[:10]}"
+    user = quote(parts.username or "postgres", safe="")
+    query = f"{parts.query}&" if parts.query else ""
+    query += f"options=-csearch_path%3D{schema}&application_name={schema}"
+    try:
+        if args.telemetry_trouble:
+            target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+            with closing(StallProxy(target)) as proxy:
+                netloc = f"{user}:{quote(secret, safe='')}@127.0.0.1:{proxy.port}"
+                url = urlunsplit(parts._replace(netloc=netloc, query=query))
+                yield _Log(url, read_postgres, proxy, secret)
+        else:
+            host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+            netloc = f"{user}:{quote(secret, safe='')}@{host}"
+            url = urlunsplit(parts._replace(netloc=netloc, query=query))
+            yield _Log(url, read_postgres, None, secret)
+    finally:
+        if args.keep is None:
+            with psycopg.connect(args.telemetry, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(b"SET lock_timeout = '10s'")
+                admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
+        else:
+            print(f"the decision log is kept in PostgreSQL schema {schema}", file=sys.stderr)
+
+
+class _Trouble:
+    """``--telemetry-trouble`` played on the proxy in front of PostgreSQL, on a thread of
+    its own, from `start` to `stop`: ``closed``, nothing listens (every connection
+    reset, a new one refused); ``flap``, every connection reset for 1.5 s, then let
+    through 1.5 s, and again; ``hang``, connections taken and nothing passed on either
+    way for 3 s, then let through 1.5 s, and again. `hold` puts it back for good (the
+    gateway's shutdown)."""
+
+    def __init__(self, proxy: StallProxy, kind: str) -> None:
+        self.proxy, self.kind = proxy, kind
+        self.cycles = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="telemetry-trouble", daemon=True)
+
+    @classmethod
+    def of(cls, proxy: StallProxy | None, kind: str | None) -> _Trouble | None:
+        return None if proxy is None or kind is None else cls(proxy, kind)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.proxy.listen()  # listening again, every connection let through
+
+    def hold(self) -> None:
+        if self.kind == "closed":
+            self.proxy.unlisten()
+        else:
+            getattr(self.proxy, TROUBLE_CYCLES[self.kind][0])()
+
+    def _play(self) -> None:
+        if self.kind == "closed":
+            self.proxy.unlisten()
+            return
+        bad, bad_s, good_s = TROUBLE_CYCLES[self.kind]
+        while not self._stop.is_set():
+            self.cycles += 1
+            getattr(self.proxy, bad)()
+            if self._stop.wait(bad_s):
+                break
+            self.proxy.resume()
+            self._stop.wait(good_s)
+
+
+async def _probe(url: str, ledger: Ledger, name: str) -> list[float]:
+    """`PROBE_REQUESTS` whole requests to the echo model, four at a time, each tagged
+    ``chaos=NAMEn``: their latencies, sorted (what a client waits, whatever its
+    decision log is doing)."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+        gate = asyncio.Semaphore(4)
+
+        async def one(n: int) -> None:
+            body = {"model": "spill", "messages": [{"role": "user", "content": f"{name} {n}"}]}
+            rid = f"{name}{n}"
+            async with gate:
+                headers = ledger.send(rid, f"chat, probe {name}")
+                r = await client.post("/v1/chat/completions", json=body, headers=headers)
+                ledger.saw(rid, str(r.status_code))
+
+        await asyncio.gather(*(one(n) for n in range(PROBE_REQUESTS)))
+    return sorted(ledger.seconds[f"{name}{n}"] for n in range(PROBE_REQUESTS))
+
+
+def _median(values: list[float]) -> float | None:
+    return round(values[len(values) // 2], 4) if values else None
+
+
+def _tagged(log: _Log, prefix: str) -> int:
+    """Rows of the decision log whose chaos tag starts with `prefix`."""
+    return len(log.read(f"SELECT {{tags}} FROM decisions WHERE {{tags}} LIKE '%chaos={prefix}%'"))
+
+
+def _log_recovery(url: str, ledger: Ledger, log: _Log) -> dict[str, Any]:
+    """Once the trouble has ended: a whole request every half second (``chaos=afterN``)
+    until one of them is in the table (bounded: `RECOVERY_BOUND_S`), then ten more
+    (``chaos=fineN``): how long the log took to write again and how many of the ten
+    it wrote."""
+    began = time.perf_counter()
+    seconds: float | None = None
+    n = 0
+    with httpx.Client(base_url=url, timeout=20) as client:
+        while time.perf_counter() - began < RECOVERY_BOUND_S:
+            body = {"model": "spill", "messages": [{"role": "user", "content": f"after {n}"}]}
+            headers = ledger.send(f"after{n}", "chat, after the trouble")
+            r = client.post("/v1/chat/completions", json=body, headers=headers)
+            ledger.saw(f"after{n}", str(r.status_code))
+            n += 1
+            time.sleep(0.5)
+            if _tagged(log, "after"):
+                seconds = time.perf_counter() - began
+                break
+        for k in range(10):
+            body = {"model": "spill", "messages": [{"role": "user", "content": f"fine {k}"}]}
+            headers = ledger.send(f"fine{k}", "chat, once the log wrote again")
+            r = client.post("/v1/chat/completions", json=body, headers=headers)
+            ledger.saw(f"fine{k}", str(r.status_code))
+    time.sleep(1.5)  # past the writer's flush
+    return {
+        "written_again_after_s": None if seconds is None else round(seconds, 1),
+        "sent_until_then": n,
+        "written_of_ten_after": _tagged(log, "fine"),
+    }
+
+
+def _written_out(url: str) -> str:
+    """The gateway's metrics once its writer's queue is empty (bounded: 15 s)."""
+    for _ in range(30):
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        depth = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("llmroute_telemetry_queue_depth ")
+        ]
+        if not depth or depth[0] == 0:
+            time.sleep(0.5)  # a batch in hand, said after it ends
+            return httpx.get(f"{url}/metrics", timeout=10).text
+        time.sleep(0.5)
+    return metrics
+
+
+def _shutdown_sends(url: str, ledger: Ledger) -> list[str]:
+    """Five whole requests (``chaos=downN``) as the gateway is about to be stopped, its
+    PostgreSQL in trouble again: records its writer holds as it closes."""
+    seen = []
+    with httpx.Client(base_url=url, timeout=20) as client:
+        for n in range(5):
+            body = {"model": "spill", "messages": [{"role": "user", "content": f"down {n}"}]}
+            headers = ledger.send(f"down{n}", "chat, as the gateway stops")
+            r = client.post("/v1/chat/completions", json=body, headers=headers)
+            ledger.saw(f"down{n}", str(r.status_code))
+            seen.append(str(r.status_code))
+    return seen
+
+
+def _trouble_begins(trouble: _Trouble | None, url: str, ledger: Ledger, pg: dict[str, Any]) -> None:
+    """With ``--telemetry-trouble``: the probe before it, then the trouble begun."""
+    if trouble is not None:
+        pg["probe_p50_s_before"] = _median(asyncio.run(_probe(url, ledger, "pre")))
+        trouble.start()
+
+
+def _trouble_ends(
+    trouble: _Trouble | None, url: str, ledger: Ledger, pg: dict[str, Any], log: _Log
+) -> None:
+    """With ``--telemetry-trouble``, the load over: the probe again, still in trouble;
+    then the trouble ended, and how the log recovered."""
+    if trouble is not None:
+        pg["probe_p50_s_in_trouble"] = _median(asyncio.run(_probe(url, ledger, "mid")))
+        trouble.stop()
+        pg["trouble_cycles"] = trouble.cycles
+        pg["proxy_connections_reset_as_taken"] = trouble.proxy.refused
+        pg["recovery"] = _log_recovery(url, ledger, log)
+
+
+def _trouble_again(trouble: _Trouble | None, url: str, ledger: Ledger, pg: dict[str, Any]) -> None:
+    """With ``--telemetry-trouble``: PostgreSQL in trouble again, for good, and records
+    sent for the writer to hold as the gateway stops."""
+    if trouble is not None:
+        trouble.hold()
+        pg["sent_as_it_stops"] = _shutdown_sends(url, ledger)
+
+
+def _stopped(proc: subprocess.Popen[bytes]) -> float:
+    """`proc` stopped by SIGTERM (waited for 30 s at most): in how many seconds."""
+    stopping = time.perf_counter()
+    proc.terminate()
+    try:
+        proc.wait(30)
+    finally:
+        seconds = time.perf_counter() - stopping
+    return round(seconds, 2)
+
+
+def _kept(keep: Path | None, db: Path | None, log_path: Path) -> Path:
+    """The folder (`keep`, else a new ``chaos-kept-…``) holding a copy of the gateway's
+    log, and of the SQLite decision log `db` (None: the log is in PostgreSQL)."""
+    keep = keep or Path(tempfile.mkdtemp(prefix="chaos-kept-"))
+    keep.mkdir(parents=True, exist_ok=True)
+    if db is not None:
+        shutil.copy(db, keep / "log.db")
+    shutil.copy(log_path, keep / "serve.log")
+    return keep
+
+
+def _read_log(
+    log: _Log,
+) -> tuple[dict[str, int], int, dict[str, list[tuple[str, ...]]], dict[str, list[tuple[str, ...]]]]:
+    """The decision log's rows by status and error, how many are a batch's, and the
+    rows by chaos tag, apart from a batch's (tagged batch=ID: one that a worker had in
+    flight when it was stopped may be logged twice) and a batch's."""
+    not_batch = "WHERE coalesce({tags}, '') NOT LIKE '%batch=%'"
+    is_batch = "WHERE coalesce({tags}, '') LIKE '%batch=%'"
+    logged = log.read(f"SELECT status, error, count(*) FROM decisions {not_batch} GROUP BY 1, 2")
+    log_rows = {f"{s} {e or ''}".strip(): n for s, e, n in logged}
+    batch_rows = log.read(f"SELECT count(*) FROM decisions {is_batch}")[0][0]
+    rows = log.read(f"SELECT {{tags}}, id, status, error FROM decisions {not_batch}")
+    batch = log.read(f"SELECT {{tags}}, id, status, error FROM decisions {is_batch}")
+    return log_rows, batch_rows, _records_by_id(rows), _records_by_id(batch)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """`_run` under a namespace of its own, whose Redis keys are deleted after (however
     it ended) unless ``--keep``."""
@@ -764,15 +1042,18 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         tempfile.TemporaryDirectory() as tmp,
         fake_upstream() as upstream,
         _gateway_redis(args) as (redis_url, proxy),
+        _decision_log(args, Path(tmp)) as decision_log,
     ):
         folder = Path(tmp)
         db, registry, log_path = folder / "log.db", folder / "registry.yaml", folder / "serve.log"
         registry.write_text(_registry(upstream.url, db, args, namespace, 0, redis_url))
         port = args.port or 18000 + random.Random().randrange(2000)
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "LLMROUTE_TELEMETRY_URL": f"sqlite:///{db}"}
+        env = {**os.environ, "LLMROUTE_TELEMETRY_URL": decision_log.url}
         command = [str(BIN / "llmroute"), "serve", "--registry", str(registry)]
         command += ["--port", str(port), "--reload-interval", "0.5", "--workers", str(args.workers)]
+        trouble = _Trouble.of(decision_log.proxy, args.telemetry_trouble)
+        pg: dict[str, Any] = {}
         launched = time.perf_counter()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -797,17 +1078,21 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
                 partial.replace(registry)
 
             ledger, done = Ledger(), set[int]()
+            _trouble_begins(trouble, url, ledger, pg)
             started = time.perf_counter()
             outcomes = asyncio.run(_load(url, args, reload, ledger, done, proxy))
             seconds = time.perf_counter() - started
+            _trouble_ends(trouble, url, ledger, pg, decision_log)
             time.sleep(3)  # the decision log's writer and any give-back finish
             recovered = asyncio.run(_recovered(url, args, ledger, done))
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
             burst = asyncio.run(_burst(url, ledger))
             kept = _redis_kept(args.limits, namespace) if args.key_bound else None
+            # every record offered so far written or counted dropped
+            final_metrics = _written_out(url)
+            _trouble_again(trouble, url, ledger, pg)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            pg["shutdown_s"] = _stopped(proc)
             alive_s = time.perf_counter() - launched
         time.sleep(0.5)
         in_flight = [
@@ -815,36 +1100,14 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
             for line in metrics.splitlines()
             if line.startswith("llmroute_requests_in_flight ")
         ]
-        with sqlite3.connect(db) as conn:
-            # a batch's requests are counted apart (tagged batch=ID): one that a worker
-            # had in flight when it was stopped may be logged twice
-            logged = conn.execute(
-                "SELECT status, error, count(*) FROM decisions "
-                "WHERE coalesce(tags, '') NOT LIKE '%batch=%' GROUP BY 1, 2"
-            )
-            log_rows = {f"{s} {e or ''}".strip(): n for s, e, n in logged.fetchall()}
-            batch_rows = conn.execute(
-                "SELECT count(*) FROM decisions WHERE coalesce(tags, '') LIKE '%batch=%'"
-            ).fetchone()[0]
-            rows = conn.execute(
-                "SELECT tags, id, status, error FROM decisions "
-                "WHERE coalesce(tags, '') NOT LIKE '%batch=%'"
-            ).fetchall()
-            batch_records = _records_by_id(
-                conn.execute(
-                    "SELECT tags, id, status, error FROM decisions "
-                    "WHERE coalesce(tags, '') LIKE '%batch=%'"
-                ).fetchall()
-            )
+        # a batch's requests are counted apart (tagged batch=ID): one that a worker had
+        # in flight when it was stopped may be logged twice
+        log_rows, batch_rows, records, batch_records = _read_log(decision_log)
         server_log = log_path.read_text(errors="replace")
-        records = _records_by_id(rows)
         # the decision log and the gateway's, for a post-mortem: kept where --keep says,
         # else until the checks have passed (a failed run's are kept)
-        keep = args.keep or Path(tempfile.mkdtemp(prefix="chaos-kept-"))
-        keep.mkdir(parents=True, exist_ok=True)
-        shutil.copy(db, keep / "log.db")
-        shutil.copy(log_path, keep / "serve.log")
-        (keep / "metrics.txt").write_text(metrics)
+        keep = _kept(args.keep, db if decision_log.where == "sqlite" else None, log_path)
+        (keep / "metrics.txt").write_text(final_metrics)
     sent = len(ledger.sent)  # a conversation refused a turn sends no more
     statuses = {k: v for k, v in outcomes.items()}
     not_written = [rid for rid in ledger.sent if rid not in records]
@@ -898,6 +1161,10 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "slowest_answer_s": ledger.slowest(),
     }
     result.update(_trouble_result(args, namespace, server_log, metrics, alive_s, recovered))
+    telemetry = _telemetry_result(args, ledger, records, batch_records, batch_lines, pg)
+    result.update(
+        telemetry, telemetry_dropped=_labelled(final_metrics, "telemetry_dropped_total", "reason")
+    )
     unusable = args.redis_trouble in ("closed", "db")
     checks = {
         "nothing in flight": result["in_flight_after"] == 0.0,
@@ -905,8 +1172,9 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "every slot free": burst
         == sorted(["slow"] * (CAP + 1) if unusable else ["slow"] * CAP + ["spill"])
         and result["redis_slots_left"] in (None, 0),
-        "every request logged": sum(log_rows.values()) + len(not_written) == sent
-        and _all_logged(ledger, records),
+        # with the log in trouble, `_telemetry_checks` accounts for those not logged
+        "every request logged": bool(args.telemetry_trouble)
+        or (sum(log_rows.values()) + len(not_written) == sent and _all_logged(ledger, records)),
         "no 5xx but a pinned model at its cap": bad_5xx == 0,
         "no traceback": result["tracebacks"] == 0,
         "every hard-budget hold settled": result["redis_budget_holds_left_and_spent"] is None
@@ -931,11 +1199,13 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         checks["every batch completed with one 200 answer per request"] = made == {
             "batch ok": BATCHES
         } or (bool(args.redis_trouble) and all(_as_documented(k) for k in made))
-        checks["every batch request logged"] = batch_rows >= len(done) * BATCH_LINES and set(
-            batch_records
-        ) == set(batch_lines)
+        # with the log in trouble, `_telemetry_checks` accounts for those not logged
+        checks["every batch request logged"] = bool(args.telemetry_trouble) or (
+            batch_rows >= len(done) * BATCH_LINES and set(batch_records) == set(batch_lines)
+        )
     if args.redis_trouble:
         checks.update(_trouble_checks(args, result))
+    checks.update(_telemetry_checks(result, server_log, final_metrics, decision_log.secret))
     result["checks"] = checks
     if args.keep is None and all(checks.values()):
         shutil.rmtree(keep)
@@ -980,6 +1250,72 @@ def _trouble_result(
         },
         "recovered": recovered,
         "redis_keys": _redis_kinds(args.limits, namespace),
+    }
+
+
+def _telemetry_result(
+    args: argparse.Namespace,
+    ledger: Ledger,
+    records: dict[str, list[tuple[str, ...]]],
+    batch_records: dict[str, list[tuple[str, ...]]],
+    batch_lines: list[str],
+    pg: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``--telemetry-trouble`` adds to the result: the requests (and batch lines)
+    whose record is not in the table, those of them whose client gave up before the
+    gateway may have had the request, the probes' p50s, the log's recovery, the
+    shutdown's time; and the 5xx the clients saw (the table cannot say: it misses
+    rows)."""
+    if not args.telemetry_trouble:
+        return {}
+    counted = [rid for rid in ledger.sent if not rid.startswith("down")]
+    missing = [rid for rid in counted if rid not in records]
+    missing += [line for line in batch_lines if line not in batch_records]
+    maybe = [rid for rid in missing if rid in ledger.sent and _maybe_unlogged(ledger.sent[rid][1])]
+    client_5xx = Counter(
+        o
+        for _, o in ledger.sent.values()
+        if re.match(r"(stream )?5\d\d", o) and not re.match(r"(stream )?503$", o)
+    )
+    return {
+        "telemetry": args.telemetry_trouble,
+        **pg,
+        "records_not_in_table": len(missing),
+        "of_which_client_gave_up_before_sent_whole": len(maybe),
+        "records_in_table_twice": sum(1 for r in records.values() if len(r) > 1),
+        "client_5xx_not_a_cap": dict(client_5xx),
+    }
+
+
+def _telemetry_checks(
+    result: dict[str, Any], server_log: str, metrics: str, secret: str | None
+) -> dict[str, bool]:
+    """With ``--telemetry-trouble``: clients answered as without it (no 5xx but a
+    pinned model's 503, a probe's p50 within `PROBE_FACTOR` of the one before), every
+    record not in the table counted in ``llmroute_telemetry_dropped_total``, the log
+    writing again once PostgreSQL answers, the gateway stopped within its bound with
+    PostgreSQL in trouble, and the URL's password nowhere in its log or metrics."""
+    if "telemetry" not in result or secret is None:
+        return {}
+    dropped = sum(result["telemetry_dropped"].values())
+    missing = result["records_not_in_table"]
+    maybe = result["of_which_client_gave_up_before_sent_whole"]
+    before, during = result["probe_p50_s_before"], result["probe_p50_s_in_trouble"]
+    recovery = result["recovery"]
+    return {
+        "no 5xx the log's trouble caused": not result["client_5xx_not_a_cap"],
+        "answered as fast as before the trouble (probe p50)": before is not None
+        and during is not None
+        and during <= PROBE_FACTOR * before + PROBE_SLACK_S,
+        "every record not in the table counted dropped": missing - maybe <= dropped <= missing
+        and result["records_in_table_twice"] == 0,
+        "the log writes again once PostgreSQL answers": recovery["written_again_after_s"]
+        is not None
+        and recovery["written_of_ten_after"] == 10,
+        "the gateway stopped within its bound, PostgreSQL in trouble": result["shutdown_s"]
+        <= SHUTDOWN_BOUND_S,
+        "no password in serve.log or the metrics": secret not in server_log
+        and secret not in metrics,
     }
 
 
@@ -1108,6 +1444,19 @@ def main() -> None:
         "given a closed port, a db past the server's databases, or a proxy to --limits "
         "that hangs 1.5 s and goes away 1.5 s while the load runs",
     )
+    parser.add_argument(
+        "--telemetry",
+        help="the decision log in this PostgreSQL database (postgresql://...), in a schema "
+        "of its own dropped after (else SQLite)",
+    )
+    parser.add_argument(
+        "--telemetry-trouble",
+        choices=["closed", "flap", "hang"],
+        help="with a postgresql:// --telemetry: from after a probe until after the load, "
+        "nothing listens where the gateway finds PostgreSQL, or it resets every "
+        "connection 1.5 s then lets them through 1.5 s, or it stalls them 3 s then lets "
+        "them through 1.5 s; and again as the gateway stops",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--keep",
@@ -1118,6 +1467,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.redis_trouble and not args.limits.startswith("redis"):
         parser.error("--redis-trouble needs a redis:// --limits (the harness reads it)")
+    if args.telemetry and not args.telemetry.startswith(("postgresql://", "postgres://")):
+        parser.error("--telemetry takes a postgresql:// URL (SQLite is the default)")
+    if args.telemetry_trouble and not args.telemetry:
+        parser.error("--telemetry-trouble needs a postgresql:// --telemetry")
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=1))

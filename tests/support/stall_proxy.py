@@ -33,8 +33,9 @@ class StallProxy:
 
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
+        listener = socket.create_server(("127.0.0.1", 0))
+        self._listener: socket.socket | None = listener
+        self.port: int = listener.getsockname()[1]
         self._flowing = threading.Event()
         self._flowing.set()  # client to server
         self._replying = threading.Event()  # server to client
@@ -51,7 +52,7 @@ class StallProxy:
         self._lock = threading.Lock()
         # polled, not blocked in: closing a socket does not wake a thread in its
         # accept(), which kept the port listening after `close`
-        self._listener.settimeout(_POLL_S)
+        listener.settimeout(_POLL_S)
         self._accepting = threading.Thread(target=self._accept, name="stall-proxy", daemon=True)
         self._accepting.start()
 
@@ -99,6 +100,31 @@ class StallProxy:
         for sock in sockets:
             _reset(sock)
 
+    def unlisten(self) -> None:
+        """Reset every connection and stop listening: a new one is refused (nothing
+        listens on the port), as a server that went away, until `listen`."""
+        self.refuse()
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            self._accepting.join(timeout=10)
+
+    def listen(self) -> None:
+        """Listen again on the same port after `unlisten`, and pass connections on."""
+        self.resume()
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen()
+            listener.settimeout(_POLL_S)
+            self._listener = listener
+        self._accepting = threading.Thread(target=self._accept, name="stall-proxy", daemon=True)
+        self._accepting.start()
+
     def resume(self) -> None:
         self._on = None
         self.delay_s = 0.0
@@ -113,8 +139,9 @@ class StallProxy:
         self._closed.set()
         self.resume()
         self._accepting.join(timeout=10)
-        self._listener.close()
         with self._lock:
+            if self._listener is not None:
+                self._listener.close()
             for sock in self._sockets:
                 with contextlib.suppress(OSError):
                     sock.close()
@@ -123,9 +150,10 @@ class StallProxy:
             pump.join(timeout=10)
 
     def _accept(self) -> None:
-        while not self._closed.is_set():
+        listener = self._listener
+        while listener is not None and not self._closed.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
