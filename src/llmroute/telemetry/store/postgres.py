@@ -117,6 +117,7 @@ INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmr
 _POOL_NAME = "llmroute-telemetry"
 _CLOSE_S = 5.0  # a close waits this long at most for the pool's workers (all of them)
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
+_PEEK_S = 0.05  # ... unless the pool has a connection within this (made again since)
 # A migration (an index built on a large table) and a forget (a user's rows across the
 # whole log) may take longer than `answer_timeout_s` on a server that works.
 _LONG_ANSWER_S = 900.0
@@ -259,24 +260,29 @@ class PostgresStore(SqlReads):
             if not self._opened:
                 self._pool.open(wait=False)
                 self._opened = True
-        if time.monotonic() < self._down_until:
-            # it just went a whole timeout without a connection: say so at once, rather
-            # than have every reader (a dashboard polling, feedback) wait as long again
-            raise TelemetryError(
-                f"cannot {what}: no connection to PostgreSQL at {self.url} (none within "
-                f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
-            )
+        # it just went a whole timeout without a connection: a call takes one the pool
+        # has made again since (the server is back), else says so at once, rather than
+        # have every reader (a dashboard polling, feedback) wait as long again
+        down = time.monotonic() < self._down_until
         limit = self._answer_s
         if limit is not None and long:
             limit = max(limit, _LONG_ANSWER_S)
         cutoff = Cutoff(math.inf if limit is None else limit)
         try:
-            with self._pool.connection() as conn, cutoff.watching(conn):
+            with (
+                self._pool.connection(timeout=_PEEK_S if down else self._timeout_s) as conn,
+                cutoff.watching(conn),
+            ):
                 yield conn
                 # the commit too (the pool's own, after this block, finds none): a
                 # stalled disk shows at COMMIT, waiting on its flush
                 conn.commit()
         except PoolTimeout:
+            if down:
+                raise TelemetryError(
+                    f"cannot {what}: no connection to PostgreSQL at {self.url} (none within "
+                    f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
+                ) from None
             self._down_until = time.monotonic() + _DOWN_S
             last = _POOL_FILTER.reason(self._timeout_s + 1.0)
             why = f": {self._clean(last)}" if last else " (is the server up?)"

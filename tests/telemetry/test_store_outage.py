@@ -1,0 +1,46 @@
+"""A PostgreSQL that goes away for a few seconds and comes back (the `StallProxy`
+between the store and the tests' server resetting every connection): the decision log
+writes again once it is back, not seconds later (found by benchmarks/chaos_gateway.py
+``--telemetry-trouble``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from stall_proxy import stall_proxy
+
+from llmroute.errors import TelemetryError
+from llmroute.telemetry.store import postgres
+from llmroute.telemetry.store.postgres import PostgresStore
+
+
+def _until(condition: object, bound_s: float = 20.0) -> None:
+    deadline = time.monotonic() + bound_s
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+
+
+def test_a_connection_the_pool_made_again_is_used_at_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a call found no connection within its timeout, calls fail at once for a
+    while (`_DOWN_S`) rather than each wait as long again; but once the pool has
+    connected again (the server is back), a call is served: it used to fail until the
+    while ended, and the writer, failing with it, backed off further each time."""
+    monkeypatch.setattr(postgres, "_DOWN_S", 600.0)  # the whole test within it
+    with stall_proxy(postgres_url) as (proxy, url):
+        store = PostgresStore(url, pool_size=1, timeout_s=0.5)
+        try:
+            assert store._select("SELECT 1", (), "read") == [(1,)]
+            proxy.refuse()
+            with pytest.raises(TelemetryError, match="no connection to PostgreSQL"):
+                store._select("SELECT 1", (), "read")
+            with pytest.raises(TelemetryError, match="moments ago"):  # at once
+                store._select("SELECT 1", (), "read")
+            proxy.resume()
+            _until(lambda: store._pool.get_stats().get("pool_available", 0) >= 1)
+            assert store._pool.get_stats().get("pool_available", 0) >= 1
+            assert store._select("SELECT 1", (), "read") == [(1,)]
+        finally:
+            store.close()
