@@ -5,6 +5,7 @@ writes again once it is back, not seconds later (found by benchmarks/chaos_gatew
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -68,3 +69,32 @@ def test_the_pool_tries_to_connect_again_every_second(closed_port: int) -> None:
         assert len(delays) >= 2 and all(d <= 1.2 for d in delays), delays
     finally:
         store.close()
+
+
+def test_a_pool_of_broken_connections_is_walked_through_at_once(postgres_url: str) -> None:
+    """A server restarted (or a proxy reset) breaks every connection the pool holds; a
+    call finds them broken one by one as the pool lends them, and psycopg_pool waited
+    0, 1, 2, 4 s between them: with four, the call ran out of its timeout on a server
+    that was back, and the writer dropped its batch and backed off."""
+    with stall_proxy(postgres_url) as (proxy, url):
+        store = PostgresStore(url, pool_size=4, timeout_s=2.5)
+        try:
+            held = threading.Barrier(4)
+
+            def hold() -> None:
+                with store._connection("hold") as conn:
+                    held.wait(10)
+                    conn.execute("SELECT 1")
+
+            threads = [threading.Thread(target=hold) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+            _until(lambda: store._pool.get_stats().get("pool_available", 0) == 4)
+            assert store._pool.get_stats().get("pool_available", 0) == 4
+            proxy.refuse()  # every connection reset; the server answers new ones
+            proxy.resume()
+            assert store._select("SELECT 1", (), "read") == [(1,)]
+        finally:
+            store.close()

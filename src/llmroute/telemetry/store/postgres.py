@@ -125,6 +125,7 @@ _LONG_ANSWER_S = 900.0
 
 
 _RECONNECT_EVERY_S = 1.0
+_NEXT_CHECK_S = 0.05  # between a pooled connection found broken and the next's check
 
 
 @functools.cache
@@ -135,7 +136,7 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
     went, the decision log dropping records all the while (each call waits
     `timeout_s` for a connection, then the writer backs off). The pool's own attempt
     class where its version has none by that name."""
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import ConnectionPool, PoolTimeout
 
     try:
         from psycopg_pool.base import AttemptWithBackoff
@@ -155,6 +156,26 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
             self, attempt: AttemptWithBackoff | None, growing: bool = False
         ) -> None:
             super()._add_connection(attempt or self.reconnect_attempt(), growing)
+
+        def _getconn_with_check_loop(self, deadline: float) -> Any:
+            """A connection that passed the check, lent by `deadline`. One that fails
+            it is discarded and the next is tried after `_NEXT_CHECK_S`: psycopg_pool
+            waited 0, 1, 2, 4 s between them, so a call finding the four connections of
+            a restarted server broken ran out of its timeout on a server that was back
+            (its pool said it needed no more, its new connections came meanwhile)."""
+            while True:
+                conn = self._getconn_unchecked(deadline - time.monotonic())
+                try:
+                    self._check_connection(conn)
+                except BaseException as exc:
+                    self._putconn(conn, from_getconn=True)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled: not tried again
+                else:
+                    return conn
+                if time.monotonic() + _NEXT_CHECK_S >= deadline:
+                    raise PoolTimeout()
+                time.sleep(_NEXT_CHECK_S)
 
     return SteadyPool
 
