@@ -3,12 +3,14 @@
 `resume`s, as a server that stopped answering does; or `cut_replies`: a connection is
 reset where its reply would come back, once the server has made the command. Replies
 can be held or cut from a given command on (`stall_replies`'s and `cut_replies`' `on`:
-``b"SCRIPT"``, the reply to the first command that holds it, and those after). One
+``b"SCRIPT"``, the reply to the first command that holds it, and those after; with
+`cut_replies`' `once`, that reply only). One
 gateway pointed at it sees its Redis hang for as long as a test needs, while every
 other client of that Redis (other tests, running alongside) is served as usual, which
 ``CLIENT PAUSE`` cannot do. Or `refuse`: every connection reset, and each new one reset
 as it is taken, as a Redis that went away (until `resume`). Or `slow`: each reply held that long
-before it is passed on, as a Redis far away or overloaded. And `silent_server`: one
+before it is passed on, as a Redis far away or overloaded. Or `unlisten`: nothing
+listening on its port (until `listen`), as a server that stopped. And `silent_server`: one
 that never answers at all (an OpenTelemetry collector that hangs)."""
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class StallProxy:
         self._replying = threading.Event()  # server to client
         self._replying.set()
         self._cutting = threading.Event()  # a reply resets its connection instead
+        self._cut_once = False  # the next reply cut only (`cut_replies`' `once`)
         self._refusing = threading.Event()  # every connection reset, new ones too
         self.refused = 0  # connections reset as they were taken, while refusing
         self.delay_s = 0.0  # each reply held this long before it goes on (`slow`)
@@ -66,11 +69,13 @@ class StallProxy:
         to the first command that holds those bytes."""
         self._set(self._replying, False, on)
 
-    def cut_replies(self, on: bytes | None = None) -> None:
+    def cut_replies(self, on: bytes | None = None, *, once: bool = False) -> None:
         """Commands still reach the server, but where a reply comes back its client's
         connection is reset instead (and the server's closed): a call the server made
         whose client sees the connection lost after it was sent. With `on`, from the
-        reply to the first command that holds those bytes."""
+        reply to the first command that holds those bytes; with `once`, that reply only
+        (then replies come back again)."""
+        self._cut_once = once
         self._set(self._cutting, True, on)
 
     def holding(self) -> bool:
@@ -193,6 +198,9 @@ class StallProxy:
             return False
         if not self._cutting.is_set():
             return False
+        if self._cut_once:
+            self._cut_once = False
+            self._cutting.clear()
         _reset(dst)
         with contextlib.suppress(OSError):
             src.close()

@@ -98,3 +98,24 @@ def test_a_pool_of_broken_connections_is_walked_through_at_once(postgres_url: st
             assert store._select("SELECT 1", (), "read") == [(1,)]
         finally:
             store.close()
+
+
+def test_a_batch_whose_commit_was_not_heard_is_written_once(
+    postgres_url: str, make_record: Any
+) -> None:
+    """The connection lost as the server committed a batch (its answer never came):
+    the batch is written again on another connection, the rows it holds already
+    skipped (``ON CONFLICT (id) DO NOTHING``), and the call succeeds. It failed, and the
+    writer counted records dropped that were in the table."""
+    with stall_proxy(postgres_url) as (proxy, url):
+        store = PostgresStore(url, pool_size=2, timeout_s=5)
+        try:
+            store.migrate()
+            records = [make_record(i) for i in range(3)]
+            proxy.cut_replies(on=b"COMMIT\x00", once=True)
+            assert store.write_decisions(records) == 0
+            assert not proxy.holding()  # the commit's answer was cut, once
+            found = store._select("SELECT count(*) FROM decisions", (), "count")
+            assert found == [(3,)]
+        finally:
+            store.close()

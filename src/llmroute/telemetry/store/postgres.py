@@ -180,6 +180,11 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
     return SteadyPool
 
 
+class _ConnectionLost(TelemetryError):
+    """A call's connection was lost (reset, closed by the server) before its answer
+    came, not cut for want of one: what the server made of it is not known."""
+
+
 class _OwnPoolFailures(logging.Filter):
     """psycopg_pool logs every failed connection attempt of a pool (WARNING, unformatted,
     on the host's stderr when it has no logging set up): for this store's pool, the store
@@ -326,11 +331,13 @@ class PostgresStore(SqlReads):
         if limit is not None and long:
             limit = max(limit, _LONG_ANSWER_S)
         cutoff = Cutoff(math.inf if limit is None else limit)
+        lent: list[psycopg.Connection[tuple[Any, ...]]] = []
         try:
             with (
                 self._pool.connection(timeout=_PEEK_S if down else self._timeout_s) as conn,
                 cutoff.watching(conn),
             ):
+                lent.append(conn)
                 yield conn
                 # the commit too (the pool's own, after this block, finds none): a
                 # stalled disk shows at COMMIT, waiting on its flush
@@ -354,9 +361,10 @@ class PostgresStore(SqlReads):
                     f"cannot {what}: PostgreSQL at {self.url} did not answer within "
                     f"{cutoff.after_s:g} s (the connection was closed)"
                 ) from None
-            raise TelemetryError(
-                f"cannot {what} in PostgreSQL at {self.url}: {self._clean(str(exc))}"
-            ) from None
+            message = f"cannot {what} in PostgreSQL at {self.url}: {self._clean(str(exc))}"
+            if lent and lent[0].broken:
+                raise _ConnectionLost(message) from None
+            raise TelemetryError(message) from None
 
     # -- schema --------------------------------------------------------------------
 
@@ -413,6 +421,15 @@ class PostgresStore(SqlReads):
         return len(records) - len(rows)
 
     def _insert_decisions(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            self._insert_once(rows)
+        except _ConnectionLost:
+            # lost before its COMMIT's answer came: written or not, it is written again
+            # on another connection, the rows already there skipped (ON CONFLICT (id) DO
+            # NOTHING); it was dropped, and counted dropped though the server had it
+            self._insert_once(rows)
+
+    def _insert_once(self, rows: list[tuple[Any, ...]]) -> None:
         with self._connection("write decisions") as conn, conn.cursor() as cur:
             if self.insert_method == "executemany":
                 cur.executemany(_INSERT_DECISION, rows)
