@@ -958,10 +958,18 @@ def _shutdown_sends(url: str, ledger: Ledger) -> list[str]:
     return seen
 
 
-def _trouble_begins(trouble: _Trouble | None, url: str, ledger: Ledger, pg: dict[str, Any]) -> None:
-    """With ``--telemetry-trouble``: the probe before it, then the trouble begun."""
+def _trouble_begins(
+    trouble: _Trouble | None, url: str, ledger: Ledger, pg: dict[str, Any], log: _Log
+) -> None:
+    """With ``--telemetry-trouble``: the probe before it, written (the log's migration
+    done: one cut midway drops what comes in the writer's backoff), then the trouble
+    begun."""
     if trouble is not None:
         pg["probe_p50_s_before"] = _median(asyncio.run(_probe(url, ledger, "pre")))
+        for _ in range(100):  # bounded: 20 s
+            if _tagged(log, "pre") >= PROBE_REQUESTS:
+                break
+            time.sleep(0.2)
         trouble.start()
 
 
@@ -1078,7 +1086,7 @@ def _run(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
                 partial.replace(registry)
 
             ledger, done = Ledger(), set[int]()
-            _trouble_begins(trouble, url, ledger, pg)
+            _trouble_begins(trouble, url, ledger, pg, decision_log)
             started = time.perf_counter()
             outcomes = asyncio.run(_load(url, args, reload, ledger, done, proxy))
             seconds = time.perf_counter() - started
