@@ -8,7 +8,8 @@ fake upstream whose model has `max_in_flight` set. Then it checks what must hold
   back (a burst of streams held open fills exactly the cap, the next spills over; with
   Redis limits, no slot left in Redis); with Redis limits the slow model also has a hard
   budget (far from spent), and no hold of it is left once everything has ended;
-- every request in the decision log (SQLite), none lost, whatever its ending: each is
+- every request in the decision log (SQLite, or ``--telemetry``'s PostgreSQL), none
+  lost, whatever its ending (with ``--telemetry-trouble``: none lost uncounted): each is
   sent with ``x-llmroute-tags: chaos=ID`` (a batch line with ``tags``), and one with no
   row, or two, is named with its kind and what its client saw; but a client that gave
   up before its request was written whole (a pool, connect or write timeout: its 2 ms
@@ -57,16 +58,36 @@ once a second per process, the documented fallbacks (requests let through, the c
 missing, ``store: false``, 503 ``store_unavailable``) and, with ``flap``, every feature
 using Redis again without a restart, no slot or hold left.
 
+With ``--telemetry postgresql://...`` the decision log is in that PostgreSQL (a schema
+of its own, ``chaos_…``, dropped after unless ``--keep``; the gateway's URL is given a
+password when it has none, which trust auth ignores), else SQLite. With
+``--telemetry-trouble closed|flap|hang`` the gateway reaches it through a proxy that,
+from after a probe (40 whole requests to the echo model, once they are written) until
+after the load and the same probe again, listens no more (every connection reset, new
+ones refused), resets every connection for 1.5 s then lets them through for 1.5 s, or
+stalls them (nothing passed on, either way) for 3 s then lets them through for 1.5 s.
+Then requests are sent until one is written (bounded: 30 s) and ten more; the metrics are
+read once the writer's queue is empty; and as the gateway stops PostgreSQL is in that
+trouble again, five requests just sent. Checked too (`_telemetry_checks`): no 5xx but
+a pinned model's 503, as the clients saw them (the table misses rows); the probe's p50
+in trouble within 3 times (and 50 ms) its p50 before; every request or batch line whose
+record is not in the table counted in ``llmroute_telemetry_dropped_total`` (at most those
+whose client gave up before its request was written whole less), none twice; the log
+writing again and all ten written; the gateway stopped within 10 s of SIGTERM; the
+URL's password nowhere in serve.log or the metrics.
+
     .venv/bin/python benchmarks/chaos_gateway.py [--requests 300] [--concurrency 6]
         [--limits memory|redis://127.0.0.1:6379/15] [--workers 1] [--seed 5]
         [--upstream-faults] [--responses] [--batches] [--key-bound N] [--port 0]
-        [--redis-trouble closed|db|flap] [--keep DIR] [--json]
+        [--redis-trouble closed|db|flap] [--telemetry postgresql://...]
+        [--telemetry-trouble closed|flap|hang] [--keep DIR] [--json]
 
 Everything runs on 127.0.0.1 and every loop is bounded; the exit status is 1 when an
 invariant failed. Its Redis keys (all under a namespace of its own, ``chaos-…``) are
 deleted at the end, unless ``--keep`` (then the namespace is printed). The decision log,
 the gateway's log and its last metrics are kept in ``--keep``'s folder, or, when a check
-failed, in a ``chaos-kept-…`` one it prints. It found the Redis slot leak fixed on
+failed, in a ``chaos-kept-…`` one it prints (a PostgreSQL decision log stays in its
+schema with ``--keep``, named on stderr). It found the Redis slot leak fixed on
 2026-12-04 (docs/benchmarks.md).
 """
 
