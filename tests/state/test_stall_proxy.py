@@ -64,3 +64,38 @@ def test_refusing_resets_every_connection_until_it_resumes(_redis_available: Non
             assert client.ping()
         finally:
             client.close()
+
+
+def test_unlistening_refuses_connections_until_it_listens_again(_redis_available: None) -> None:
+    """`unlisten` (a server that stopped, for the chaos harness's PostgreSQL): the
+    connections it holds are reset and nothing listens on its port; `listen` takes
+    connections on the same port again."""
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            assert client.ping()
+            proxy.unlisten()
+            with pytest.raises(redis.ConnectionError):
+                client.ping()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=5).close()
+            proxy.listen()
+            assert client.ping()
+        finally:
+            client.close()
+
+
+def test_a_reply_cut_once_lets_the_next_through(_redis_available: None) -> None:
+    """`cut_replies(once=True)` (a COMMIT whose answer was lost, for the decision log's
+    tests): one reply cut, its connection reset; the next call is answered."""
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            assert client.ping()
+            proxy.cut_replies(once=True)
+            with pytest.raises(redis.ConnectionError):
+                client.echo("cut")
+            assert not proxy.holding()
+            assert client.ping()
+        finally:
+            client.close()
