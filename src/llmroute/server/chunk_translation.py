@@ -239,13 +239,16 @@ class ChunkTranslator(ABC):
         A choice that says no index it can be told by (`_indexed`) is left out after."""
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if _indexed(choice) else None
+            delta = choice.get("delta") if isinstance(choice, dict) else None
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
-            if not isinstance(calls, list):
-                continue
+            if not isinstance(calls, list) or not _indexed(choice):
+                continue  # read for a chunk with calls alone: every chunk comes here
             if self._numbers is None:
                 self._numbers = {}
-            numbers = self._numbers.setdefault(choice.get("index", 0), CallNumbers())
+            number = choice.get("index", 0)
+            numbers = self._numbers.get(number)
+            if numbers is None:  # not setdefault: a CallNumbers made for each chunk
+                numbers = self._numbers[number] = CallNumbers()
             for call in calls:
                 if isinstance(call, dict):
                     call["index"] = numbers.number(call.get("index"), call.get("id"))
