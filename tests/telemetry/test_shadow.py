@@ -29,7 +29,7 @@ from llmroute.errors import TelemetryError, outline_of
 from llmroute.providers import build_providers
 from llmroute.registry import parse_registry
 from llmroute.registry.schema import JudgeSettings, Registry, ShadowSettings
-from llmroute.sse import chunk_of
+from llmroute.sse import CallNumbers, chunk_of
 from llmroute.telemetry.record import ShadowRecord
 from llmroute.telemetry.service import as_kept
 from llmroute.telemetry.shadow import ShadowRunner, StreamedAnswer, answer_text, shadow_body
@@ -790,6 +790,22 @@ def test_a_streamed_answer_with_a_limit_holds_no_more_of_a_stream_without_end() 
         )
     # what each holds, however long the stream
     assert streamed._content.size() <= 101 and len(calls._calls) <= 101
+
+
+def test_a_streamed_answer_with_a_limit_holds_no_more_of_ids_given_to_one_call() -> None:
+    """Each piece of call 0 with an id of its own (an upstream making one up for each):
+    every id was kept, call 0 being held, 5 MB for the log's 32,000 characters over a
+    6.5 MB stream. A call is named by its first id, as the fronts number it."""
+    streamed = StreamedAnswer(100)
+    for i in range(10_000):
+        call = {"index": 0, "id": f"call_{i}", "function": {"arguments": "x"}}
+        streamed.add(_deltas({"tool_calls": [call]})[0])
+    assert len(streamed._numbers._ids) == 1
+    # the first id names call 0; a later one, come without an index, is a call of its
+    # own, for the fronts too (one rule: `CallNumbers`)
+    numbers = CallNumbers()
+    assert [numbers.number(0, "a"), numbers.number(0, "b")] == [0, 0]
+    assert [numbers.number(None, "a"), numbers.number(None, "b")] == [0, 1]
 
 
 @pytest.mark.parametrize("field", ["content", "arguments"])
