@@ -48,6 +48,44 @@ def test_a_connection_the_pool_made_again_is_used_at_once(
             store.close()
 
 
+def test_a_connection_got_after_an_outage_ends_the_while_calls_only_peek(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a call in the while after an outage (`_DOWN_S`) got a connection, the server
+    is back: a later call waits its timeout for one, as before the outage. It still
+    waited 50 ms alone, and with the pool's connection lent to another call (the
+    writer's batch) it failed, 'no connection to PostgreSQL ... moments ago', on a
+    server that answered."""
+    monkeypatch.setattr(postgres, "_DOWN_S", 600.0)  # the whole test within it
+    with stall_proxy(postgres_url) as (proxy, url):
+        store = PostgresStore(url, pool_size=1, timeout_s=1.0)
+        try:
+            proxy.refuse()
+            with pytest.raises(TelemetryError, match="no connection to PostgreSQL"):
+                store._select("SELECT 1", (), "read")
+            proxy.resume()
+            _until(lambda: store._pool.get_stats().get("pool_available", 0) >= 1)
+            assert store._select("SELECT 1", (), "read") == [(1,)]  # back
+            lent, release = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                with store._connection("hold") as conn:
+                    conn.execute("SELECT 1")
+                    lent.set()
+                    release.wait(0.2)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            assert lent.wait(10)
+            try:
+                assert store._select("SELECT 1", (), "read") == [(1,)]
+            finally:
+                release.set()
+                holder.join(10)
+        finally:
+            store.close()
+
+
 def test_the_pool_tries_to_connect_again_every_second(closed_port: int) -> None:
     """The pool's attempts to connect again after a failure come about every second
     while it keeps trying (`reconnect_timeout`), not 1, 2, 4, 8 s apart as

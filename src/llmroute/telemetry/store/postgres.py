@@ -338,6 +338,8 @@ class PostgresStore(SqlReads):
                 cutoff.watching(conn),
             ):
                 lent.append(conn)
+                if down:  # the server is back: calls wait their timeout again
+                    self._down_until = 0.0
                 yield conn
                 # the commit too (the pool's own, after this block, finds none): a
                 # stalled disk shows at COMMIT, waiting on its flush
