@@ -350,3 +350,44 @@ def test_refresh_on_a_log_that_is_not_there_says_the_candidate_was_not_written(
             f"error: sqlite:///{missing}: no decision log at {missing} yet; nothing to mine; "
             f"{candidate} not written"
         )
+
+
+def test_forget_says_when_no_rows_matched_a_key_the_registry_does_not_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An erasure request with a mistyped key printed "erased 0 decisions", read as done:
+    with nothing erased and no such key in the registry's `auth`, it says so (as `report
+    --client` does). A key since removed is still erased (the point of forgetting it),
+    its rows found and no note added."""
+    from telemetry_records import build_record
+
+    monkeypatch.delenv("LLMROUTE_TELEMETRY_URL", raising=False)
+    monkeypatch.setenv("H10_TEAM_A_KEY", "sk-team-a-0123456789")
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "encoder: builtin:static\nproviders: {echo: {kind: echo}}\n"
+        "models: {small: {provider: echo, model: echo-small}}\n"
+        "routes: [{name: chat, target: small, examples: [hello there]}]\n"
+        f'default: {{target: small}}\ntelemetry: {{url: "{url}"}}\n'
+        "auth:\n  keys:\n    - {name: team-a, key_env: H10_TEAM_A_KEY}\n"
+    )
+    store = open_store(url)
+    try:
+        store.migrate()
+        store.write_decisions([build_record(0, client="team-a"), build_record(1, client="gone")])
+    finally:
+        store.close()
+    forget = ["db", "forget", "--registry", str(registry), "--client"]
+    code, out, _ = _run([*forget, "team-b"], capsys)
+    assert code == 0
+    assert out.strip().endswith(
+        "erased 0 decisions, 0 feedback and 0 shadow rows; no client key 'team-b' in the "
+        "registry (its keys: team-a)"
+    ), out
+    code, out, _ = _run([*forget, "gone"], capsys)  # removed from auth, still in the log
+    assert code == 0 and out.strip().endswith("erased 1 decision, 0 feedback and 0 shadow rows")
+    code, out, _ = _run([*forget, "team-a"], capsys)
+    assert code == 0 and "no client key" not in out
+    code, out, _ = _run([*forget, "team-a"], capsys)  # a key it has: nothing more to say
+    assert code == 0 and out.strip().endswith("erased 0 decisions, 0 feedback and 0 shadow rows")

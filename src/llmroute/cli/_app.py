@@ -8,13 +8,16 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from llmroute.errors import LlmrouteError, counted
+
+if TYPE_CHECKING:
+    from llmroute.registry.schema import Registry
 
 __all__ = [
     "RegistryOption",
@@ -32,6 +35,7 @@ __all__ = [
     "registry_app",
     "resolve_registry",
     "run",
+    "unknown_client",
 ]
 
 app = typer.Typer(
@@ -137,6 +141,20 @@ def resolve_registry(path: Path | None) -> Path:
         "no registry given: pass --registry FILE, set LLMROUTE_REGISTRY or run where a "
         "registry.yaml is (`llmroute init` writes one to start from)"
     )
+
+
+def unknown_client(client: str | None, registry: Registry | None) -> str:
+    """When `--client` names a key the registry's `auth` section lacks (a typo reads as
+    a key that made no requests, or whose requests are erased), the words that say so,
+    for a result with nothing in it; else nothing. A key since removed may still have
+    rows: only an empty result says this."""
+    auth = registry.auth if registry is not None else None
+    if not client or auth is None:
+        return ""
+    names = sorted(k.name for k in auth.keys)
+    if client in names:
+        return ""
+    return f"; no client key {client!r} in the registry (its keys: {', '.join(names)})"
 
 
 def check_plot_path(path: Path | None, suffixes: tuple[str, ...]) -> None:

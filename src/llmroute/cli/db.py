@@ -22,6 +22,7 @@ from llmroute.cli._app import (
     fail,
     find_registry,
     resolve_registry,
+    unknown_client,
 )
 
 __all__ = ["db_app", "db_forget", "db_prune", "db_status", "db_upgrade"]
@@ -168,9 +169,12 @@ def db_forget(
         decisions, feedback, shadow = store.forget(end_users=forms, client=client)
     finally:
         store.close()
+    # nothing erased for a key the registry lacks: a typo, read as done (a removed key's
+    # rows are erased all the same: forgetting it is the point)
+    why = _unknown_key(client, registry) if not decisions else ""
     typer.echo(
         f"{store.url}: erased {decisions} decision{'s' * (decisions != 1)}, {feedback} "
-        f"feedback and {shadow} shadow row{'s' * (shadow != 1)}"
+        f"feedback and {shadow} shadow row{'s' * (shadow != 1)}{why}"
     )
 
 
@@ -251,6 +255,22 @@ def _existing_log(target: str) -> str:
             where = os.path.abspath(path)
             fail(f"{mask_url(target)}: no decision log at {where}; nothing to erase")
     return target
+
+
+def _unknown_key(client: str | None, registry: Path | None) -> str:
+    """`unknown_client`'s words for the registry given or found, once the erasure is made:
+    one that cannot be read (the log named by --url) adds nothing."""
+    from llmroute.errors import ConfigError
+    from llmroute.registry import load_registry
+
+    path = registry if registry is not None else find_registry(None)
+    if not client or path is None:
+        return ""
+    try:
+        loaded = load_registry(path)
+    except ConfigError:
+        return ""
+    return unknown_client(client, loaded.registry)
 
 
 def _pseudonym_key(registry: Path | None) -> bytes | None:

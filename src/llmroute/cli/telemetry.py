@@ -32,6 +32,7 @@ from llmroute.cli._app import (
     fail,
     find_registry,
     resolve_registry,
+    unknown_client,
 )
 from llmroute.json_values import json_safe
 from llmroute.money import dollars
@@ -166,17 +167,7 @@ def _load_for_log(registry: Path | None) -> LoadedRegistry | None:
 
 
 def _unknown_client(client: str | None, loaded: LoadedRegistry | None) -> str:
-    """When `--client` names a key the registry's `auth` section lacks (a typo reads as
-    a key that made no requests), the words that say so, for a window with nothing in
-    it; else nothing. A key since removed may still have rows: only an empty result
-    says this."""
-    auth = loaded.registry.auth if loaded is not None else None
-    if not client or auth is None:
-        return ""
-    names = sorted(k.name for k in auth.keys)
-    if client in names:
-        return ""
-    return f"; no client key {client!r} in the registry (its keys: {', '.join(names)})"
+    return unknown_client(client, loaded.registry if loaded is not None else None)
 
 
 def _url(url: str | None, loaded: LoadedRegistry | None) -> str:
