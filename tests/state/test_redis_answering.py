@@ -551,7 +551,7 @@ def test_an_error_reply_redis_py_raises_as_a_connection_error_was_not_made() -> 
                     await redis_conn.client.incr("k")
             failed = down.value
             assert (failed.replied, failed.transient, failed.maybe_made) == (False,) * 3
-            assert "BusyLoadingError" in str(failed)
+            assert ": refused: Redis is loading the dataset" in str(failed)
             with pytest.raises(StoreUnavailable) as paused:  # down: not asked again yet
                 async with answering():
                     pytest.fail("asked while Redis was taken for down")
@@ -1013,3 +1013,32 @@ def test_a_dispatcher_whose_build_failed_is_no_heir_of_a_retired_versions_give_b
     finally:
         if collecting:
             gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("trouble", "said"),
+    [("stall", "timed out: Timeout reading"), ("cut", "connection lost: ")],
+)
+def test_a_failure_is_said_in_words_not_by_an_internal_class_name(
+    trouble: str, said: str, redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call whose reply was late (or whose connection was lost) once it was sent said
+    ``LateAfterSending: Timeout reading from ...`` (``LostAfterSending``): the name of a
+    class of ours in an operator's log line ("response cache unavailable, serving without
+    it: ..."). It says what happened in words, redis-py's message after."""
+
+    async def go(url: str, proxy: StallProxy) -> None:
+        breakers = RedisBreakers(url, TIMEOUT_S, redis_namespace)
+        try:
+            await breakers.open_for("d")  # connected
+            proxy.stall() if trouble == "stall" else proxy.cut_replies()
+            assert await breakers.open_for("d") is None
+        finally:
+            proxy.resume()
+            await breakers.aclose()
+
+    with stall_proxy(REDIS_URL) as (proxy, url), caplog.at_level("WARNING"):
+        asyncio.run(go(url, proxy))
+    (message,) = [r.getMessage() for r in caplog.records if "breakers" in r.getMessage()]
+    assert f": redis {url}: {said}" in message, message
+    assert "AfterSending" not in message, message

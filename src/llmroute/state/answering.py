@@ -34,7 +34,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from llmroute.state.redis_conn import RETRY_AFTER_S, sent
+from llmroute.state.redis_conn import RETRY_AFTER_S, HandshakeRefused, ReplyLost, sent
 
 if TYPE_CHECKING:
     from llmroute.state.redis_conn import Outage, RedisConnection
@@ -223,7 +223,7 @@ class _Call:
             of._suspect = False
             transient = isinstance(exc, of._transient) or bool(_TRANSIENT.search(str(exc)))
             raise StoreUnavailable(
-                f"redis {of.url} answered {_describe(exc)}", replied=True, transient=transient
+                f"redis {of.url} {_describe(exc, replied=True)}", replied=True, transient=transient
             ) from None
         elif isinstance(exc, of._errors):
             # another call under way failed first (on its own timeout, as this one):
@@ -248,8 +248,37 @@ def note_failure(outage: Outage, exc: StoreUnavailable, message: str, *args: obj
         outage.failed(message, *args, pause=not exc.replied)
 
 
-def _describe(exc: BaseException) -> str:
-    """The exception's kind and first line; redis-py's messages name host and port but
-    not the password."""
+def _describe(exc: BaseException, *, replied: bool = False) -> str:
+    """What happened, in words, then the exception's first line; redis-py's messages
+    name host and port but not the password. The words stand for our classes' and
+    redis-py's names (``LateAfterSending: Timeout reading from ...`` was an operator's
+    log line); an exception of another kind (a bug's) is named by its class."""
+    from redis import exceptions
+
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    # error replies redis-py raises as a ConnectionError: Redis answered, refusing
+    refusals = tuple(
+        getattr(exceptions, name)
+        for name in (
+            "AuthenticationError",
+            "BusyLoadingError",
+            "AuthorizationError",
+            "MaxClientsReachedError",
+        )
+        if hasattr(exceptions, name)
+    )
+    if isinstance(exc, HandshakeRefused):
+        kind = "refused at connect"
+    elif replied:
+        kind = "answered with an error"
+    elif isinstance(exc, refusals):
+        kind = "refused"
+    elif isinstance(exc, (exceptions.TimeoutError, TimeoutError)):
+        kind = "timed out"
+    elif isinstance(exc, ReplyLost):
+        kind = "connection lost"
+    elif isinstance(exc, (exceptions.ConnectionError, OSError)):
+        kind = "connection failed"
+    else:
+        kind = type(exc).__name__
+    return f"{kind}: {text}" if text else kind
