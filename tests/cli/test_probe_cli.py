@@ -159,3 +159,33 @@ def test_each_redis_the_registry_keeps_state_in_is_a_row(
     assert f"fail  (redis)  redis / cache.url, affinity.url at {past}" in text.stdout
     assert text.stdout.splitlines()[-1] == "3 ok, 0 warned, 1 failed"
     assert llmroute("registry", "probe", "small", "-r", registry).returncode == 0
+
+
+def test_a_redis_slower_than_a_features_timeout_warns(
+    tmp_path: Path, upstream: FakeUpstream, redis_namespace: str
+) -> None:
+    """A Redis whose every round trip outlasts affinity's 50 ms was an `ok` row ("answered
+    in 70 ms"), though each of affinity's calls would time out: it warns, naming the
+    feature's timeout_s and both times, and the probe exits 0 (1 with --strict), as for
+    any warning."""
+    from redis_service import REDIS_URL
+    from stall_proxy import stall_proxy
+
+    registry = _registry(tmp_path, upstream, "qwen2.5-72b-instruct")
+    text = registry.read_text(encoding="utf-8")
+    with stall_proxy(REDIS_URL) as (proxy, url):
+        registry.write_text(
+            text + f'affinity: {{url: "{url}", namespace: "{redis_namespace}"}}\n',
+            encoding="utf-8",
+        )
+        proxy.slow(0.07)
+        result = llmroute("registry", "probe", "-r", registry, "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        (row,) = [p for p in json.loads(result.stdout)["probes"] if p["model"] == "(redis)"]
+        assert (row["upstream"], row["status"]) == ("affinity.url", "warn"), row
+        assert "a round trip took " in row["detail"], row
+        assert "more than affinity.timeout_s (50 ms)" in row["detail"], row
+        text_run = llmroute("registry", "probe", "-r", registry)
+        assert f"warn  (redis)  redis / affinity.url at {url}" in text_run.stdout
+        assert text_run.stdout.splitlines()[-1] == "2 ok, 1 warned, 0 failed"
+        assert llmroute("registry", "probe", "-r", registry, "--strict").returncode == 1

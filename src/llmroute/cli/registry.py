@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the rest is imported where used: `llmroute --help` builds e
     from llmroute.providers.probe import Probe
     from llmroute.registry import LoadedRegistry
     from llmroute.registry.schema import Registry
+    from llmroute.state.redis_check import RedisCheck
 
 REDIS_ROW = "(redis)"  # `registry probe`'s row of a Redis the registry's features use
 
@@ -338,8 +339,9 @@ def probe(
     """Check that the registry's models can be reached before they serve: each
     provider's server answers, its credentials are accepted, and it lists each model's
     name (GET /models, which costs nothing); with --chat each model is also asked one
-    short question. Without MODEL, also each Redis its features keep state in (PING).
-    Exit 1 when a model or a Redis fails (with --strict, also when one is only warned
+    short question. Without MODEL, also each Redis its features keep state in (PING;
+    warned about when a round trip outlasts a feature's timeout_s). Exit 1 when a model
+    or a Redis fails (with --strict, also when one is only warned
     about), 2 when the registry is invalid."""
     import asyncio
     import os
@@ -414,12 +416,24 @@ async def _redis_probes(registry: Registry, timeout_s: float) -> list[Probe]:
             "redis",
             ", ".join(check.use.settings),
             check.use.masked,
-            "fail" if check.problem is not None else "ok",
-            check.problem or f"answered in {check.latency_ms:.0f} ms",
+            "fail" if check.problem is not None else "warn" if check.outlasted else "ok",
+            check.problem or _answered(check),
             latency_ms=None if check.problem is not None else check.latency_ms,
         )
         for check in checks
     ]
+
+
+def _answered(check: RedisCheck) -> str:
+    """A Redis that answered: in how long, and (a warning) which features' ``timeout_s``
+    its round trip outlasts, as the gateway's start says it."""
+    said = f"answered in {check.latency_ms:.0f} ms"
+    if check.outlasted:
+        said += (
+            f", but {check.outlasted_text()}: calls slower than that time out, each taken "
+            "for Redis down"
+        )
+    return said
 
 
 def _print_probes(results: list[Probe]) -> None:

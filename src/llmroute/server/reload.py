@@ -292,14 +292,12 @@ async def _say_redis(use: RedisUse) -> None:
     check = await check_redis(use)
     settings = ", ".join(use.settings)
     if check.problem is None and check.outlasted:
-        assert check.round_trip_ms is not None
         log.warning(
-            "redis %s (%s): answered, but a round trip took %.0f ms, more than %s: "
-            "calls slower than that time out, each taken for Redis down",
+            "redis %s (%s): answered, but %s: calls slower than that time out, each taken "
+            "for Redis down",
             use.masked,
             settings,
-            check.round_trip_ms,
-            ", ".join(f"{name} ({seconds * 1000:g} ms)" for name, seconds in check.outlasted),
+            check.outlasted_text(),
         )
         return
     if check.problem is None:

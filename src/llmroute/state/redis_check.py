@@ -85,6 +85,15 @@ class RedisCheck:
             )
         )
 
+    def outlasted_text(self) -> str:
+        """`outlasted` in words, with both times (the gateway's warning and `llmroute
+        registry probe`'s row): "a round trip took 70 ms, more than affinity.timeout_s
+        (50 ms)"; empty when there is none."""
+        if not self.outlasted or self.round_trip_ms is None:
+            return ""
+        over = ", ".join(f"{name} ({seconds * 1000:g} ms)" for name, seconds in self.outlasted)
+        return f"a round trip took {self.round_trip_ms:.0f} ms, more than {over}"
+
 
 def _timeout_setting(setting: str) -> str:
     """The ``timeout_s`` beside URL setting `setting` (``cache.url``'s for the variable
