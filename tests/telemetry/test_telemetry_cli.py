@@ -742,3 +742,42 @@ def test_a_narrowed_report_keeps_only_its_requests_feedback_and_shadow_rows(
     assert payload["shadow"]["overall"]["pairs"] == 1
     code, out, _ = cli(capsys, "report", "-r", registry, "--client", "")
     assert code == 0 and "shadow quality" not in out
+
+
+def test_cache_hits_are_a_line_of_their_own_not_requests_without_token_counts(
+    registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache hit is logged with no tokens and no cost (no model was called): the report
+    counted hits in "N without token counts", read as missing data, and a cache-heavy
+    deployment's savings left them out unsaid. They are a line of their own: how many,
+    and what the hits whose prompt the same model answered in the window would have cost
+    again (that answer's cost), labelled so; nor are they "without token counts"."""
+    now = time.time()
+    fill(
+        registry,
+        [
+            record("code", 0.5, now - 90, "what is a monad", tokens_in=1000, tokens_out=1000),
+            *[
+                record("code", 0.5, now - 60 + i, "what is a monad", cache_hit=True)
+                for i in range(3)
+            ],
+            record("code", 0.5, now - 30, "never answered here", cache_hit=True),
+            record("weather", 0.5, now - 20, "rain?"),  # no tokens: still said so
+        ],
+    )
+    code, out, err = cli(capsys, "report", "-r", registry)
+    assert code == 0, err
+    lines = out.splitlines()
+    cost = next(line for line in lines if line.startswith("cost $"))
+    assert cost.endswith("; 1 without token counts"), cost  # the weather request alone
+    (hits,) = [line for line in lines if line.startswith("cache hits: ")]
+    # large: $3 + $15 per million tokens, 1000 of each: $0.018 a call
+    assert hits == (
+        "cache hits: 4, no model called ($0, not in the savings above); $0.054 not spent "
+        "again on 3 of them (the cost of the same prompt's answer by the same model in "
+        "this window)"
+    ), hits
+    code, out, _ = cli(capsys, "report", "-r", registry, "--json")
+    payload = loads_strict(out)
+    assert payload["cache"] == {"hits": 4, "priced": 3, "not_spent_usd": pytest.approx(0.054)}
+    assert payload["total"]["unpriced"] == 1

@@ -740,6 +740,16 @@ def _print_report(console: Console, report: Report, window: Window, shown: str) 
         console.print(
             f"cost ${_usd(total.cost_usd)} (no priced model, or no registry: no counterfactual)"
         )
+    cache = report.cache
+    if cache.hits:
+        console.print(
+            f"cache hits: {cache.hits}, no model called ($0, not in the savings above)"
+            + (
+                f"; ${_usd(cache.not_spent_usd)} not spent again on {cache.priced} of them "
+                "(the cost of the same prompt's answer by the same model in this window)"
+            )
+            * bool(cache.priced)
+        )
     console.print()
     console.print(_group_table("route", report.routes, report.strongest))
     console.print()

@@ -20,7 +20,8 @@ requests dispatched (nor embeddings and rerank, which no route or cascade serves
 
 A request's cost is its logged `cost_usd`, else its tokens priced at its model's
 registry price; requests without token counts are left out of both cost columns (so
-the savings compare like with like) and counted in `unpriced`. Decisions asked for
+the savings compare like with like) and counted in `unpriced`; cache hits, logged
+without them (no model called), are counted apart (`CacheStats`). Decisions asked for
 through ``/v1/route`` (`route_only`) count in the route mix and its shares, but not in
 latency, cost or the rates: nothing was dispatched. Embeddings and rerank requests
 (`unrouted`) count in requests, errors, latency and cost, under their own routes
@@ -55,6 +56,7 @@ __all__ = [
     "TOP_TAGS",
     "TOP_USERS",
     "UNTAGGED",
+    "CacheStats",
     "FeedbackStats",
     "GroupStats",
     "Report",
@@ -246,6 +248,47 @@ class FeedbackStats:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheStats:
+    """The window's cache hits: logged without tokens or cost (no model was called), so
+    in no cost column nor the savings. `priced` of them have a prompt (its hash) the same
+    model answered in the window, not from the cache; `not_spent_usd` sums that answer's
+    cost for each: what calling the model again would have cost."""
+
+    hits: int
+    priced: int
+    not_spent_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "priced": self.priced, "not_spent_usd": self.not_spent_usd}
+
+
+def _cache_stats(
+    decisions: Sequence[LoggedDecision], cost_of: Callable[[LoggedDecision], float | None]
+) -> CacheStats:
+    """`CacheStats` of `decisions`: each hit priced at the latest answer of its prompt by
+    its model in the window that was no hit (a semantic hit's prompt differs, and an
+    answer before the window is not there to read: those are counted, not priced)."""
+    paid: dict[tuple[str, str], float] = {}
+    for d in sorted(decisions, key=lambda d: d.ts):
+        if d.cache_hit or d.route_only or d.status != 200 or d.prompt_hash is None:
+            continue
+        cost = cost_of(d)
+        if cost is not None:
+            paid[(d.prompt_hash, d.model)] = cost
+    hits = priced = 0
+    usd = 0.0
+    for d in decisions:
+        if not d.cache_hit:
+            continue
+        hits += 1
+        cost = paid.get((d.prompt_hash, d.model)) if d.prompt_hash is not None else None
+        if cost is not None:
+            priced += 1
+            usd += cost
+    return CacheStats(hits, priced, usd)
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     strongest: str | None
     total: GroupStats
@@ -261,6 +304,7 @@ class Report:
     user_count: int = 0  # distinct end users in the window (`users` holds the top ones)
     layers: list[GroupStats] = field(default_factory=list)  # per deciding layer
     apis: list[GroupStats] = field(default_factory=list)  # per API the requests came by
+    cache: CacheStats = CacheStats(0, 0, 0.0)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -283,6 +327,7 @@ class Report:
             "apis": [a.to_dict() for a in self.apis],
             "users": [u.to_dict() for u in self.users],
             "user_count": self.user_count,
+            "cache": self.cache.to_dict(),
             **self.extra,
         }
 
@@ -310,6 +355,8 @@ def _group(
             else:
                 cost += actual
                 unrouted_usd += actual
+            continue
+        if d.cache_hit and actual is None:  # no model called: `CacheStats`, not unpriced
             continue
         reference = _counterfactual(d, strongest) if strongest is not None else None
         if actual is None or (strongest is not None and reference is None):
@@ -465,6 +512,7 @@ def build_report(
         user_count=len(by_user),
         layers=layers,
         apis=apis,
+        cache=_cache_stats(decisions, cost_of),
     )
 
 
