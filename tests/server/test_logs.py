@@ -222,3 +222,29 @@ def test_a_malformed_upload_writes_no_bare_line(upstream: FakeUpstream, tmp_path
         wait_for("the access line", lambda: "/v1/files" in served.log_text(), 10)
     records = [json.loads(line) for line in _lines(served.log)]  # every line parses
     assert not any("boundary" in r["message"] for r in records)
+
+
+def test_text_lines_name_the_worker_that_wrote_them(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """With `--workers 2` every worker loads (and reloads) the registry and says so, its
+    warnings too: each start line came twice in text, with no way to tell the workers'
+    apart (`--log-format json` has `pid`). Each text line now carries its process's pid
+    (``[pid 1234]``), the supervisor's and each worker's; one process, none."""
+    import re
+
+    text = REGISTRY % {"url": upstream.url, "key_env": KEY_ENV, "fail": FAIL_500}
+    env = {KEY_ENV: SECRET}
+    with serve_text(text, tmp_path, ["--workers", "2"], env) as served:
+        _requests(served.url)
+    lines = _lines(served.log)
+    tagged = [re.match(r"\w+: +\[pid (\d+)\] ", line) for line in lines]
+    assert all(tagged), [line for line, m in zip(lines, tagged, strict=True) if not m]
+    loaded = {
+        m.group(1)
+        for line, m in zip(lines, tagged, strict=True)
+        if m and "Application startup complete" in line
+    }
+    assert len(loaded) == 2, lines  # one a worker
+    (tmp_path / "one").mkdir()
+    with serve_text(text, tmp_path / "one", (), env) as served:
+        pass
+    assert not any("[pid " in line for line in _lines(served.log))

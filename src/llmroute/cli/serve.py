@@ -95,7 +95,7 @@ LogFormatOption = Annotated[
 
 
 def configured_logs(
-    level: LogLevel, fmt: LogFormat, *, access_log: bool, requests: bool = False
+    level: LogLevel, fmt: LogFormat, *, access_log: bool, requests: bool = False, workers: int = 1
 ) -> dict[str, Any]:
     """uvicorn's log config at `level` in `fmt` (`llmroute.server.logs`), applied now
     so that what is logged before uvicorn starts is said the same way; for uvicorn."""
@@ -109,6 +109,7 @@ def configured_logs(
         fmt=fmt.value,
         access_log=access_log,
         requests=requests,
+        workers=workers,
     )
     logging.config.dictConfig(config)
     return config
@@ -282,7 +283,7 @@ def serve(
     prefix = checked_root_path(root_path, prefix_source)
     # before the first build, so what it logs is said in the configured format
     log_config = configured_logs(
-        log_level, log_format, access_log=access_log, requests=log_requests
+        log_level, log_format, access_log=access_log, requests=log_requests, workers=workers
     )
     first = _prepare(seen, loaded, encoder_threads, cases) if workers == 1 else None
     if workers > 1:

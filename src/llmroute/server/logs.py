@@ -70,12 +70,17 @@ def log_config(
     fmt: str = "text",
     access_log: bool = True,
     requests: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """uvicorn's logging config `base`, with llmroute's own loggers (reloads, retries,
     refusals) on the same handler so they are not dropped for want of one, everything
     at `level`, in `fmt`, the access lines (one a request) only with `access_log`, and
     with `requests` one line a finished request with its decision and outcome
-    (`llmroute.telemetry.request_log`; asked for explicitly, so whatever `level`)."""
+    (`llmroute.telemetry.request_log`; asked for explicitly, so whatever `level`).
+    With several `workers`, a text line says its process's pid after its level (``INFO:
+    [pid 1234] ...``), as a JSON line has ``pid``: each worker loads and reloads the
+    registry on its own and says so (its warnings, its Redis check), and the same line
+    twice told nobody which worker wrote which."""
     if level not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     if fmt not in LOG_FORMATS:
@@ -101,6 +106,12 @@ def log_config(
     if fmt == "json":
         json_formatter = {"()": f"{__name__}.JsonFormatter"}
         config["formatters"] = {"default": json_formatter, "access": json_formatter}
+    elif workers > 1:
+        for formatter in config.get("formatters", {}).values():
+            said = formatter.get("fmt")
+            if isinstance(said, str) and "%(process)" not in said:
+                head, level, rest = said.partition("%(levelprefix)s ")
+                formatter["fmt"] = f"{head}{level}[pid %(process)d] {rest}"
     return config
 
 
