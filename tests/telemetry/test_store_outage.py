@@ -5,6 +5,7 @@ writes again once it is back, not seconds later (found by benchmarks/chaos_gatew
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -157,3 +158,29 @@ def test_a_batch_whose_commit_was_not_heard_is_written_once(
             assert found == [(3,)]
         finally:
             store.close()
+
+
+def test_the_installed_psycopg_pool_has_what_the_steady_pool_overrides() -> None:
+    """The steady pool overrides private methods of psycopg_pool: a release that
+    renames one or changes its parameters fails here (the store then falls back to
+    the stock pool, reconnecting 1, 2, 4 s apart) rather than silently or in every
+    write."""
+    assert postgres._steady_gaps() == []
+    assert postgres._steady_pool().__name__ == "SteadyPool"
+
+
+def test_a_psycopg_pool_without_them_gets_the_stock_pool_and_a_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    needs = {**postgres._STEADY_NEEDS, "ConnectionPool._gone_in_a_later_release": ("self",)}
+    monkeypatch.setattr(postgres, "_STEADY_NEEDS", needs)
+    postgres._steady_pool.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger=postgres.__name__):
+            assert postgres._steady_pool() is ConnectionPool
+        said = [r.getMessage() for r in caplog.records if "steady reconnects" in r.getMessage()]
+        assert len(said) == 1 and "ConnectionPool._gone_in_a_later_release" in said[0]
+    finally:
+        postgres._steady_pool.cache_clear()

@@ -127,6 +127,62 @@ _LONG_ANSWER_S = 900.0
 _RECONNECT_EVERY_S = 1.0
 _NEXT_CHECK_S = 0.05  # between a pooled connection found broken and the next's check
 
+# What `_steady_pool` overrides or calls of psycopg_pool's private API, with the
+# parameters it passes: as in psycopg_pool 3.2.1 to 3.3.3 (read: 3.2.1, 3.2.2, 3.2.3,
+# 3.2.6, 3.3.3). 3.2.0 has neither `_getconn_with_check_loop` nor `AttemptWithBackoff`
+# and gets the stock pool; test_store_outage fails on a release that differs.
+_STEADY_NEEDS: dict[str, tuple[str, ...]] = {
+    "ConnectionPool._add_connection": ("self", "attempt", "growing"),
+    "ConnectionPool._getconn_with_check_loop": ("self", "deadline"),
+    "ConnectionPool._getconn_unchecked": ("self", "timeout"),
+    "ConnectionPool._check_connection": ("self", "conn"),
+    "ConnectionPool._putconn": ("self", "conn", "from_getconn"),
+    "AttemptWithBackoff.__init__": ("self", "timeout"),
+    "AttemptWithBackoff.update_delay": ("self", "now"),
+}
+# ... and what those must read or call for the overrides to take effect
+_STEADY_USES: dict[str, tuple[str, ...]] = {
+    "ConnectionPool.getconn": ("_getconn_with_check_loop",),
+    "AttemptWithBackoff.update_delay": ("INITIAL_DELAY", "DELAY_BACKOFF"),
+}
+
+
+def _steady_gaps() -> list[str]:
+    """What `_steady_pool` needs of psycopg_pool's private API that the installed
+    psycopg_pool lacks (a name, or a name with other parameters, or a method that no
+    longer goes through an override): empty where the steady pool is safe to use."""
+    import inspect
+
+    from psycopg_pool import ConnectionPool
+
+    try:
+        from psycopg_pool import base
+    except ImportError:  # pragma: no cover - another psycopg_pool
+        return ["psycopg_pool.base"]
+    owners: dict[str, object] = {
+        "ConnectionPool": ConnectionPool,
+        "AttemptWithBackoff": getattr(base, "AttemptWithBackoff", None),
+    }
+
+    def member(dotted: str) -> Any:
+        owner, name = dotted.split(".")
+        return getattr(owners[owner], name, None)
+
+    gaps: list[str] = []
+    for dotted, params in _STEADY_NEEDS.items():
+        try:
+            found = tuple(inspect.signature(member(dotted)).parameters)
+        except (TypeError, ValueError):  # missing, or not a function
+            found = None
+        if found != params:
+            gaps.append(f"{dotted}({', '.join(params)})")
+    for dotted, names in _STEADY_USES.items():
+        code = getattr(member(dotted), "__code__", None)
+        for name in names:
+            if code is None or name not in code.co_names:
+                gaps.append(f"{dotted} using {name}")
+    return gaps
+
 
 @functools.cache
 def _steady_pool() -> type[ConnectionPool[Any]]:
@@ -134,14 +190,21 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
     come every `_RECONNECT_EVERY_S` (jittered by a tenth) until `reconnect_timeout`,
     rather than 1, 2, 4, 8 s apart: a server away 3.5 s was found back 7 s after it
     went, the decision log dropping records all the while (each call waits
-    `timeout_s` for a connection, then the writer backs off). The pool's own attempt
-    class where its version has none by that name."""
+    `timeout_s` for a connection, then the writer backs off). It overrides private
+    methods: where the installed psycopg_pool lacks one of them as `_STEADY_NEEDS`
+    says (`_steady_gaps`), the stock pool, and a line saying so."""
     from psycopg_pool import ConnectionPool, PoolTimeout
 
-    try:
-        from psycopg_pool.base import AttemptWithBackoff
-    except ImportError:  # pragma: no cover - another psycopg_pool
+    gaps = _steady_gaps()
+    if gaps:
+        logging.getLogger(__name__).info(
+            "telemetry: psycopg_pool %s lacks what the decision log's steady reconnects "
+            "need (%s): its pool reconnects as psycopg_pool does (1, 2, 4 s apart)",
+            _pool_version(),
+            "; ".join(gaps),
+        )
         return ConnectionPool
+    from psycopg_pool.base import AttemptWithBackoff
 
     class SteadyAttempt(AttemptWithBackoff):
         INITIAL_DELAY = _RECONNECT_EVERY_S
@@ -178,6 +241,15 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
                 time.sleep(_NEXT_CHECK_S)
 
     return SteadyPool
+
+
+def _pool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("psycopg-pool")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "(version unknown)"
 
 
 class _ConnectionLost(TelemetryError):
