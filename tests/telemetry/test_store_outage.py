@@ -184,3 +184,24 @@ def test_a_psycopg_pool_without_them_gets_the_stock_pool_and_a_line(
         assert len(said) == 1 and "ConnectionPool._gone_in_a_later_release" in said[0]
     finally:
         postgres._steady_pool.cache_clear()
+
+
+def test_a_store_quotes_its_own_pools_failure_not_anothers(
+    postgres_url: str, closed_port: int
+) -> None:
+    """Each store's pool has a name of its own: a store whose connections hang (no
+    failure yet) said the reason another store's pool had just been refused for."""
+    refused = PostgresStore(f"postgresql://bob@127.0.0.1:{closed_port}/test", timeout_s=0.3)
+    with stall_proxy(postgres_url) as (proxy, url):
+        hanging = PostgresStore(url, timeout_s=0.5)
+        try:
+            with pytest.raises(TelemetryError, match="refused") as first:
+                refused.schema_version()
+            assert str(closed_port) in str(first.value)
+            proxy.stall()
+            with pytest.raises(TelemetryError, match="no connection to PostgreSQL") as info:
+                hanging.schema_version()
+            assert "refused" not in str(info.value) and str(closed_port) not in str(info.value)
+        finally:
+            hanging.close()
+            refused.close()

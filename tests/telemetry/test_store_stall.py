@@ -118,7 +118,7 @@ def test_closing_the_log_leaves_connection_attempts_behind_at_its_deadline() -> 
         connecting = [
             t
             for t in set(threading.enumerate()) - before
-            if t.name.startswith("llmroute-telemetry-worker") and t.is_alive()
+            if t.name.startswith(f"{store._pool_name}-worker") and t.is_alive()
         ]
         assert connecting  # not waited for: its attempt has seconds to go
     for thread in connecting:  # the server gone, the attempt fails and the worker ends

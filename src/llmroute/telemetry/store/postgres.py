@@ -16,6 +16,7 @@ one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``: measured against
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import re
@@ -115,7 +116,8 @@ _LOCK = (
 INSTALL_HINT = "PostgreSQL telemetry needs the postgres extra: pip install 'llmroute[postgres]'"
 
 
-_POOL_NAME = "llmroute-telemetry"
+_POOL_PREFIX = "llmroute-telemetry"
+_POOL_NUMBERS = itertools.count(1)  # each store's pool its own name: its failures its own
 _CLOSE_S = 5.0  # a close waits this long at most for the pool's workers (all of them)
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
 _PEEK_S = 0.05  # ... unless the pool has a connection within this (made again since)
@@ -257,27 +259,35 @@ class _ConnectionLost(TelemetryError):
     came, not cut for want of one: what the server made of it is not known."""
 
 
+_OWN_POOL = re.compile(rf"'({_POOL_PREFIX}-\d+)'")
+
+
 class _OwnPoolFailures(logging.Filter):
     """psycopg_pool logs every failed connection attempt of a pool (WARNING, unformatted,
-    on the host's stderr when it has no logging set up): for this store's pool, the store
-    says it itself, masked and at most every 10 s. Other pools' records pass."""
+    on the host's stderr when it has no logging set up): for these stores' pools, the
+    store says it itself, masked and at most every 10 s. Other pools' records pass."""
 
-    last_error: tuple[float, str] | None = None
-    """When and what the newest failed connection attempt of this store's pool logged
-    (psycopg's own message: a missing database, a refused password, a refused
-    connection), so that a timeout can say why rather than guess the server is down."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_error: dict[str, tuple[float, str]] = {}
+        """Per pool name, when and what its newest failed connection attempt logged
+        (psycopg's own message: a missing database, a refused password, a refused
+        connection), so that a timeout can say why rather than guess the server is
+        down."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _POOL_NAME not in message:
+        own = _OWN_POOL.search(message)
+        if own is None:
             return True
-        if record.levelno >= logging.WARNING:
-            self.last_error = (time.monotonic(), message)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.levelno >= logging.WARNING and any(isinstance(a, Exception) for a in args):
+            self.last_error[own[1]] = (time.monotonic(), message)  # a failed attempt
         return False
 
-    def reason(self, within_s: float) -> str | None:
-        """The last failure's message, if it came in the last `within_s` seconds."""
-        last = self.last_error
+    def reason(self, pool: str, within_s: float) -> str | None:
+        """The last failure of `pool`, if it came in the last `within_s` seconds."""
+        last = self.last_error.get(pool)
         return last[1] if last is not None and time.monotonic() - last[0] <= within_s else None
 
 
@@ -345,12 +355,13 @@ class PostgresStore(SqlReads):
         self._secret = str(password) if password else None
         self._timeout_s = timeout_s
         self._answer_s = answer_timeout_s
+        self._pool_name = f"{_POOL_PREFIX}-{next(_POOL_NUMBERS)}"
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = pool_class(
             url,
             min_size=1,
             max_size=max(1, pool_size),
             open=False,
-            name=_POOL_NAME,
+            name=self._pool_name,
             timeout=timeout_s,
             # A new attempt chain starts on the next request once one gives up, so
             # recovery after an outage takes seconds, not the default 5-minute backoff.
@@ -423,7 +434,7 @@ class PostgresStore(SqlReads):
                     f"{self._timeout_s:g} s moments ago; tried again in {_DOWN_S:g} s)"
                 ) from None
             self._down_until = time.monotonic() + _DOWN_S
-            last = _POOL_FILTER.reason(self._timeout_s + 1.0)
+            last = _POOL_FILTER.reason(self._pool_name, self._timeout_s + 1.0)
             why = f": {self._clean(last)}" if last else " (is the server up?)"
             raise TelemetryError(
                 f"cannot {what}: no connection to PostgreSQL at {self.url} within "
@@ -552,6 +563,7 @@ class PostgresStore(SqlReads):
         if opened:
             bound = _CLOSE_S if timeout_s is None else max(0.0, timeout_s)
             self._pool.close(timeout=bound / max(1, self._pool.num_workers))
+        _POOL_FILTER.last_error.pop(self._pool_name, None)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
