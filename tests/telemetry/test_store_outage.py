@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from stall_proxy import stall_proxy
+from telemetry_records import PG_BASE
 
 from llmroute.errors import TelemetryError
 from llmroute.telemetry.store import postgres
@@ -184,6 +185,32 @@ def test_a_psycopg_pool_without_them_gets_the_stock_pool_and_a_line(
         assert len(said) == 1 and "ConnectionPool._gone_in_a_later_release" in said[0]
     finally:
         postgres._steady_pool.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("user", "database", "reason"),
+    [
+        ("postgres", "h8_nosuchdb", 'database "h8_nosuchdb" does not exist'),
+        ("h8_nosuchrole:s3cret-pw", "test", 'role "h8_nosuchrole" does not exist'),
+    ],
+    ids=["database", "role"],
+)
+def test_a_refusal_no_retry_can_mend_fails_at_once_with_its_reason(
+    _pg_available: None, user: str, database: str, reason: str
+) -> None:
+    """A missing database or role is answered at once, and no attempt within the
+    timeout can mend it: the call says so rather than wait out its timeout and report
+    no connection ("report --url .../nosuchdb" took 7.8 s to fail)."""
+    host = PG_BASE.split("@", 1)[1].rsplit("/", 1)[0]
+    store = PostgresStore(f"postgresql://{user}@{host}/{database}", timeout_s=10)
+    try:
+        with pytest.raises(TelemetryError) as info:
+            store.schema_version()
+    finally:
+        store.close()
+    message = str(info.value)
+    assert f"refused the connection: FATAL:  {reason}" in message
+    assert "within" not in message and "s3cret-pw" not in message
 
 
 def test_a_store_quotes_its_own_pools_failure_not_anothers(

@@ -442,3 +442,36 @@ def test_records_a_slow_store_keeps_past_the_close_are_said(
     said = [r.getMessage() for r in caplog.records if "not written within" in r.getMessage()]
     assert len(said) == 1 and "3 decision record(s)" in said[0], caplog.text
     assert writer.written == 4
+
+
+def test_a_log_that_cannot_be_prepared_is_said_at_most_every_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store refused for good (a missing database) fails its migration at once; the
+    writer tried again in its backoff and said each failure ("cannot prepare the
+    decision log" every few seconds for as long as the gateway ran): it says one a
+    10 s, with how many it held back."""
+    from llmroute.errors import TelemetryError
+    from llmroute.telemetry import writer as writer_module
+
+    tries: list[float] = []
+
+    class Refused(SqliteStore):
+        def migrate(self) -> int:
+            tries.append(time.monotonic())
+            raise TelemetryError('cannot migrate: FATAL:  database "nosuchdb" does not exist')
+
+    monkeypatch.setattr(writer_module, "_BACKOFF_FIRST_S", 0.001)
+    monkeypatch.setattr(writer_module, "_BACKOFF_MAX_S", 0.001)
+    store = Refused(tmp_path / "t.db")
+    writer = TelemetryWriter(store, flush_seconds=0.005)
+    with caplog.at_level(logging.WARNING, logger="llmroute.telemetry"):
+        writer.start()
+        deadline = time.monotonic() + 10
+        while len(tries) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.close(5)
+    store.close()
+    said = [r for r in caplog.records if "cannot prepare" in r.getMessage()]
+    assert len(tries) >= 5
+    assert len(said) == 1, [r.getMessage() for r in said]

@@ -12,7 +12,9 @@ write) drops the batch in hand, counts it as ``store_error`` and backs off (0.5 
 doubling to 10 s): records arriving meanwhile are dropped without calling the store, so
 a dead database costs neither memory nor a blocked `flush`. The next attempt migrates
 again before writing (cheap when up to date; it also recreates a lost schema), and the
-first success resets the backoff: the log recovers by itself.
+first success resets the backoff: the log recovers by itself. A migration failing with
+no batch in hand (a database refusing every connection) is logged at most every 10 s,
+with how many tries failed since the last line.
 
 With a retention period (``telemetry.retention_days``) the thread also erases the
 decisions older than it, once migrated and then hourly: at most `PRUNE_BATCH` a
@@ -49,6 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from llmroute.log_every import LogEvery
 from llmroute.registry.schema import TelemetrySettings
 from llmroute.telemetry.record import DecisionRecord
 from llmroute.telemetry.store import open_store
@@ -115,6 +118,7 @@ class TelemetryWriter:
         self._dropped = {QUEUE_FULL: 0, STORE_ERROR: 0, CLOSED: 0, ROW_ERROR: 0}
         self._last_log: dict[str, float] = {}
         self._unsaid: dict[str, int] = {}  # per reason: drops since its last WARNING
+        self._unprepared = LogEvery(_LOG_EVERY_S)  # failed migrations without a batch
         self._ready = False  # migrated since the last store error
         self._retry_at = 0.0  # monotonic time before which the store is not called
         self._backoff = _BACKOFF_FIRST_S
@@ -422,9 +426,14 @@ class TelemetryWriter:
             detail = _describe(exc)
             if batch:
                 self._drop(len(batch), STORE_ERROR, detail)
-            else:
+            elif (held := self._unprepared.due("migrate")) is not None:
+                # a refusal no retry mends (a missing database) fails at once: said at
+                # most every 10 s, not at each try of the backoff
                 log.warning(
-                    "telemetry %s: cannot prepare the decision log: %s", self.store.url, detail
+                    "telemetry %s: cannot prepare the decision log: %s%s",
+                    self.store.url,
+                    detail,
+                    LogEvery.since(held),
                 )
             return None
         if self._backoff != _BACKOFF_FIRST_S:

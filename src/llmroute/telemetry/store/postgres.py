@@ -121,6 +121,7 @@ _POOL_NUMBERS = itertools.count(1)  # each store's pool its own name: its failur
 _CLOSE_S = 5.0  # a close waits this long at most for the pool's workers (all of them)
 _DOWN_S = 5.0  # after a timeout without a connection, calls fail at once this long
 _PEEK_S = 0.05  # ... unless the pool has a connection within this (made again since)
+_REFUSED_POLL_S = 0.1  # a call waiting for a connection looks this often for a refusal
 # A migration (an index built on a large table) and a forget (a user's rows across the
 # whole log) may take longer than `answer_timeout_s` on a server that works.
 _LONG_ANSWER_S = 900.0
@@ -259,6 +260,15 @@ class _ConnectionLost(TelemetryError):
     came, not cut for want of one: what the server made of it is not known."""
 
 
+# A server's refusal of a connection that trying again cannot mend (libpq's message,
+# the server's in English): a missing database or role, a refused password, no
+# pg_hba.conf entry, no CONNECT privilege, a password the server wants and the URL lacks.
+_REFUSAL = re.compile(
+    r'FATAL:\s+(database "[^"]*" does not exist|role "[^"]*" does not exist'
+    r"|[\w ]*authentication failed for user|no pg_hba\.conf entry"
+    r"|permission denied for database|User does not have CONNECT privilege)"
+    r"|fe_sendauth: no password supplied"
+)
 _OWN_POOL = re.compile(rf"'({_POOL_PREFIX}-\d+)'")
 
 
@@ -289,6 +299,11 @@ class _OwnPoolFailures(logging.Filter):
         """The last failure of `pool`, if it came in the last `within_s` seconds."""
         last = self.last_error.get(pool)
         return last[1] if last is not None and time.monotonic() - last[0] <= within_s else None
+
+    def refusal(self, pool: str, within_s: float) -> str | None:
+        """That failure's reason, if it is a refusal no new attempt can mend."""
+        found = _REFUSAL.search(self.reason(pool, within_s) or "")
+        return found[0] if found else None
 
 
 _POOL_FILTER = _OwnPoolFailures()
@@ -417,7 +432,7 @@ class PostgresStore(SqlReads):
         lent: list[psycopg.Connection[tuple[Any, ...]]] = []
         try:
             with (
-                self._pool.connection(timeout=_PEEK_S if down else self._timeout_s) as conn,
+                self._lend(what, _PEEK_S if down else self._timeout_s) as conn,
                 cutoff.watching(conn),
             ):
                 lent.append(conn)
@@ -450,6 +465,35 @@ class PostgresStore(SqlReads):
             if lent and lent[0].broken:
                 raise _ConnectionLost(message) from None
             raise TelemetryError(message) from None
+
+    @contextmanager
+    def _lend(self, what: str, timeout_s: float) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """`ConnectionPool.connection(timeout_s)`, but a wait that finds the pool's
+        newest attempt refused for good (`_REFUSAL`: a missing database or role, a
+        refused password) fails at once with the server's reason rather than wait out
+        `timeout_s`: no attempt within it could succeed."""
+        from psycopg_pool import PoolTimeout
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                conn = self._pool.getconn(timeout=max(0.001, min(left, _REFUSED_POLL_S)))
+                break
+            except PoolTimeout:
+                refused = _POOL_FILTER.refusal(self._pool_name, self._timeout_s + 1.0)
+                if refused is not None:
+                    raise TelemetryError(
+                        f"cannot {what}: PostgreSQL at {self.url} refused the connection: "
+                        f"{self._clean(refused)}"
+                    ) from None
+                if left <= _REFUSED_POLL_S:
+                    raise
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
     # -- schema --------------------------------------------------------------------
 
