@@ -132,20 +132,17 @@ _NEXT_CHECK_S = 0.05  # between a pooled connection found broken and the next's 
 
 # What `_steady_pool` overrides or calls of psycopg_pool's private API, with the
 # parameters it passes: as in psycopg_pool 3.2.1 to 3.3.3 (read: 3.2.1, 3.2.2, 3.2.3,
-# 3.2.6, 3.3.3). 3.2.0 has neither `_getconn_with_check_loop` nor `AttemptWithBackoff`
-# and gets the stock pool; test_store_outage fails on a release that differs.
+# 3.2.6, 3.3.3). 3.2.0 has no `AttemptWithBackoff` and gets the stock pool;
+# test_store_outage fails on a release that differs.
 _STEADY_NEEDS: dict[str, tuple[str, ...]] = {
     "ConnectionPool._add_connection": ("self", "attempt", "growing"),
-    "ConnectionPool._getconn_with_check_loop": ("self", "deadline"),
-    "ConnectionPool._getconn_unchecked": ("self", "timeout"),
-    "ConnectionPool._check_connection": ("self", "conn"),
-    "ConnectionPool._putconn": ("self", "conn", "from_getconn"),
     "AttemptWithBackoff.__init__": ("self", "timeout"),
     "AttemptWithBackoff.update_delay": ("self", "now"),
+    "AttemptWithBackoff.time_to_give_up": ("self", "now"),
 }
 # ... and what those must read or call for the overrides to take effect
 _STEADY_USES: dict[str, tuple[str, ...]] = {
-    "ConnectionPool.getconn": ("_getconn_with_check_loop",),
+    "ConnectionPool._add_connection": ("update_delay", "time_to_give_up"),
     "AttemptWithBackoff.update_delay": ("INITIAL_DELAY", "DELAY_BACKOFF"),
 }
 
@@ -193,10 +190,11 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
     come every `_RECONNECT_EVERY_S` (jittered by a tenth) until `reconnect_timeout`,
     rather than 1, 2, 4, 8 s apart: a server away 3.5 s was found back 7 s after it
     went, the decision log dropping records all the while (each call waits
-    `timeout_s` for a connection, then the writer backs off). It overrides private
-    methods: where the installed psycopg_pool lacks one of them as `_STEADY_NEEDS`
-    says (`_steady_gaps`), the stock pool, and a line saying so."""
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    `timeout_s` for a connection, then the writer backs off). psycopg_pool has no
+    public setting for it: it overrides a private method and subclasses a private
+    class; where the installed psycopg_pool lacks them as `_STEADY_NEEDS` says
+    (`_steady_gaps`), the stock pool, and a line saying so."""
+    from psycopg_pool import ConnectionPool
 
     gaps = _steady_gaps()
     if gaps:
@@ -222,26 +220,6 @@ def _steady_pool() -> type[ConnectionPool[Any]]:
             self, attempt: AttemptWithBackoff | None, growing: bool = False
         ) -> None:
             super()._add_connection(attempt or self.reconnect_attempt(), growing)
-
-        def _getconn_with_check_loop(self, deadline: float) -> Any:
-            """A connection that passed the check, lent by `deadline`. One that fails
-            it is discarded and the next is tried after `_NEXT_CHECK_S`: psycopg_pool
-            waited 0, 1, 2, 4 s between them, so a call finding the four connections of
-            a restarted server broken ran out of its timeout on a server that was back
-            (its pool said it needed no more, its new connections came meanwhile)."""
-            while True:
-                conn = self._getconn_unchecked(deadline - time.monotonic())
-                try:
-                    self._check_connection(conn)
-                except BaseException as exc:
-                    self._putconn(conn, from_getconn=True)
-                    if not isinstance(exc, Exception):
-                        raise  # cancelled: not tried again
-                else:
-                    return conn
-                if time.monotonic() + _NEXT_CHECK_S >= deadline:
-                    raise PoolTimeout()
-                time.sleep(_NEXT_CHECK_S)
 
     return SteadyPool
 
@@ -279,13 +257,26 @@ class _OwnPoolFailures(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
+        self._quiet = threading.local()  # this thread is giving back a connection it closed
         self.last_error: dict[str, tuple[float, str]] = {}
         """Per pool name, when and what its newest failed connection attempt logged
         (psycopg's own message: a missing database, a refused password, a refused
         connection), so that a timeout can say why rather than guess the server is
         down."""
 
+    @contextmanager
+    def discarding(self) -> Iterator[None]:
+        """psycopg_pool's WARNING for a closed connection given back is left out: the
+        store closed it, having found it broken (the pool's own check says that at INFO)."""
+        self._quiet.on = True
+        try:
+            yield
+        finally:
+            self._quiet.on = False
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self._quiet, "on", False) and str(record.msg).startswith("discarding closed"):
+            return False
         message = record.getMessage()
         own = _OWN_POOL.search(message)
         if own is None:
@@ -381,7 +372,8 @@ class PostgresStore(SqlReads):
             # A new attempt chain starts on the next request once one gives up, so
             # recovery after an outage takes seconds, not the default 5-minute backoff.
             reconnect_timeout=10.0,
-            check=self._check,
+            # no `check=`: `_lend` checks what it is lent, and walks through broken
+            # connections 50 ms apart (psycopg_pool's own check waits 0, 1, 2, 4 s)
             kwargs={"connect_timeout": max(2, connect_timeout_s), "application_name": "llmroute"},
         )
         self._open_lock = threading.Lock()
@@ -468,18 +460,48 @@ class PostgresStore(SqlReads):
 
     @contextmanager
     def _lend(self, what: str, timeout_s: float) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """`ConnectionPool.connection(timeout_s)`, but a wait that finds the pool's
-        newest attempt refused for good (`_REFUSAL`: a missing database or role, a
-        refused password) fails at once with the server's reason rather than wait out
-        `timeout_s`: no attempt within it could succeed."""
+        """`ConnectionPool.connection(timeout_s)`, the pool's check of a connection made
+        here through its public API: one that fails it is closed and given back (the
+        pool makes another) and the next is checked `_NEXT_CHECK_S` later, not 0, 1, 2,
+        4 s later as psycopg_pool's own check loop waits (a call finding the four
+        connections of a restarted server broken ran out of its timeout on a server that
+        was back). A wait `_getconn` finds refused for good fails at once."""
         from psycopg_pool import PoolTimeout
 
         deadline = time.monotonic() + timeout_s
         while True:
+            conn = self._getconn(what, deadline)
+            try:
+                self._check(conn)
+            except Exception:
+                conn.close()
+                with _POOL_FILTER.discarding():
+                    self._pool.putconn(conn)
+                if time.monotonic() + _NEXT_CHECK_S >= deadline:
+                    raise PoolTimeout() from None
+                time.sleep(_NEXT_CHECK_S)
+                continue
+            except BaseException:
+                self._pool.putconn(conn)  # cancelled: given back, not tried again
+                raise
+            break
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _getconn(self, what: str, deadline: float) -> psycopg.Connection[tuple[Any, ...]]:
+        """A connection from the pool by `deadline` (else `PoolTimeout`), unchecked; a
+        wait that finds the pool's newest attempt refused for good (`_REFUSAL`: a missing
+        database or role, a refused password) fails at once with the server's reason
+        rather than wait out the deadline: no attempt before it could succeed."""
+        from psycopg_pool import PoolTimeout
+
+        while True:
             left = deadline - time.monotonic()
             try:
-                conn = self._pool.getconn(timeout=max(0.001, min(left, _REFUSED_POLL_S)))
-                break
+                return self._pool.getconn(timeout=max(0.001, min(left, _REFUSED_POLL_S)))
             except PoolTimeout:
                 refused = _POOL_FILTER.refusal(self._pool_name, self._timeout_s + 1.0)
                 if refused is not None:
@@ -489,11 +511,6 @@ class PostgresStore(SqlReads):
                     ) from None
                 if left <= _REFUSED_POLL_S:
                     raise
-        try:
-            with conn:
-                yield conn
-        finally:
-            self._pool.putconn(conn)
 
     # -- schema --------------------------------------------------------------------
 
