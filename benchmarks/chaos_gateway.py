@@ -988,7 +988,13 @@ def _trouble_begins(
     if trouble is not None:
         pg["probe_p50_s_before"] = _median(asyncio.run(_probe(url, ledger, "pre")))
         for _ in range(100):  # bounded: 20 s
-            if _tagged(log, "pre") >= PROBE_REQUESTS:
+            try:
+                written = _tagged(log, "pre")
+            except Exception as exc:  # the writer has not made the table yet
+                if "does not exist" not in str(exc):
+                    raise
+                written = 0
+            if written >= PROBE_REQUESTS:
                 break
             time.sleep(0.2)
         trouble.start()

@@ -391,7 +391,7 @@ class PostgresStore(SqlReads):
         return message.strip().splitlines()[0] if message.strip() else message
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check of a connection before lending it (an empty query), cut
+        """The check of a pooled connection before a call uses it (an empty query), cut
         after `timeout_s`: on a server that stopped answering it waited forever."""
         from psycopg_pool import ConnectionPool
 
