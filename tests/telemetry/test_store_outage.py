@@ -237,3 +237,27 @@ def test_a_store_quotes_its_own_pools_failure_not_anothers(
         finally:
             hanging.close()
             refused.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [
+        ('FATAL:  password authentication failed for user "bob"', True),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "bob", database "x"', True),
+        ('FATAL:  role "bob" is not permitted to log in', True),
+        ("fe_sendauth: no password supplied", True),
+        ("FATAL:  the database system is starting up", False),
+        ("FATAL:  sorry, too many clients already", False),
+        ("FATAL:  terminating connection due to administrator command", False),
+        ("Connection refused\n\tIs the server running on that host?", False),
+    ],
+    ids=["password", "pg_hba", "nologin", "no-password", "starting", "full", "admin", "down"],
+)
+def test_which_refusals_no_retry_can_mend(message: str, refused: bool) -> None:
+    """Only what a new attempt cannot mend fails a call at once; a server starting up,
+    full or restarting is waited for."""
+    line = f"error connecting in 'p': connection failed: ... failed: {message}"
+    found = postgres._REFUSAL.search(line)
+    assert (found is not None) is refused
+    if found:
+        assert found[0] == message

@@ -242,10 +242,10 @@ class _ConnectionLost(TelemetryError):
 # the server's in English): a missing database or role, a refused password, no
 # pg_hba.conf entry, no CONNECT privilege, a password the server wants and the URL lacks.
 _REFUSAL = re.compile(
-    r'FATAL:\s+(database "[^"]*" does not exist|role "[^"]*" does not exist'
-    r"|[\w ]*authentication failed for user|no pg_hba\.conf entry"
-    r"|permission denied for database|User does not have CONNECT privilege)"
-    r"|fe_sendauth: no password supplied"
+    r'(FATAL:\s+(database "[^"]*" does not exist|role "[^"]*" does not exist'
+    r'|role "[^"]*" is not permitted to log in|[\w ]*authentication failed for user'
+    r"|no pg_hba\.conf entry|permission denied for database"
+    r"|User does not have CONNECT privilege)|fe_sendauth: no password supplied)[^\n]*"
 )
 _OWN_POOL = re.compile(rf"'({_POOL_PREFIX}-\d+)'")
 
