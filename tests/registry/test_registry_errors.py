@@ -11,6 +11,7 @@ from llmroute.errors import ConfigError
 from llmroute.layers.llm_router import NONE
 from llmroute.registry import ConfigErrors, load_registry, parse_registry
 from llmroute.registry.lint import lint
+from llmroute.registry.schema import MAX_NAME_CHARS
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
@@ -758,6 +759,38 @@ def test_a_long_key_is_not_echoed_whole() -> None:
     errors = errors_of("\n".join(lines) + "\n")
     assert any((e.field or "").startswith("models.kkk") for e in errors), errors
     assert all(len(str(e)) < 2_100 for e in errors), str(errors)[:200]
+
+
+def test_a_name_the_schema_allows_is_named_whole_in_an_error() -> None:
+    """Names may be 256 characters (`MAX_NAME_CHARS`), but an error's field cut a key at
+    80 and a message cut a name at 60: a 200-character model or alias could not be
+    found from its error. A name up to the limit is named whole, in the field and in
+    the message, quoted or bare."""
+    model = "m" * MAX_NAME_CHARS
+    bogus = errors_of(replace_line(VALID, 7, f"{model}: {{provider: local, model: m, bogus: 1}}"))
+    assert f"models.{model}.bogus" in [e.field for e in bogus], bogus
+    alias = "my alias " + "a" * 191  # 200 characters; a space: quoted in the field
+    error = one_error(VALID + f"aliases: {{'{alias}': nothing}}\n")
+    assert error.field == f"aliases[{alias!r}]", error
+    control = "b" * 199 + "\t"
+    error = one_error(VALID + f'aliases: {{"{control[:-1]}\\t": small}}\n')
+    assert repr(control) in error.message and "…" not in str(error), error
+    route = "r" * 200
+    error = one_error(replace_line(VALID, 28, f"default: {route}"))
+    assert f"write default: {{target: {route}}}" in error.message, error
+
+
+def test_a_key_past_the_name_limit_is_cut_in_the_field() -> None:
+    """Past `MAX_NAME_CHARS` a key is no name the registry allows: its first 256
+    characters are shown, then '…' (a 100 kB key is not repeated in each error)."""
+    key = "k" * 100_000
+    lines = VALID.splitlines()
+    lines[6:6] = [f"  ? {key}", "  : {provider: local, model: m}"]
+    errors = errors_of("\n".join(lines) + "\n")
+    assert f"models.{'k' * MAX_NAME_CHARS}…" in [e.field for e in errors], errors
+    quoted = errors_of(VALID + f"aliases: {{? 'a {key}' : small}}\n")
+    assert [e.field for e in quoted] == [f"aliases[{('a ' + key)[:MAX_NAME_CHARS]!r}…]"], quoted
+    assert all(len(str(e)) < 1_000 for e in errors + quoted), str(errors)[:200]
 
 
 def test_a_key_yaml_reads_as_a_date_is_named_as_written() -> None:

@@ -18,8 +18,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from llmroute.errors import ConfigError, shown
-from llmroute.registry._paths import Path, PathProblems, did_you_mean, format_path
+from llmroute.errors import ConfigError
+from llmroute.registry._paths import (
+    MAX_NAME_CHARS,
+    Path,
+    PathProblems,
+    did_you_mean,
+    format_path,
+    shown_name,
+)
 from llmroute.registry._yaml import Document
 from llmroute.registry.schema import Registry
 
@@ -193,7 +200,7 @@ def _message(error: ErrorDetails, loc: Path) -> str:
     kind = error["type"]
     given = error["input"]
     if kind == "model_type" and loc == ("default",) and isinstance(given, str):
-        name = given if _NAME.fullmatch(given) else shown(given, 60)
+        name = given if _NAME.fullmatch(given) else shown_name(given)
         return f"must be a mapping: write default: {{target: {name}}}"
     if kind == "too_short" and isinstance(error["input"], list | tuple | dict | str):
         least = error["ctx"]["min_length"]
@@ -261,7 +268,7 @@ def _policy_key(key: str, meant: str | None, loc: Path, root: type[BaseModel]) -
     return None
 
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # a model's name, written bare
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME_CHARS - 1}}}")  # a name, bare
 
 # what LiteLLM and OpenAI's clients call keys of ours ("did you mean" misses them: it
 # offered 'max_tokens' for max_retries)

@@ -11,14 +11,24 @@ import re
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 
-from llmroute.errors import shown
-
-__all__ = ["Path", "PathProblems", "Problem", "did_you_mean", "format_path"]
+__all__ = [
+    "MAX_NAME_CHARS",
+    "Path",
+    "PathProblems",
+    "Problem",
+    "did_you_mean",
+    "format_path",
+    "shown_name",
+]
 
 Path = tuple[str | int, ...]
 Problem = tuple[Path, str]
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SHOWN_KEY = 80  # a longer key (a megabyte name) is cut in the path
+# Names go into response headers, metrics labels, log lines and the decision log: ASCII
+# without line breaks, and short (an alias may be a fine-tuned model's id, ``ft:...``, of
+# up to about 150 characters). An error names one whole, so that it can be found in the
+# file; a longer key (a megabyte ``? key``) is cut past the limit.
+MAX_NAME_CHARS = 256
 
 
 class PathProblems(ValueError):
@@ -35,18 +45,24 @@ class PathProblems(ValueError):
 
 
 def format_path(path: Iterable[str | int]) -> str:
-    """``("routes", 2, "target")`` → ``routes[2].target``; odd keys are quoted, long
-    ones cut."""
+    """``("routes", 2, "target")`` → ``routes[2].target``; odd keys are quoted, keys
+    longer than a name may be cut (`shown_name`)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         elif _PLAIN_KEY.fullmatch(part):
-            part = part if len(part) <= _SHOWN_KEY else part[: _SHOWN_KEY - 1] + "…"
+            part = part if len(part) <= MAX_NAME_CHARS else part[:MAX_NAME_CHARS] + "…"
             out += f".{part}" if out else part
         else:
-            out += f"[{shown(part, _SHOWN_KEY)}]"
+            out += f"[{shown_name(part)}]"
     return out
+
+
+def shown_name(name: str) -> str:
+    """`name` quoted for an error, whole up to `MAX_NAME_CHARS` characters (escapes
+    and all), else its first `MAX_NAME_CHARS` and ``…``."""
+    return repr(name) if len(name) <= MAX_NAME_CHARS else f"{name[:MAX_NAME_CHARS]!r}…"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -31,7 +31,13 @@ from pydantic import (
 
 from llmroute.errors import ConfigError, shown
 from llmroute.registry import chat_formats
-from llmroute.registry._paths import PathProblems, Problem, did_you_mean
+from llmroute.registry._paths import (
+    MAX_NAME_CHARS,
+    PathProblems,
+    Problem,
+    did_you_mean,
+    shown_name,
+)
 from llmroute.safety._pii_span import PII_TYPES
 
 __all__ = [
@@ -87,10 +93,6 @@ Balance = Literal["weighted", "least_in_flight", "latency", "sticky"]
 # give them its policy (a pinned model got its fallbacks, timeouts and safety profile)
 RESERVED_ROUTE_NAMES = frozenset({"auto", "default", "pinned"})
 _LLM_NONE = "none"  # the LLM router's answer for the default (`llm_router.NONE`)
-# Names go into response headers, metrics labels, log lines and the decision log: ASCII
-# without line breaks, and short (an alias may be a fine-tuned model's id, ``ft:...``, of
-# up to about 150 characters)
-MAX_NAME_CHARS = 256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -156,7 +158,7 @@ def _free_name_problem(value: str) -> str | None:
         return str(exc)
     control = _CONTROL.search(value)
     if control is not None:
-        return f"name {shown(value, 60)} holds a control character ({control.group()!r})"
+        return f"name {shown_name(value)} holds a control character ({control.group()!r})"
     return None
 
 
