@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from registry_helpers import VALID, one_error
 
+from llmroute.errors import ConfigError
 from llmroute.registry import parse_registry
+from llmroute.registry.cases import parse_cases
 from llmroute.registry.schema import MAX_NAME_CHARS
 
 LONG = "n" * (MAX_NAME_CHARS + 1)
@@ -184,6 +186,66 @@ def test_an_integer_past_what_python_reads_is_out_of_range() -> None:
     error = one_error(VALID.replace("k: 3", f"k: {'9' * 5000}"))
     assert (error.line, error.field) == (16, "intent.k"), error
     assert error.message == "out of range: an integer of 5,000 digits"
+
+
+HUGE = "9" * 5000  # past Python's 4,300 digits for int()
+
+
+@pytest.mark.parametrize(
+    ("line", "old", "field"),
+    [
+        (20, "description: programming help", "routes[0].description"),
+        (10, "model: gpt-4.1", "models.large.model"),
+        (31, "when: {header: {X-Tenant: acme}}", "rules[0].when.header.X-Tenant"),
+    ],
+)
+def test_a_huge_unquoted_number_in_a_text_field_says_to_quote_it(
+    line: int, old: str, field: str
+) -> None:
+    """A plain number of 4,300+ digits where text goes was "out of range": the user meant
+    text, and YAML read it as an integer Python will not make."""
+    new = old.replace("acme", HUGE) if "acme" in old else f"{old.split(':')[0]}: {HUGE}"
+    error = one_error(VALID.replace(old, new))
+    assert (error.line, error.field) == (line, field), error
+    assert error.message == (
+        "an unquoted number of 5,000 digits: YAML reads it as an integer, and this field "
+        "is text; quote it"
+    ), error
+
+
+def test_a_huge_number_keeps_out_of_range_where_a_number_goes_or_its_tag_says_so() -> None:
+    for old, new, field in [
+        ("context_window: 1047576", f"context_window: {HUGE}", "models.large.context_window"),
+        ("price: {input: 2.0,", f"price: {{input: {HUGE},", "models.large.price.input"),
+        ("description: programming help", f"description: !!int {HUGE}", "routes[0].description"),
+    ]:
+        error = one_error(VALID.replace(old, new))
+        assert error.field == field, error
+        assert error.message == "out of range: an integer of 5,000 digits", error
+
+
+def test_a_huge_unquoted_number_as_a_key_says_to_quote_it() -> None:
+    """(Written ``? key``: YAML's plain keys stop at 1,024 characters.)"""
+    error = one_error(VALID.replace("models:\n", f"models:\n  ? {HUGE}\n  : {{provider: local}}\n"))
+    assert (error.line, error.field) == (7, f"models.{HUGE[:MAX_NAME_CHARS]}…"), error
+    assert error.message == "a key YAML reads as an integer of 5,000 digits: quote it", error
+
+
+def test_a_huge_unquoted_number_in_a_cases_file_says_to_quote_it() -> None:
+    """A prompt is text; a chat body's value may be text or a number (either is said)."""
+    registry = parse_registry(VALID).registry
+    for case, field, said in [
+        (f"{{prompt: {HUGE}, expect: {{route: code}}}}", "cases[0].prompt", "this field is text"),
+        (
+            f"{{request: {{max_tokens: {HUGE}}}, expect: {{route: code}}}}",
+            "cases[0].request.max_tokens",
+            "out of range: an integer of 5,000 digits (quote it if it is text)",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_cases(f"cases:\n  - {case}\n", registry, source="c.yaml")
+        assert (info.value.line, info.value.field) == (2, field), info.value
+        assert said in info.value.message and HUGE not in str(info.value), info.value
 
 
 @pytest.mark.parametrize("text", ["!!python/name:os.system ''\n", "--- !!set {a, b}\n"])

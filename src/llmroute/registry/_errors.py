@@ -30,7 +30,13 @@ from llmroute.registry._paths import (
 from llmroute.registry._yaml import Document
 from llmroute.registry.schema import Registry
 
-__all__ = ["ConfigErrors", "problems_from", "to_config_errors", "yaml_problems"]
+__all__ = [
+    "ConfigErrors",
+    "number_message",
+    "problems_from",
+    "to_config_errors",
+    "yaml_problems",
+]
 
 _MAX_MESSAGE = 1_000
 _LISTED = 100
@@ -295,6 +301,61 @@ def _key_not_text(key: object, loc: Path, root: type[BaseModel]) -> str:
     allowed = _allowed_keys(loc, root)
     hint = " (did you mean 'turn_off'?)" if key is False and "turn_off" in allowed else ""
     return f"{message}{hint}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+
+
+def number_message(path: Path, digits: int, root: type[BaseModel]) -> str:
+    """What to say of a plain number of `digits` digits (past Python's 4,300 for int())
+    at `path` of the data `root` validates: out of range where a number goes; quote it
+    where text goes (a description, a model id, a header value: the user meant text)."""
+    out_of_range = f"out of range: an integer of {digits:,} digits"
+    kinds = {_number_or_text(annotation) for annotation in _annotations_at(path, root)}
+    if kinds == {"text"}:
+        return (
+            f"an unquoted number of {digits:,} digits: YAML reads it as an integer, and this "
+            "field is text; quote it"
+        )
+    return out_of_range + (" (quote it if it is text)" if "either" in kinds else "")
+
+
+def _annotations_at(path: Path, root: type[BaseModel]) -> list[Any]:
+    """The types a value at `path` (a data path: no union tags) may take, each union
+    branch that has the path followed."""
+    current: list[Any] = [root]
+    for part in path:
+        after: list[Any] = []
+        for annotation in current:
+            for arg in _unwrap(annotation):
+                origin = typing.get_origin(arg)
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    field = arg.model_fields.get(str(part))
+                    after += [field.annotation] if field is not None else []
+                elif origin in {tuple, list} and isinstance(part, int):
+                    after.append(typing.get_args(arg)[0])
+                elif origin is dict:
+                    after.append(typing.get_args(arg)[1])
+                elif arg is Any:
+                    after.append(Any)
+        current = after
+    return current
+
+
+def _number_or_text(annotation: Any) -> str:
+    """``number`` where an int or a float goes, ``text`` where only text does, ``either``
+    where any value does (a chat body's), ``other`` (a list, a mapping: neither)."""
+    kinds = set()
+    for arg in _unwrap(annotation):
+        if arg is Any:
+            return "either"
+        if arg in (int, float) or (
+            typing.get_origin(arg) is typing.Literal
+            and any(isinstance(v, int) for v in typing.get_args(arg))
+        ):
+            kinds.add("number")
+        elif arg is str:
+            kinds.add("text")
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "either" if kinds else "other"
 
 
 def _allowed_keys(loc: Path, root: type[BaseModel]) -> list[str]:

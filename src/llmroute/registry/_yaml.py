@@ -78,12 +78,15 @@ class TooLarge(ValueError):
 class Tagged(ValueError):
     """A value (or key) at `path`, on `line`, that the file tags explicitly with a tag
     other than a plain scalar's (``!!binary``, ``!!set``, ``!!python/...``), or with one
-    its text does not fit (``!!int abc``)."""
+    its text does not fit (``!!int abc``). `digits` is set for a plain value YAML reads
+    as an integer past Python's 4,300 digits, which may have been meant as text (the
+    loader says which by the field's type)."""
 
-    def __init__(self, message: str, line: int, path: Path) -> None:
+    def __init__(self, message: str, line: int, path: Path, digits: int | None = None) -> None:
         super().__init__(message)
         self.line = line
         self.path = path
+        self.digits = digits
 
 
 class TooDeep(ValueError):
@@ -160,10 +163,10 @@ class _Builder:
             self._aliasing -= again
             self._active.discard(id(node))
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
-        """The value of a scalar; `Tagged` for a tag the file writes that is not a plain
-        scalar's, or that its text does not fit. No tag constructs an object: the
-        constructor is PyYAML's safe one."""
+    def _scalar(self, node: yaml.ScalarNode, path: Path, key: bool = False) -> Any:
+        """The value of a scalar (a mapping's `key`); `Tagged` for a tag the file writes
+        that is not a plain scalar's, or that its text does not fit. No tag constructs an
+        object: the constructor is PyYAML's safe one."""
         explicit = self._explicit(node)
         if not explicit and node.tag in (_MERGE_TAG, _VALUE_TAG):
             return node.value  # a plain ``<<`` or ``=`` where no key is merged: text
@@ -178,9 +181,13 @@ class _Builder:
             written = shown(node.value, 60)
             digits = sum(c.isdigit() for c in node.value)
             if node.tag == _INT_TAG and _DECIMAL.fullmatch(node.value):
-                # past Python's 4,300 digits for int()
+                # past Python's 4,300 digits for int(): text, unless a number goes there
+                if key and not explicit:
+                    message = f"a key YAML reads as an integer of {digits:,} digits: quote it"
+                    raise Tagged(message, line, path) from exc
                 message = f"out of range: an integer of {digits:,} digits"
-            elif explicit:
+                raise Tagged(message, line, path, None if explicit else digits) from exc
+            if explicit:
                 message = f"the tag {_short_tag(node.tag)} does not fit {written}: not {kind}"
             else:
                 message = f"{written} reads as {kind} and is not one: quote it"
@@ -213,7 +220,7 @@ class _Builder:
                 self.problems.append((path, "mapping keys must be plain scalars"))
                 continue
             written = (*path, key_node.value)
-            key = self._scalar(key_node, written)
+            key = self._scalar(key_node, written, key=True)
             if not _plain(key):  # ``2026-01-01:``
                 self.key_lines.setdefault(written, key_node.start_mark.line + 1)
                 kind = _KEY_KINDS.get(type(key), f"a {type(key).__name__}")

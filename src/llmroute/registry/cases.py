@@ -138,6 +138,7 @@ def parse_cases(text: str, registry: Registry, *, source: str = "<string>") -> L
         source,
         empty="the cases file is empty; it needs 'cases:', a list of requests and expectations",
         top="a mapping with 'cases'",
+        root=Cases,
     )
     listed = document.data.get("cases")
     keep_as_written(  # as the registry's rules keep them (`keep_as_written`)

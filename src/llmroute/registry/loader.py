@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmroute.errors import ConfigError
 from llmroute.jsonl import not_utf8_mark
 from llmroute.registry._errors import (
     ConfigErrors,
+    number_message,
     problems_from,
     to_config_errors,
     yaml_problems,
@@ -210,6 +211,7 @@ def _document(text: str, source: str) -> Document:
         source,
         empty="the registry is empty; it needs at least providers, models, routes and default",
         top="a mapping of sections (providers, models, routes, ...)",
+        root=Registry,
     )
 
 
@@ -228,10 +230,13 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
+def parse_document(
+    text: str, source: str, *, empty: str, top: str, root: type[BaseModel]
+) -> Document:
     """YAML text → a `Document` whose top level is a mapping; `ConfigError` naming
     `source` and the line for YAML that does not parse, with `empty` for an empty file and
-    `top` (what the top level must be) for one that is not a mapping."""
+    `top` (what the top level must be) for one that is not a mapping. `root` validates
+    the data: a number too long to read is said by what its field takes."""
     # libyaml does not count a UTF-8 byte-order mark in its marks' indexes, PyYAML's parser
     # does: without it, both point into `text` alike (where `compose` looks for tags)
     text = text.removeprefix("\ufeff")
@@ -254,9 +259,8 @@ def parse_document(text: str, source: str, *, empty: str, top: str) -> Document:
         if not exc.path:  # the whole document tagged: no field to name
             message = f"the top level must be {top}, not a tagged value ({exc})"
             raise ConfigError(message, file=source, line=exc.line) from exc
-        raise ConfigError(
-            str(exc), file=source, line=exc.line, field=format_path(exc.path)
-        ) from exc
+        message = str(exc) if exc.digits is None else number_message(exc.path, exc.digits, root)
+        raise ConfigError(message, file=source, line=exc.line, field=format_path(exc.path)) from exc
     except TooLarge as exc:
         field = format_path(exc.path) or None
         raise ConfigError(str(exc), file=source, line=exc.line, field=field) from exc
