@@ -103,3 +103,14 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"cases:\n  - {prompt: caf\xe9, expect: {route: chitchat}}\n")
     with pytest.raises(ConfigError, match=r"latin1\.yaml:2: the file is not valid UTF-8"):
         load_cases(bad, REGISTRY)
+
+
+def test_aliases_past_the_cap_are_one_error_naming_the_cases_file() -> None:
+    """The registry's cap on what aliases add (100,000 values) holds for a cases file
+    too, said at the cases file (not "the registry"), at the alias that passed it."""
+    case = "  - &c {prompt: hi, expect: {route: [" + ", ".join(["code"] * 400) + "]}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_cases("cases:\n" + case + "  - *c\n" * 399, REGISTRY, source="c.yaml")
+    assert str(caught.value) == (
+        "c.yaml:1: cases[248]: aliases expand the document by more than 100,000 values"
+    )
