@@ -188,6 +188,23 @@ def test_an_integer_past_what_python_reads_is_out_of_range() -> None:
     assert error.message == "out of range: an integer of 5,000 digits"
 
 
+@pytest.mark.parametrize(
+    ("tag", "shown", "kind"),
+    [
+        ("!!float", "''", "a number"),
+        ("!!int", "''", "an integer"),
+        ("!!int '-'", "'-'", "an integer"),
+        ("!!float _", "'_'", "a number"),
+    ],
+)
+def test_a_number_tag_on_no_number_is_refused_at_its_field(tag: str, shown: str, kind: str) -> None:
+    """``threshold: !!float`` (a tag on an empty value) made PyYAML index an empty text:
+    an IndexError escaped the loader (found by fuzz_registry.py --extended)."""
+    error = one_error(VALID.replace("threshold: 0.4", f"threshold: {tag}"))
+    assert (error.line, error.field) == (17, "intent.threshold"), error
+    assert error.message == f"the tag {tag.split()[0]} does not fit {shown}: not {kind}", error
+
+
 HUGE = "9" * 5000  # past Python's 4,300 digits for int()
 
 

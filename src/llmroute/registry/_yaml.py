@@ -175,8 +175,9 @@ class _Builder:
             raise Tagged(_not_allowed(node.tag), line, path)
         try:
             return self._scalars.construct_object(node, deep=True)
-        except (ValueError, KeyError, AttributeError, TypeError, yaml.YAMLError) as exc:
-            # ``!!int abc``, ``!!bool maybe``; a plain ``2026-13-45`` is a date YAML cannot read
+        except (ValueError, KeyError, AttributeError, TypeError, IndexError, yaml.YAMLError) as exc:
+            # ``!!int abc``, ``!!bool maybe``; a plain ``2026-13-45`` is a date YAML cannot
+            # read; ``!!float`` on nothing (or on ``_``): PyYAML indexes the empty text
             kind = _SCALAR_TAGS.get(node.tag, "a date")
             written = shown(node.value, 60)
             digits = sum(c.isdigit() for c in node.value)
