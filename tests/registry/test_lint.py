@@ -484,3 +484,17 @@ def test_check_names_each_warnings_file_and_line(
     warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("warning: ")]
     assert [w.split(": ")[1] for w in warnings] == [f"{path}:8", f"{path}:8", f"{path}:5"]
     assert warnings[0].startswith(f"warning: {path}:8: routes[1].examples[0]: 'Hello there!'")
+
+
+def test_a_gguf_path_the_file_system_cannot_look_up_is_a_warning(tmp_path: Path) -> None:
+    """A file name past the file system's 255 bytes: `Path.is_file` raised OSError (File
+    name too long) out of `registry check` (found by fuzz_registry.py --extended)."""
+    registry = tmp_path / "registry.yaml"
+    name = "g" * 300 + ".gguf"
+    registry.write_text(SHARED_GGUF.replace("other.gguf", name))
+    warnings = lint_files(load_registry(registry))
+    assert warnings[1] == (
+        f"{registry}:9: models.solo.model: GGUF file not found: {tmp_path / name} (File name "
+        "too long; a path relative to the registry's folder, or package:NAME); `llmroute "
+        "serve` does not start without it"
+    )

@@ -277,9 +277,9 @@ def lint_files(loaded: LoadedRegistry) -> list[str]:
     from llmroute.providers.llamacpp import PACKAGE_PREFIX, resolve_gguf  # when linting
 
     registry = loaded.registry
-    # each missing file (however its paths are spelled) -> the first path, and the
-    # fields naming it in the file's order
-    missing: dict[str, tuple[Path, list[str]]] = {}
+    # each missing file (however its paths are spelled) -> the first path, why it could
+    # not be looked up (None: it is not there), and the fields naming it in the file's order
+    missing: dict[str, tuple[Path, str | None, list[str]]] = {}
     for name, model in registry.models.items():
         for index, target in enumerate(model.targets()):
             gguf = target.model
@@ -289,17 +289,21 @@ def lint_files(loaded: LoadedRegistry) -> list[str]:
             if gguf.startswith(PACKAGE_PREFIX):
                 continue
             path = resolve_gguf(gguf, loaded.base_dir)
-            if path.is_file():
-                continue
+            why = None
+            try:
+                if path.is_file():
+                    continue
+            except OSError as exc:  # a name past the file system's 255 bytes
+                why = exc.strerror or type(exc).__name__
             field = f"models.{name}" + (f".deployments[{index}]" * bool(model.deployments))
-            held = missing.setdefault(os.path.abspath(path), (path, []))
-            held[1].append(f"{field}.model")
+            held = missing.setdefault(os.path.abspath(path), (path, why, []))
+            held[2].append(f"{field}.model")
     out = []
-    for path, (field, *others) in missing.values():
+    for path, why, (field, *others) in missing.values():
         also = [_with_line(loaded, other) for other in others]
         warning = ConfigError(
-            f"GGUF file not found: {path} (a path relative to the registry's folder, "
-            "or package:NAME)"
+            f"GGUF file not found: {path} ({f'{why}; ' if why else ''}a path relative to "
+            "the registry's folder, or package:NAME)"
             + (f"; also named by {', '.join(also)}" if also else "")
             + "; `llmroute serve` does not start without it",
             field=field,
