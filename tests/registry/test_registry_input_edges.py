@@ -5,12 +5,14 @@ and field."""
 from __future__ import annotations
 
 import pytest
+import yaml
+from pydantic import ValidationError
 from registry_helpers import VALID, one_error
 
 from llmroute.errors import ConfigError
 from llmroute.registry import parse_registry
 from llmroute.registry.cases import parse_cases
-from llmroute.registry.schema import MAX_NAME_CHARS
+from llmroute.registry.schema import MAX_NAME_CHARS, Registry
 
 LONG = "n" * (MAX_NAME_CHARS + 1)
 AT_LIMIT = "n" * MAX_NAME_CHARS
@@ -239,6 +241,62 @@ def test_a_huge_number_keeps_out_of_range_where_a_number_goes_or_its_tag_says_so
         error = one_error(VALID.replace(old, new))
         assert error.field == field, error
         assert error.message == "out of range: an integer of 5,000 digits", error
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "said"),
+    [
+        ("k: 3", "k: 0x" + "f" * 4000, "intent.k", "out of range: an integer of 4,817 digits"),
+        (
+            "threshold: 0.4",
+            "threshold: 0b" + "1" * 20_000,
+            "intent.threshold",
+            "out of range: an integer of 6,021 digits",
+        ),
+        (
+            "context_window: 1047576",
+            "context_window: 1:" + ":".join(["59"] * 3000),
+            "models.large.context_window",
+            "out of range: an integer of 5,335 digits",
+        ),
+        (
+            "context_window: 1047576",
+            "params: {seed: 0x" + "f" * 4000 + "}",
+            "models.large.params.seed",
+            "out of range: an integer of 4,817 digits (quote it if it is text)",
+        ),
+        (
+            "description: programming help",
+            "description: 0x" + "f" * 4000,
+            "routes[0].description",
+            "an unquoted number of 4,817 digits: YAML reads it as an integer, and this field "
+            "is text; quote it",
+        ),
+    ],
+)
+def test_an_integer_python_cannot_write_is_refused_at_its_field(
+    old: str, new: str, field: str, said: str
+) -> None:
+    """Hex, binary and sexagesimal integers Python reads at any length, past the 4,300
+    digits it writes: 'Exceeds the limit (4300 digits) for integer string conversion; use
+    sys.set_int_max_str_digits()' at the enclosing model (``models.large``, ``intent``),
+    and a ValueError out of the loader for a model's params (hashing the version). Found
+    by fuzz_registry.py --extended."""
+    error = one_error(VALID.replace(old, new))
+    assert (error.field, error.message) == (field, said), error
+
+
+def test_a_registry_given_as_data_says_an_integer_past_python_s_digits_out_of_range() -> None:
+    """`Registry.model_validate` (data not read from YAML) counted an integer's digits
+    with str(), which refuses past 4,300: Python's own message, at the model."""
+    data = yaml.safe_load(VALID)
+    data["models"]["large"]["context_window"] = 16**4000
+    with pytest.raises(ValidationError) as info:
+        Registry.model_validate(data)
+    (error,) = info.value.errors()
+    assert error["loc"] == ("models", "large")
+    said = (("context_window",), "out of range: an integer of 4,817 digits")
+    assert error["ctx"]["error"].problems == (said,), error
 
 
 def test_a_huge_unquoted_number_as_a_key_says_to_quote_it() -> None:

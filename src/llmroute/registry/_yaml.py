@@ -7,7 +7,9 @@ line numbers for every error, and duplicate keys reported instead of lost.
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -17,7 +19,7 @@ import yaml
 from llmroute.errors import shown
 from llmroute.registry._paths import Path, Problem
 
-__all__ = ["Document", "Tagged", "compose"]
+__all__ = ["Document", "Tagged", "compose", "decimal_digits"]
 
 _YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -174,25 +176,26 @@ class _Builder:
         if explicit and node.tag not in _SCALAR_TAGS:
             raise Tagged(_not_allowed(node.tag), line, path)
         try:
-            return self._scalars.construct_object(node, deep=True)
+            value = self._scalars.construct_object(node, deep=True)
         except (ValueError, KeyError, AttributeError, TypeError, IndexError, yaml.YAMLError) as exc:
             # ``!!int abc``, ``!!bool maybe``; a plain ``2026-13-45`` is a date YAML cannot
             # read; ``!!float`` on nothing (or on ``_``): PyYAML indexes the empty text
             kind = _SCALAR_TAGS.get(node.tag, "a date")
             written = shown(node.value, 60)
-            digits = sum(c.isdigit() for c in node.value)
             if node.tag == _INT_TAG and _DECIMAL.fullmatch(node.value):
-                # past Python's 4,300 digits for int(): text, unless a number goes there
-                if key and not explicit:
-                    message = f"a key YAML reads as an integer of {digits:,} digits: quote it"
-                    raise Tagged(message, line, path) from exc
-                message = f"out of range: an integer of {digits:,} digits"
-                raise Tagged(message, line, path, None if explicit else digits) from exc
+                # past Python's 4,300 digits for int()
+                digits = sum(c.isdigit() for c in node.value)
+                raise _too_long(digits, line, path, key=key, explicit=explicit) from exc
             if explicit:
                 message = f"the tag {_short_tag(node.tag)} does not fit {written}: not {kind}"
             else:
                 message = f"{written} reads as {kind} and is not one: quote it"
             raise Tagged(message, line, path) from exc
+        if isinstance(value, int) and not isinstance(value, bool) and not _writable(value):
+            # hex, binary and sexagesimal integers are read at any length, and then no
+            # message, version hash or request can write them
+            raise _too_long(decimal_digits(value), line, path, key=key, explicit=explicit)
+        return value
 
     def _explicit(self, node: yaml.Node) -> bool:
         """Whether the file writes a tag on `node`: its start (past an anchor, and blanks
@@ -249,6 +252,33 @@ class _Builder:
                 continue
             merged.update(value)
         return merged
+
+
+def _too_long(digits: int, line: int, path: Path, *, key: bool, explicit: bool) -> Tagged:
+    """An integer past what Python writes as text (4,300 digits): text where text goes
+    (a plain value's `digits` are kept for the loader to say which), a key to quote."""
+    if key and not explicit:
+        return Tagged(f"a key YAML reads as an integer of {digits:,} digits: quote it", line, path)
+    message = f"out of range: an integer of {digits:,} digits"
+    return Tagged(message, line, path, None if explicit else digits)
+
+
+def _writable(value: int) -> bool:
+    """Whether `str(value)` works: within Python's limit on an integer's digits."""
+    limit = sys.get_int_max_str_digits()
+    return limit == 0 or abs(value) < 10**limit
+
+
+def decimal_digits(value: int) -> int:
+    """The digits of `value` written in decimal, counted without writing it (past 4,300
+    digits `str` refuses)."""
+    value = abs(value)
+    digits = max(1, math.floor(value.bit_length() * math.log10(2)))  # within one of it
+    while value >= 10**digits:
+        digits += 1
+    while digits > 1 and value < 10 ** (digits - 1):
+        digits -= 1
+    return digits
 
 
 def _short_tag(tag: str) -> str:

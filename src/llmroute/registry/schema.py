@@ -38,6 +38,7 @@ from llmroute.registry._paths import (
     did_you_mean,
     shown_name,
 )
+from llmroute.registry._yaml import decimal_digits
 from llmroute.safety._pii_span import PII_TYPES
 
 __all__ = [
@@ -370,8 +371,8 @@ def _past_range(value: Any, real: bool) -> bool:
 
 
 def _out_of_range(value: int) -> str:
-    digits = len(str(abs(value)))  # a 400-digit value is not echoed
-    return f"out of range: an integer of {digits:,} digits"
+    # a 400-digit value is not echoed; past 4,300 digits str() cannot write it
+    return f"out of range: an integer of {decimal_digits(value):,} digits"
 
 
 @functools.cache
