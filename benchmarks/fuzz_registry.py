@@ -24,6 +24,19 @@ text (or, for the encodings, its bytes):
 - a provider key pasted where one does not belong (``api_key``, ``key_env``, a header,
   the base URL's password), which no message may repeat.
 
+With ``--extended``, three more families join them (the recorded seeds' cases are the
+same without it):
+
+- tags where a file may write one: on keys, on block mappings and lists, after an anchor
+  (and a comment), verbatim (``!<tag:...>``), through ``%TAG`` handles (``!!`` redefined
+  too), the non-specific ``!``, on an empty value, on flow items, a 5,000-character tag;
+- names of 200 to 5,000 characters (at, just under and past the 256 a name may have),
+  renamed wherever the file names them, written ``? key`` past YAML's 1,024; a long alias
+  holding spaces;
+- integers of 4,299 to 100,000 digits (past Python's 4,300 for ``int()``), signed, with
+  ``_``, in hex, octal, binary and sexagesimal (which Python reads at any length), a float
+  of 5,000 digits, tagged or quoted, as values, flow values, list items and keys.
+
 Each file is read with `load_registry`, as ``llmroute registry check`` reads it. A
 registry that loads is then summarized, linted and built into a `Router` as ``check``
 does (each may refuse it with our own error), and written back with `dump_registry`,
@@ -35,7 +48,7 @@ Any other exception, a case over 10 s, or one that grows the process by over 300
 finding, printed with its seed and mutations to reproduce it (``--case``).
 
     .venv/bin/python benchmarks/fuzz_registry.py [--cases 3000] [--seed 1] [--json]
-        [--case N] [--show]
+        [--case N] [--show] [--extended]
 
 Every loop is bounded; the exit status is 1 when a case broke a rule.
 """
@@ -71,6 +84,9 @@ MAX_ERRORS = 100
 MAX_LINE = 2_000
 MAX_SECONDS = 10.0
 MAX_GROWTH_MB = 300
+MAX_NAME = 256  # a name's length: a field names a key this long whole
+# a key a field cut, as far as it is shown: plain, or quoted (``['a b…'…]``)
+_CUT_KEY = re.compile(r"'([^']*)'…|\"([^\"]*)\"…|([\w.-]*)…")
 # messages about the file as a whole, YAML that does not parse, or a key of the top level
 # that is not text: no field to name
 _NO_FIELD = re.compile(
@@ -485,6 +501,181 @@ TEXT_MUTATIONS: dict[str, Callable[[random.Random, list[str]], str]] = {
     "document": m_document,
     "truncate": m_truncate,
 }
+# -- --extended: tags, long names, huge integers ------------------------------------------
+
+_NAME_VALUE = re.compile(r"^(?P<head>\s*(?:- )?name: )(?P<name>[A-Za-z0-9][\w.-]*)\s*$")
+_SECTION_KEY = re.compile(r"^  (?P<name>[A-Za-z0-9][\w.-]*):(?P<rest>.*)$")
+_NAMED_SECTIONS = ("models:", "providers:")
+_NAME_LENGTHS = [200, 255, 256, 257, 300, 1_023, 1_025, 5_000]
+_DIGITS = [4_299, 4_300, 4_301, 5_000, 100_000]
+
+
+def _huge_number(rng: random.Random) -> str:
+    """An integer past Python's 4,300 digits for int() (or just under), in one of the
+    ways YAML 1.1 writes one."""
+    n = rng.choice(_DIGITS)
+    return rng.choice(
+        [
+            "9" * n,
+            "-" + "9" * n,
+            "+" + "1" * n,
+            "9_" * (n // 2) + "9",
+            "0x" + "f" * (n - 300),  # Python reads these at any length
+            "0o" + "7" * n,
+            "0b" + "1" * (3 * n),
+            "1:" + ":".join(["59"] * (n // 2)),
+            "1" + "0" * n + ".5",
+            "!!int " + "9" * n,
+            "!!float " + "9" * n,
+            "!!str " + "9" * n,
+            '"' + "9" * n + '"',
+            "[" + "9" * n + "]",
+        ]
+    )
+
+
+def x_huge_int(rng: random.Random, lines: list[str]) -> str:
+    """A huge integer as a value, a flow value, a list item or a (``? ``) key."""
+    number = _huge_number(rng)
+    where = rng.choice(["value", "value", "flow", "item", "key"])
+    flows = [i for i, line in enumerate(lines) if _FLOW_ITEM.search(line) and "{" in line]
+    items = [i for i, line in enumerate(lines) if re.match(r"\s*- [^\s&*!]", line)]
+    if where == "flow" and flows and not number.startswith(("!!", "[")):
+        i = rng.choice(flows)
+        item = rng.choice(list(_FLOW_ITEM.finditer(lines[i])))
+        lines[i] = lines[i][: item.start("value")] + number + lines[i][item.end("value") :]
+        return f"flow value {item['key']!r} at {i + 1} = {number[:12]!r} ({len(number):,})"
+    if where == "item" and items:
+        i = rng.choice(items)
+        lines[i] = lines[i][: lines[i].index("- ") + 2] + number
+        return f"item at {i + 1} = {number[:12]!r} ({len(number):,})"
+    i = _pick(rng, lines)
+    if where == "key" and (match := _KEY_LINE.match(lines[i])) is not None:
+        pad = match["indent"] + ("  " if match["dash"] else "")
+        at = _block_end(lines, i)
+        lines[at:at] = [f"{pad}? {number}", f"{pad}: x"]
+        return f"key after {i + 1} = {number[:12]!r} ({len(number):,})"
+    _set_value(lines, i, number)
+    return f"value at {i + 1} = {number[:12]!r} ({len(number):,})"
+
+
+def _names(lines: list[str]) -> list[str]:
+    """The names the file gives: routes' and rules' ``name:``, models' and providers'
+    keys."""
+    found: list[str] = []
+    section = ""
+    for line in lines:
+        if line[:1].isalpha():
+            section = line.split(" ")[0]
+        match = _NAME_VALUE.match(line)
+        if match is None and section in _NAMED_SECTIONS:
+            match = _SECTION_KEY.match(line)
+        if match is not None:
+            found.append(match["name"])
+    return sorted(set(found))
+
+
+def x_long_name(rng: random.Random, lines: list[str]) -> str:
+    """A name made 200 to 5,000 characters long wherever the file writes it (a key past
+    1,024 written ``? key``), or a long alias holding spaces."""
+    length = rng.choice(_NAME_LENGTHS)
+    names = _names(lines)
+    if not names or rng.random() < 0.2:
+        target = names[0] if names else "small"
+        alias = ("gpt 4 " + "a" * length)[:length]
+        at = next((i for i, line in enumerate(lines) if line == "aliases:"), None)
+        if at is None:
+            lines += ["aliases:"]
+            at = len(lines) - 1
+        lines.insert(at + 1, f"  ? '{alias}'" if length > 1_000 else f"  '{alias}': {target}")
+        if length > 1_000:
+            lines.insert(at + 2, f"  : {target}")
+        return f"alias of {length:,} characters for {target!r}"
+    old = rng.choice(names)
+    filler = rng.choice(["x", "a-b_c.d", "0"])
+    new = (old + "-" + filler * length)[:length]
+    word = re.compile(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])")
+    for i, line in enumerate(list(lines)):
+        key = _SECTION_KEY.match(line)
+        if length > 1_000 and key is not None and key["name"] == old:
+            lines[i] = f"  ? {new}\n  :{key['rest']}"
+        else:
+            lines[i] = word.sub(new, line)
+    lines[:] = "\n".join(lines).split("\n")
+    return f"{old!r} renamed to {length:,} characters ({filler!r})"
+
+
+_TAGS = [
+    "!!str",
+    "!!int",
+    "!!float",
+    "!!bool",
+    "!!null",
+    "!!binary",
+    "!!timestamp",
+    "!!map",
+    "!!seq",
+    "!!set",
+    "!!omap",
+    "!custom",
+    "!",
+    "!<tag:yaml.org,2002:str>",
+    "!<tag:yaml.org,2002:binary>",
+    "!<!local>",
+    "!!python/str",
+    "!!python/object:os.system",
+    "!" + "t" * 5_000,
+]
+
+
+def x_tag(rng: random.Random, lines: list[str]) -> str:
+    """A tag on a key, a value (after an anchor, a comment, or on nothing), a block
+    collection, a flow item, or through a ``%TAG`` handle."""
+    tag = rng.choice(_TAGS)
+    where = rng.choice(["key", "value", "anchor", "comment", "empty", "block", "flow", "handle"])
+    i = _pick(rng, lines)
+    match = _KEY_LINE.match(lines[i])
+    if match is None:
+        lines[i] = f"{tag} {lines[i]}"
+        return f"tag {tag[:30]!r} on line {i + 1}"
+    head = f"{match['indent']}{match['dash'] or ''}"
+    rest = match["rest"].strip()
+    if where == "key":
+        lines[i] = f"{head}{tag} {match['key']}:{match['rest']}"
+    elif where == "value" and rest:
+        lines[i] = f"{head}{match['key']}: {tag} {rest}"
+    elif where == "anchor" and rest:
+        lines[i] = f"{head}{match['key']}: &tg {tag} {rest}"
+    elif where == "comment" and rest:
+        pad = " " * (len(head) + 2)
+        lines[i : i + 1] = [f"{head}{match['key']}: &tg # note", f"{pad}{tag} {rest}"]
+    elif where == "empty":
+        _set_value(lines, i, tag)
+    elif where == "flow":
+        _set_value(lines, i, f"[{tag} 1, {{a: {tag} x}}]")
+    elif where == "handle":
+        prefix = rng.choice(["tag:yaml.org,2002:", "tag:example.com,2000:"])
+        handle = rng.choice(["!e!", "!!"])
+        lines[0:0] = [f"%TAG {handle} {prefix}", "---"]
+        name = rng.choice(["str", "int", "binary", "python/name:os.system"])
+        j = i + 2
+        if rest:
+            lines[j] = f"{head}{match['key']}: {handle}{name} {rest}"
+        else:
+            lines[j] = f"{head}{match['key']}: {handle}{name}"
+        return f"%TAG {handle} {prefix}, {handle}{name} at {j + 1}"
+    else:  # a block collection's tag (or a scalar's, where the key has no block)
+        lines[i] = f"{head}{match['key']}: {tag}" + (f" {rest}" if rest else "")
+    return f"tag {tag[:30]!r} ({where}) at {i + 1}"
+
+
+EXTENDED_MUTATIONS: dict[str, Callable[[random.Random, list[str]], str]] = {
+    "x_huge_int": x_huge_int,
+    "x_long_name": x_long_name,
+    "x_tag": x_tag,
+}
+
+
 # text-level first: these act on the whole file's bytes
 _ENCODINGS = ["bom", "utf-16", "utf-16-le", "utf-32", "bad_byte", "crlf", "cr", "latin-1"]
 
@@ -507,13 +698,16 @@ def _encode(rng: random.Random, text: str, mutations: list[str]) -> bytes:
     return text.replace("\n", "\r\n" if kind == "crlf" else "\r").encode("utf-8", "surrogatepass")
 
 
-def make_case(seed: int, number: int) -> Case:
+def make_case(seed: int, number: int, extended: bool = False) -> Case:
+    """Case `number` of `seed`; `extended`: each mutation is one of `EXTENDED_MUTATIONS`
+    half the time (without it the cases are those the recorded seeds ran)."""
     rng = random.Random(f"{seed}:{number}")
     case = Case(number, rng.choice(SOURCES))
     lines = case.source.read_text(encoding="utf-8").split("\n")
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
-        name = rng.choice(sorted(TEXT_MUTATIONS))
-        case.mutations.append(f"{name}: {TEXT_MUTATIONS[name](rng, lines)}")
+        mutations = EXTENDED_MUTATIONS if extended and rng.random() < 0.5 else TEXT_MUTATIONS
+        name = rng.choice(sorted(mutations))
+        case.mutations.append(f"{name}: {mutations[name](rng, lines)}")
     case.data = _encode(rng, "\n".join(lines), case.mutations)
     return case
 
@@ -554,6 +748,8 @@ def _refusal_problems(exc: Exception, path: str, lines: int) -> list[str]:
         problems.append("a traceback, pydantic's URL or a Python class in the message")
     if any(len(line) > MAX_LINE for line in rendered.splitlines()):
         problems.append(f"a line of the message past {MAX_LINE:,} characters")
+    if "int_max_str_digits" in rendered:
+        problems.append("Python's limit on an integer's digits said in the message")
     for error in errors[:MAX_ERRORS]:
         said = f"{str(error)[:200]!r}"
         if error.file != path:
@@ -562,6 +758,8 @@ def _refusal_problems(exc: Exception, path: str, lines: int) -> list[str]:
             problems.append(f"no line in the file ({error.line}): {said}")
         if error.field is None and not _NO_FIELD.search(error.message):
             problems.append(f"no field: {said}")
+        if any(len("".join(cut)) < MAX_NAME for cut in _CUT_KEY.findall(error.field or "")):
+            problems.append(f"a key cut short of {MAX_NAME} characters in the field: {said}")
     return problems
 
 
@@ -619,16 +817,21 @@ def _warm() -> None:
 
 
 def fuzz(
-    seed: int, cases: int, first: int = 0, show: bool = False, watchdog: bool = True
+    seed: int,
+    cases: int,
+    first: int = 0,
+    show: bool = False,
+    watchdog: bool = True,
+    extended: bool = False,
 ) -> Report:
-    """Run cases `first`.. of `seed`; `watchdog`: a SIGALRM past 60 s a case (off under
-    pytest-timeout, whose alarm it would cancel)."""
+    """Run cases `first`.. of `seed` (`extended`: with `EXTENDED_MUTATIONS`); `watchdog`:
+    a SIGALRM past 60 s a case (off under pytest-timeout, whose alarm it would cancel)."""
     report = Report()
     _warm()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for number in range(first, first + cases):
-            case = make_case(seed, number)
+            case = make_case(seed, number, extended)
             report.cases += 1
             report.by_mutation.update(m.split(":")[0] for m in case.mutations)
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -666,15 +869,19 @@ def main() -> None:
     parser.add_argument("--case", type=int, help="run this case alone (and show it)")
     parser.add_argument("--show", action="store_true", help="print every case")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--extended", action="store_true", help="add tags, long names and huge integers"
+    )
     args = parser.parse_args()
     if args.case is not None:
-        case = make_case(args.seed, args.case)
+        case = make_case(args.seed, args.case, args.extended)
         print(case.data.decode("utf-8", "replace")[:4000])
-        report = fuzz(args.seed, 1, args.case, show=True)
+        report = fuzz(args.seed, 1, args.case, show=True, extended=args.extended)
     else:
-        report = fuzz(args.seed, args.cases, show=args.show)
+        report = fuzz(args.seed, args.cases, show=args.show, extended=args.extended)
     summary = {
         "seed": args.seed,
+        "extended": args.extended,
         "cases": report.cases,
         "outcomes": dict(report.outcomes),
         "findings": len(report.findings),

@@ -110,3 +110,22 @@ def test_mutated_shipped_registries_load_or_are_refused_at_a_line() -> None:
     report = fuzz.fuzz(seed=7, cases=60, watchdog=False)
     assert report.outcomes["loaded"] and report.outcomes["refused"], report.outcomes
     assert not report.findings, [(c.mutations, p) for c, p in report.findings]
+
+
+def test_the_extended_mutations_load_or_are_refused_at_a_line() -> None:
+    """``--extended``: tags in every place, names of 200 to 5,000 characters and integers
+    past Python's 4,300 digits (docs/benchmarks.md)."""
+    fuzz = _fuzz_script()
+    report = fuzz.fuzz(seed=7, cases=40, watchdog=False, extended=True)
+    assert report.by_mutation.keys() >= set(fuzz.EXTENDED_MUTATIONS), report.by_mutation
+    assert not report.findings, [(c.mutations, p) for c, p in report.findings]
+
+
+def test_without_extended_the_cases_are_the_recorded_ones(monkeypatch: Any) -> None:
+    """The recorded seeds' cases do not depend on the extended families: without
+    ``--extended`` none is drawn, and no draw of the seed's generator is spent on them."""
+    fuzz = _fuzz_script()
+    before = [fuzz.make_case(1, n).data for n in range(30)]
+    monkeypatch.setattr(fuzz, "EXTENDED_MUTATIONS", {"x_other": fuzz.m_truncate})
+    assert [fuzz.make_case(1, n).data for n in range(30)] == before
+    assert not any(m.startswith("x_") for n in range(30) for m in fuzz.make_case(1, n).mutations)
