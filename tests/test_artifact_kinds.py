@@ -92,3 +92,15 @@ def test_training_into_another_commands_folder_is_refused_before_any_work(
     assert "no-such-data" not in err and "Traceback" not in err, err
     assert sorted(p.name for p in folder.iterdir()) == sorted([held, "arrays.npz"])
     assert (folder / "arrays.npz").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_a_folder_name_the_file_system_refuses_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    """A name past the file system's 255 bytes (a registry's `reasoning.scorer` written
+    as a megabyte): `Path.is_dir` raised OSError, a traceback out of `registry check`
+    and `serve` (found by benchmarks/fuzz_registry.py)."""
+    read, command = READERS[kind]
+    with pytest.raises(ConfigError) as info:
+        read(tmp_path / ("x" * 300))
+    assert info.value.message.startswith("cannot read the "), info.value
+    assert info.value.message.endswith(f": File name too long (a folder written by `{command}`)")

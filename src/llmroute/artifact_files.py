@@ -33,9 +33,12 @@ def check_folder(directory: str | os.PathLike[str], *, what: str, command: str) 
     ``NotADirectoryError`` of a path inside a file, or that a file is missing from a
     folder that is not there."""
     folder = Path(directory)
-    if folder.is_dir():
-        return
-    said = f"a file, not a {what}" if folder.exists() else f"no such {what}"
+    try:
+        if folder.is_dir():
+            return
+        said = f"a file, not a {what}" if folder.exists() else f"no such {what}"
+    except OSError as exc:  # a name past the file system's 255 bytes, a folder not ours
+        said = f"cannot read the {what}: {exc.strerror or type(exc).__name__}"
     raise ConfigError(f"{said} (a folder written by `{command}`)", file=str(directory))
 
 
