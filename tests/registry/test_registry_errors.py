@@ -1322,3 +1322,19 @@ def test_a_cache_entry_bound_past_64_mib_is_refused_where_it_is_written() -> Non
     assert_points_at(error, 37, "cache.max_entry_bytes", "less than or equal to 67108864")
     bound = parse_registry(VALID + "cache: {max_entry_bytes: 67108864}\n").registry.cache
     assert bound is not None and bound.max_entry_bytes == 64 * 1024 * 1024
+
+
+def test_an_error_found_building_what_the_registry_names_is_cut_as_a_load_error_is() -> None:
+    """A router's error at a field echoes its value (a megabyte `reasoning.scorer` made a
+    1 MB line: "…/xxx…: cannot read the reasoning scorer: File name too long"); at the
+    registry's file and line it is cut to 1,000 characters, as a load error is, in its
+    middle: the reason after the value is kept."""
+    loaded = parse_registry(VALID, source="reg.yaml")
+    long = ConfigError("/r/" + "x" * 1_000_000 + ": no such thing", field="intent.k")
+    error = loaded.at(long)
+    assert (error.file, error.line, error.field) == ("reg.yaml", 16, "intent.k"), error
+    assert len(error.message) == 1_000, len(error.message)
+    assert error.message.startswith("/r/xxx") and error.message.endswith("x: no such thing")
+    assert "…" in error.message
+    short = loaded.at(ConfigError("/r/x: no such thing", field="intent.k"))
+    assert short.message == "/r/x: no such thing"

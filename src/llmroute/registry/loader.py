@@ -68,7 +68,19 @@ class LoadedRegistry:
             )
             while path and line is None:
                 line, path = self.lines.get(path), path[:-1]
-        return ConfigError(exc.message, file=self.source, line=line, field=exc.field)
+        return ConfigError(_middle_cut(exc.message), file=self.source, line=line, field=exc.field)
+
+
+_MAX_MESSAGE = 1_000
+
+
+def _middle_cut(message: str) -> str:
+    """`message` cut in its middle to `_MAX_MESSAGE` characters, as a load error's are cut:
+    an artifact's path (a megabyte ``reasoning.scorer``) is echoed before the reason."""
+    if len(message) <= _MAX_MESSAGE:
+        return message
+    head = _MAX_MESSAGE // 2
+    return message[:head] + "…" + message[-(_MAX_MESSAGE - head - 1) :]
 
 
 def load_registry(path: str | os.PathLike[str]) -> LoadedRegistry:
