@@ -786,6 +786,8 @@ def _loaded_problems(loaded: Any) -> list[str]:
         except ConfigError as exc:
             if exc.file is None or exc.line is None:
                 problems.append(f"the router's ConfigError names no file or line: {exc}")
+            if len(str(exc)) > MAX_LINE:
+                problems.append(f"the router's ConfigError is {len(str(exc)):,} characters")
         except LlmrouteError:
             pass
     return problems
