@@ -207,6 +207,42 @@ def test_a_number_tag_on_no_number_is_refused_at_its_field(tag: str, shown: str,
     assert error.message == f"the tag {tag.split()[0]} does not fit {shown}: not {kind}", error
 
 
+@pytest.mark.parametrize(
+    ("line", "old", "new", "field", "char"),
+    [
+        (
+            20,
+            "description: programming help",
+            'description: "\\ud800"',
+            "routes[0].description",
+            "\\ud800",
+        ),
+        (
+            20,
+            "description: programming help",
+            'description: "\\ud83d\\ude00!"',
+            "routes[0].description",
+            "\\ud83d",
+        ),
+        (10, "model: gpt-4.1\n", 'model: "gpt\\udc00"\n', "models.large.model", "\\udc00"),
+        (31, "X-Tenant: acme", 'X-Tenant: "a\\udfff"', "rules[0].when.header.X-Tenant", "\\udfff"),
+        (7, "small: {provider", '"s\\ud800": {provider', "models['s\\ud800']", "\\ud800"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_at_its_field(
+    line: int, old: str, new: str, field: str, char: str
+) -> None:
+    """``"\\ud800"`` (a UTF-16 surrogate written as an escape, alone or as half of a
+    pair, which YAML does not join) is no text: a description holding one loaded, and
+    hashing the registry's version raised UnicodeEncodeError (a traceback); a model id's
+    was pydantic's "unable to parse raw data as a unicode string". Found by
+    fuzz_registry.py --extended (seed 1)."""
+    error = one_error(VALID.replace(old, new))
+    assert (error.line, error.field) == (line, field), error
+    assert error.message.startswith(f"holds the escape '{char}'"), error
+    assert "write the character itself" in error.message, error
+
+
 HUGE = "9" * 5000  # past Python's 4,300 digits for int()
 
 

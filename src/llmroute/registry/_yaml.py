@@ -37,6 +37,7 @@ _SCALAR_TAGS = {
 _ANCHOR = re.compile(r"&\S+(?:\s|#[^\n\r\x85\u2028\u2029]*)*")
 _INT_TAG = f"{_YAML_TAG}int"
 _DECIMAL = re.compile(r"[-+]?[0-9_]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _MAX_NODES = 1_000_000
 # What aliases may add to the values the file writes: each is validated, and may be an
 # error, so 400 aliases of a route with 400 bad examples (5 kB) made 160,000 errors
@@ -191,6 +192,15 @@ class _Builder:
             else:
                 message = f"{written} reads as {kind} and is not one: quote it"
             raise Tagged(message, line, path) from exc
+        if isinstance(value, str) and (surrogate := _SURROGATE.search(value)) is not None:
+            # ``"\ud800"``: an escape YAML reads as half of a UTF-16 pair (it joins no
+            # two), which no UTF-8 text holds: the version's hash, a header, a log line
+            raise Tagged(
+                f"holds the escape {surrogate.group()!r}, half of a UTF-16 pair, which is not "
+                "text: write the character itself, or one escape for it (\\U0001F600)",
+                line,
+                path,
+            )
         if isinstance(value, int) and not isinstance(value, bool) and not _writable(value):
             # hex, binary and sexagesimal integers are read at any length, and then no
             # message, version hash or request can write them
