@@ -105,3 +105,19 @@ def test_a_reload_naming_a_missing_gguf_is_rejected_at_its_line(tmp_path: Path) 
         said = next(line for line in served.log_text().splitlines() if "rejected" in line)
         assert f"{registry}:{MODEL_LINE}: models.gemma.model: GGUF file not found" in said, said
         assert served.version() == old
+
+
+def test_a_gguf_name_the_file_system_cannot_look_up_is_named_at_its_line(tmp_path: Path) -> None:
+    """A file name past the file system's 255 bytes made `Path.is_file` raise OSError
+    ("File name too long"): `serve` ended in a traceback, not the model's line."""
+    long_name = "m" * 300 + ".gguf"
+    (tmp_path / "models").mkdir()  # else its absence is found first
+    done = serve_refused(LOCAL.replace("models/nope.gguf", f"models/{long_name}"), tmp_path, [])
+    said = done.stderr.strip()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in said and len(said.splitlines()) == 1, said
+    assert said.startswith(
+        f"error: {tmp_path / 'registry.yaml'}:{MODEL_LINE}: models.gemma.model: GGUF file not "
+        "found: "
+    ), said
+    assert "File name too long" in said, said

