@@ -376,3 +376,26 @@ def test_only_a_tier_passed_over_is_an_escalation() -> None:
     route = build_report([escalated], REGISTRY).routes[0]
     assert route.escalation_rate == 1
     assert route.counterfactual_usd == pytest.approx(0.04)  # two calls paid: one's share
+
+
+def test_a_cache_hit_is_priced_at_the_latest_priced_answer_of_its_prompt_and_model() -> None:
+    """Whatever order the rows come in: the answer with the latest `ts` that has a price
+    (an unpriced, failed or route-only one, or another model's, is passed over)."""
+    hit = dict(cache_hit=True, prompt_hash="p")
+    log = [
+        logged("chat", ts=30.0, **hit),
+        logged("chat", ts=20.0, prompt_hash="p", cost_usd=0.2),  # the latest priced
+        logged("chat", ts=10.0, prompt_hash="p", cost_usd=0.1),
+        logged("chat", ts=25.0, prompt_hash="p"),  # no price: passed over
+        logged("chat", ts=26.0, prompt_hash="p", cost_usd=9.0, status=502, error="x"),
+        logged("chat", ts=27.0, prompt_hash="p", cost_usd=9.0, route_only=True),
+        logged("chat", ts=28.0, prompt_hash="p", cost_usd=9.0, model="large"),
+        logged("chat", ts=5.0, **hit),
+        logged("chat", ts=6.0, cache_hit=True, prompt_hash="unanswered"),
+    ]
+    for rows in (log, log[::-1]):
+        cache = build_report(rows, None).cache
+        assert (cache.hits, cache.priced) == (3, 2)
+        assert cache.not_spent_usd == pytest.approx(0.4)
+    none = build_report(log[1:7], None).cache
+    assert (none.hits, none.priced, none.not_spent_usd) == (0, 0, 0.0)

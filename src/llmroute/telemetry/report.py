@@ -268,24 +268,33 @@ def _cache_stats(
     """`CacheStats` of `decisions`: each hit priced at the latest answer of its prompt by
     its model in the window that was no hit (a semantic hit's prompt differs, and an
     answer before the window is not there to read: those are counted, not priced)."""
-    paid: dict[tuple[str, str], float] = {}
-    for d in sorted(decisions, key=lambda d: d.ts):
+    hits = [d for d in decisions if d.cache_hit]
+    if not hits:  # no sort nor pass over the window for none (the dashboard's rows)
+        return CacheStats(0, 0, 0.0)
+    wanted = {(d.prompt_hash, d.model) for d in hits if d.prompt_hash is not None}
+    # the latest priced answer of each prompt and model a hit asks for: one pass, no sort
+    # (a sort of 10^5 decisions, and a price for each, took a report 1.5 times as long)
+    paid: dict[tuple[str, str], tuple[float, float]] = {}
+    for d in decisions:
         if d.cache_hit or d.route_only or d.status != 200 or d.prompt_hash is None:
+            continue
+        key = (d.prompt_hash, d.model)
+        if key not in wanted:
+            continue
+        last = paid.get(key)
+        if last is not None and last[0] > d.ts:
             continue
         cost = cost_of(d)
         if cost is not None:
-            paid[(d.prompt_hash, d.model)] = cost
-    hits = priced = 0
+            paid[key] = (d.ts, cost)
+    priced = 0
     usd = 0.0
-    for d in decisions:
-        if not d.cache_hit:
-            continue
-        hits += 1
-        cost = paid.get((d.prompt_hash, d.model)) if d.prompt_hash is not None else None
-        if cost is not None:
+    for d in hits:
+        found = paid.get((d.prompt_hash, d.model)) if d.prompt_hash is not None else None
+        if found is not None:
             priced += 1
-            usd += cost
-    return CacheStats(hits, priced, usd)
+            usd += found[1]
+    return CacheStats(len(hits), priced, usd)
 
 
 @dataclass(frozen=True, slots=True)
