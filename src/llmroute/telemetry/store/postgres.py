@@ -263,6 +263,9 @@ class _OwnPoolFailures(logging.Filter):
         (psycopg's own message: a missing database, a refused password, a refused
         connection), so that a timeout can say why rather than guess the server is
         down."""
+        self.connected: dict[str, float] = {}
+        """Per pool name, when it last made a connection (its `configure` callback): a
+        refusal before it was mended since."""
 
     @contextmanager
     def discarding(self) -> Iterator[None]:
@@ -291,8 +294,16 @@ class _OwnPoolFailures(logging.Filter):
         last = self.last_error.get(pool)
         return last[1] if last is not None and time.monotonic() - last[0] <= within_s else None
 
+    def made(self, pool: str, conn: object) -> None:
+        """`pool` made connection `conn` (the pool's `configure` callback)."""
+        self.connected[pool] = time.monotonic()
+
     def refusal(self, pool: str, within_s: float) -> str | None:
-        """That failure's reason, if it is a refusal no new attempt can mend."""
+        """That failure's reason, if it is a refusal no new attempt can mend and the pool
+        has made no connection since (the refusal mended: a call waits for one)."""
+        last = self.last_error.get(pool)
+        if last is not None and self.connected.get(pool, -math.inf) > last[0]:
+            return None
         found = _REFUSAL.search(self.reason(pool, within_s) or "")
         return found[0] if found else None
 
@@ -375,6 +386,8 @@ class PostgresStore(SqlReads):
             # no `check=`: `_lend` checks what it is lent, and walks through broken
             # connections 50 ms apart (psycopg_pool's own check waits 0, 1, 2, 4 s)
             kwargs={"connect_timeout": max(2, connect_timeout_s), "application_name": "llmroute"},
+            # a refusal before the pool's newest connection fails no call (`_getconn`)
+            configure=functools.partial(_POOL_FILTER.made, self._pool_name),
         )
         self._open_lock = threading.Lock()
         self._opened = False
@@ -625,6 +638,7 @@ class PostgresStore(SqlReads):
             bound = _CLOSE_S if timeout_s is None else max(0.0, timeout_s)
             self._pool.close(timeout=bound / max(1, self._pool.num_workers))
         _POOL_FILTER.last_error.pop(self._pool_name, None)
+        _POOL_FILTER.connected.pop(self._pool_name, None)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
