@@ -122,15 +122,23 @@ def _converts_or_400(convert: Any, body: dict[str, Any]) -> None:
         in_dialect(out, THINKER, kind)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_bodies)
 def test_any_messages_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    """Any Messages body converts to a chat body or is a 400 naming a field.
+    Fewer examples than the upstream-side tests below: ``benchmarks/fuzz_gateway.py``
+    sends this endpoint's bodies, mutated, through a real gateway 1,500 times a round
+    (docs/benchmarks.md); this is the quick check of the same space in every run."""
     _converts_or_400(messages_convert.to_chat_body, body)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_bodies)
 def test_any_responses_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    """Any Responses body converts to a chat body or is a 400 naming a field.
+    Fewer examples than the upstream-side tests below: ``benchmarks/fuzz_gateway.py``
+    sends this endpoint's bodies, mutated, through a real gateway 1,500 times a round
+    (docs/benchmarks.md); this is the quick check of the same space in every run."""
     _converts_or_400(responses_convert.to_chat_body, body)
 
 
@@ -141,10 +149,14 @@ _completion_bodies = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_completion_bodies)
 @example({"model": "auto", "prompt": ["hi"], "n": 2, "best_of": 2, "stream": True})
 def test_any_completions_body_converts_or_is_a_400(body: dict[str, Any]) -> None:
+    """Any text completions body converts to a chat body or is a 400 naming a field.
+    Fewer examples than the upstream-side tests below: ``benchmarks/fuzz_gateway.py``
+    sends this endpoint's bodies, mutated, through a real gateway 1,500 times a round
+    (docs/benchmarks.md); this is the quick check of the same space in every run."""
     _converts_or_400(completions.to_chat_body, body)
 
 
@@ -425,7 +437,7 @@ _chat_bodies = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_chat_bodies)
 @example({"model": "claude", "messages": [{"role": "user"}], "tools": True})
 @example({"model": "c", "messages": [{"role": "assistant", "content": None, "tool_calls": 1}]})
@@ -434,7 +446,10 @@ def test_any_chat_body_is_handled_or_refused(body: dict[str, Any]) -> None:
     removing cache markers for an OpenAI-protocol server, saying thinking in a model's
     dialect, converting it for an Anthropic model) ends in a body or an `LlmrouteError`
     (the gateway's error JSON), never another exception: a 500. The two examples were
-    500s found by a longer run of this test and of the gateway's own fuzz test."""
+    500s found by a longer run of this test and of the gateway's own fuzz test, which
+    sends chat bodies, mutated, to OpenAI-protocol and Anthropic models 1,500 times a
+    round (``benchmarks/fuzz_gateway.py``, docs/benchmarks.md): hence fewer examples
+    here than the upstream-side tests above, as the quick check in every run."""
     for kind in ("openai", "anthropic"):  # a client's thinking said in each dialect
         with contextlib.suppress(LlmrouteError):  # rendered as the gateway's error JSON
             in_dialect(body, THINKER, kind)
