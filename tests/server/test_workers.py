@@ -94,8 +94,12 @@ def _request(conn: http.client.HTTPConnection) -> int:
 
 
 def test_workers_share_the_connections_restart_reload_and_stop(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also the default case of `test_workers_run_numpys_blas_on_one_thread_unless_the_
+    operator_chose` (no BLAS variable set by the operator), checked on these workers
+    rather than on two more started for it alone."""
+    _without_blas_variables(monkeypatch)
     registry = tmp_path / "registry.yaml"
     registry.write_text(REGISTRY % {"url": upstream.url})
     log = tmp_path / "serve.log"
@@ -106,6 +110,8 @@ def test_workers_share_the_connections_restart_reload_and_stop(
         parent = served.proc.pid
         workers = _workers(parent)
         assert len(workers) == 2
+        for pid in workers:  # one BLAS thread each, as the operator chose none
+            assert _blas_environ(pid, BLAS_DEFAULT) == BLAS_DEFAULT
         port = int(served.url.rsplit(":", 1)[1])
         live = httpx.get(f"{served.url}/dashboard/data", timeout=10).json()["live"]
         assert live["workers"] == 2 and live["pid"] in workers  # the page says whose it is
@@ -337,10 +343,26 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
+BLAS_DEFAULT = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": None}
+
+
+def _without_blas_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # tests/conftest.py sets them
+
+
+def _blas_environ(pid: int, expected: dict[str, str | None]) -> dict[str, str | None]:
+    """The variables of `expected` in worker `pid`'s environment as it started (read
+    before numpy is imported)."""
+    seen = _environ(pid)
+    return {name: seen.get(name) for name in expected}
+
+
 @pytest.mark.parametrize(
     ("operator", "expected"),
     [
-        ({}, {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": None}),
+        # no variable set: checked on the workers of
+        # test_workers_share_the_connections_restart_reload_and_stop (BLAS_DEFAULT)
         ({"OPENBLAS_NUM_THREADS": "3"}, {"OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": None}),
         ({"OMP_NUM_THREADS": "2"}, {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": None}),
     ],
@@ -354,8 +376,7 @@ def test_workers_run_numpys_blas_on_one_thread_unless_the_operator_chose(
 ) -> None:
     """A worker's environment as it started (read before numpy is imported): one BLAS
     thread by default, the operator's own setting of any of the variables kept."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)  # tests/conftest.py sets them
+    _without_blas_variables(monkeypatch)
     registry = tmp_path / "registry.yaml"
     registry.write_text(REGISTRY % {"url": upstream.url})
     env = {"LLMROUTE_TELEMETRY_URL": "off", **operator}
@@ -363,5 +384,4 @@ def test_workers_run_numpys_blas_on_one_thread_unless_the_operator_chose(
         workers = _workers(served.proc.pid)
         assert len(workers) == 2
         for pid in workers:
-            seen = _environ(pid)
-            assert {name: seen.get(name) for name in expected} == expected
+            assert _blas_environ(pid, expected) == expected
