@@ -38,8 +38,10 @@ telemetry: {enabled: false}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Served]:
+    """A gateway with the defaults of a proxy's options, its log in JSON lines (for
+    `test_forwarded_for_is_believed_from_this_machine_by_default`)."""
     tmp = tmp_path_factory.mktemp("proxied")
-    with serve_text(REGISTRY % {"url": upstream.url}, tmp) as served:
+    with serve_text(REGISTRY % {"url": upstream.url}, tmp, ["--log-format", "json"]) as served:
         yield served
 
 
@@ -117,16 +119,33 @@ def _access_clients(served: Served) -> list[str]:
     ]
 
 
+def _forwarded(served: Served, times: int = 1) -> list[str]:
+    """GET /v1/models `times` times, each saying it came from `CLIENT`: the client
+    addresses the access log shows for it."""
+    for _ in range(times):
+        reply = httpx.get(
+            f"{served.url}/v1/models", headers={"X-Forwarded-For": CLIENT}, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+    return _access_clients(served)
+
+
+def test_forwarded_for_is_believed_from_this_machine_by_default(gateway: Served) -> None:
+    """127.0.0.1: a proxy on this machine, trusted by default (the module's gateway: no
+    other test of it asks for /v1/models)."""
+    clients = _forwarded(gateway)
+    assert clients and set(clients) == {CLIENT}, clients
+
+
 @pytest.mark.parametrize(
     ("args", "env", "believed"),
     [
-        ([], {}, True),  # 127.0.0.1: a proxy on this machine, trusted by default
         (["--forwarded-allow-ips", NOT_US], {}, False),
         (["--forwarded-allow-ips", f"{NOT_US}, 10.0.0.0/8", "--workers", "2"], {}, False),
         ([], {"FORWARDED_ALLOW_IPS": NOT_US}, False),
         (["--forwarded-allow-ips", "127.0.0.0/8"], {"FORWARDED_ALLOW_IPS": NOT_US}, True),
     ],
-    ids=["default", "option", "option-workers", "environment", "option-over-environment"],
+    ids=["option", "option-workers", "environment", "option-over-environment"],
 )
 def test_forwarded_for_is_believed_only_from_the_trusted_proxies(
     upstream: FakeUpstream,
@@ -137,12 +156,8 @@ def test_forwarded_for_is_believed_only_from_the_trusted_proxies(
 ) -> None:
     text = REGISTRY % {"url": upstream.url}
     with serve_text(text, tmp_path, ["--log-format", "json", *args], env) as served:
-        for _ in range(2 if "--workers" in args else 1):  # whichever worker answers
-            reply = httpx.get(
-                f"{served.url}/v1/models", headers={"X-Forwarded-For": CLIENT}, timeout=10
-            )
-            assert reply.status_code == 200, reply.text
-        clients = _access_clients(served)
+        # whichever worker answers
+        clients = _forwarded(served, 2 if "--workers" in args else 1)
     assert clients and set(clients) == {CLIENT if believed else "127.0.0.1"}, clients
 
 
