@@ -27,6 +27,11 @@ os.environ.setdefault("LLMROUTE_CACHE_DIR", str(CACHE))
 # at load 6). Set before numpy is imported; results are the same.
 for _blas in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")
+# Under PYTHONDONTWRITEBYTECODE every gateway and command a test starts compiled the
+# sources it imports afresh (`llmroute route`: 1.2 s of CPU, 0.85 s with bytecode kept).
+# They keep their bytecode in the test cache: reused, and nothing written in the tree.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(CACHE / "pycache"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Gateways started by tests log decisions to a scratch SQLite file, never to the
