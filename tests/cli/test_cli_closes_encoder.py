@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import socket
 import time
 import warnings
@@ -40,6 +41,25 @@ default: {{target: small{default}}}
 MISSING_ROUTER = (
     ", difficulty: {router: no-such-router, strong: small, weak: small, threshold: 0.5}"
 )
+
+
+@pytest.fixture
+def logging_kept() -> Iterator[None]:
+    """`serve` run in-process configures logging (`dictConfig`: handlers on llmroute's and
+    uvicorn's loggers writing to this test's captured stderr); put back as it was, or the
+    next tests in this worker log to a closed stream through handlers not theirs."""
+    names = [None, *logging.Logger.manager.loggerDict]
+    kept = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        kept[name] = (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+    yield
+    for name in [None, *logging.Logger.manager.loggerDict]:
+        logger = logging.getLogger(name)
+        handlers, level, propagate, disabled = kept.get(name, ([], logging.NOTSET, True, False))
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +139,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("argv", list(COMMANDS.values()), ids=list(COMMANDS))
 def test_the_endpoints_connection_is_closed(
-    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str], logging_kept: None
 ) -> None:
     with socket.socket() as taken, warnings.catch_warnings(record=True) as seen:
         taken.bind(("127.0.0.1", 0))
