@@ -274,9 +274,11 @@ def _too_long(digits: int, line: int, path: Path, *, key: bool, explicit: bool) 
 
 
 def _writable(value: int) -> bool:
-    """Whether `str(value)` works: within Python's limit on an integer's digits."""
+    """Whether `str(value)` works: within Python's limit on an integer's digits. By its
+    bits first (2**(3n) < 10**n): a power of ten for each integer was 0.9 ms of a 4 ms load
+    of examples/registry.yaml."""
     limit = sys.get_int_max_str_digits()
-    return limit == 0 or abs(value) < 10**limit
+    return limit == 0 or value.bit_length() <= 3 * limit or abs(value) < 10**limit
 
 
 def decimal_digits(value: int) -> int:
