@@ -268,6 +268,25 @@ def test_a_huge_unquoted_number_in_a_text_field_says_to_quote_it(
     ), error
 
 
+def test_a_huge_unquoted_number_where_a_word_goes_says_to_quote_it() -> None:
+    """A field of a few words (``intent.method``, a provider's ``kind``, a safety action)
+    is text too: it said 'out of range', as if a smaller number would do."""
+    for old, new, field in [
+        ("method: knn", f"method: {HUGE}", "intent.method"),
+        (
+            "{kind: openai, base_url: https",
+            f"{{kind: {HUGE}, base_url: https",
+            "providers.openai.kind",
+        ),
+    ]:
+        error = one_error(VALID.replace(old, new))
+        assert error.field == field, error
+        assert error.message == (
+            "an unquoted number of 5,000 digits: YAML reads it as an integer, and this field "
+            "is text; quote it"
+        ), error
+
+
 def test_a_huge_number_keeps_out_of_range_where_a_number_goes_or_its_tag_says_so() -> None:
     for old, new, field in [
         ("context_window: 1047576", f"context_window: {HUGE}", "models.large.context_window"),

@@ -346,12 +346,10 @@ def _number_or_text(annotation: Any) -> str:
     for arg in _unwrap(annotation):
         if arg is Any:
             return "either"
-        if arg in (int, float) or (
-            typing.get_origin(arg) is typing.Literal
-            and any(isinstance(v, int) for v in typing.get_args(arg))
-        ):
+        literal = typing.get_args(arg) if typing.get_origin(arg) is typing.Literal else ()
+        if arg in (int, float) or any(isinstance(v, int) for v in literal):
             kinds.add("number")
-        elif arg is str:
+        if arg is str or any(isinstance(v, str) for v in literal):  # a word of a few
             kinds.add("text")
     if len(kinds) == 1:
         return kinds.pop()
