@@ -34,7 +34,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from llmroute.state.redis_conn import RETRY_AFTER_S, HandshakeRefused, ReplyLost, sent
+from llmroute.state.redis_conn import (
+    RETRY_AFTER_S,
+    HandshakeRefused,
+    ReplyLost,
+    error_replies,
+    sent,
+)
 
 if TYPE_CHECKING:
     from llmroute.state.redis_conn import Outage, RedisConnection
@@ -256,22 +262,11 @@ def _describe(exc: BaseException, *, replied: bool = False) -> str:
     from redis import exceptions
 
     text = str(exc).splitlines()[0] if str(exc) else ""
-    # error replies redis-py raises as a ConnectionError: Redis answered, refusing
-    refusals = tuple(
-        getattr(exceptions, name)
-        for name in (
-            "AuthenticationError",
-            "BusyLoadingError",
-            "AuthorizationError",
-            "MaxClientsReachedError",
-        )
-        if hasattr(exceptions, name)
-    )
     if isinstance(exc, HandshakeRefused):
         kind = "refused at connect"
     elif replied:
         kind = "answered with an error"
-    elif isinstance(exc, refusals):
+    elif isinstance(exc, error_replies()):  # Redis answered, refusing
         kind = "refused"
     elif isinstance(exc, (exceptions.TimeoutError, TimeoutError)):
         kind = "timed out"

@@ -82,6 +82,7 @@ __all__ = [
     "client_name",
     "connect",
     "db_refusal",
+    "error_replies",
     "query_refusal",
     "resending_option",
     "sent",
@@ -438,19 +439,14 @@ class ReplyLost(Exception):
 
 
 @functools.cache
-def _client_class() -> type[Any]:
-    """The async client `connect` makes: redis-py's, whose connection lost or timeout
-    while a command waits for its reply raises `ReplyLost` (`from` redis-py's error);
-    an error reply redis-py raises as a ``ConnectionError`` is left as it is (not
-    made)."""
-    import redis.asyncio as redis
+def error_replies() -> tuple[type[BaseException], ...]:
+    """The error replies redis-py raises as a ``ConnectionError`` (``LOADING``,
+    ``NOAUTH``, ``WRONGPASS``, max clients...): Redis's answer that it did not make the
+    command, not a connection failing (the last three are not in every redis-py the
+    extra allows)."""
     from redis import exceptions
-    from redis.exceptions import ConnectionError as Lost
 
-    # error replies redis-py raises as a ConnectionError (``LOADING``, ``NOAUTH``,
-    # ``WRONGPASS``, max clients...): Redis's answer that it did not make the command
-    # (the last three are not in every redis-py the extra allows)
-    replies: tuple[type[BaseException], ...] = tuple(
+    return tuple(
         getattr(exceptions, name)
         for name in (
             "AuthenticationError",
@@ -461,6 +457,19 @@ def _client_class() -> type[Any]:
         )
         if hasattr(exceptions, name)
     )
+
+
+@functools.cache
+def _client_class() -> type[Any]:
+    """The async client `connect` makes: redis-py's, whose connection lost or timeout
+    while a command waits for its reply raises `ReplyLost` (`from` redis-py's error);
+    an error reply redis-py raises as a ``ConnectionError`` is left as it is (not
+    made)."""
+    import redis.asyncio as redis
+    from redis import exceptions
+    from redis.exceptions import ConnectionError as Lost
+
+    replies = error_replies()
 
     class LostAfterSending(Lost, ReplyLost):
         """The connection was lost once the command was sent: it may have been made."""
