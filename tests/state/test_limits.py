@@ -529,8 +529,13 @@ def test_a_settle_made_again_after_its_tombstone_lapsed_does_not_count_twice(
     past `LATE_S` after the try whose answer was lost, it only replaces its hold, if
     that is still there (`lost` on the way: the try never reached Redis), and says when
     it found nothing. A try whose connection was reset once it was sent (`lost`
-    connection) may have been made too: it was taken as not made, and counted twice."""
-    clock, mono = Clock(time.time()), Clock(1000.0)
+    connection) may have been made too: it was taken as not made, and counted twice.
+    The clock starts clear of a UTC day's end: moved on past the tombstone's 2 minutes,
+    the day's spend is read in the next day's window (three failures at 23:58 UTC)."""
+    now = time.time()
+    if now % 86_400 > 86_400 - 600:  # within 10 minutes of midnight: start just past it
+        now += 86_400 - now % 86_400 + 5
+    clock, mono = Clock(now), Clock(1000.0)
     made = lost != "on the way"
 
     async def go(proxy: StallProxy, url: str) -> list[Any]:
