@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import httpx
-from gateway_proc import free_port, serve_text, wait_for
+from gateway_proc import ECHO_ONLY, free_port, serve_text, wait_for
 from redis_service import REDIS_URL, past_databases
 from stall_proxy import stall_proxy
 
@@ -77,18 +77,7 @@ def test_each_redis_is_said_once_at_start_and_at_a_reload(
         assert "s3cret" not in served.log_text()
 
 
-FIXED = """
-encoder: builtin:static
-providers:
-  echo: {kind: echo}
-models:
-  small: {provider: echo, model: echo-small}
-routes:
-  - {name: chat, examples: [hello there], target: small}
-default: {target: small}
-telemetry: {enabled: false}
-affinity: {url: "%(url)s", namespace: "%(ns)s"}
-"""
+FIXED = ECHO_ONLY + 'affinity: {url: "%(url)s", namespace: "%(ns)s"}\n'
 
 
 def test_a_reload_that_leaves_the_version_unchanged_checks_redis_again(
